@@ -1,0 +1,129 @@
+"""What the notebooks' "Setup imports" and "parameters" cells call: versions, device,
+seeding and GPU-or-CPU defaults, so that every notebook resolves them the same way."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import random
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+__all__ = [
+    "print_config", "resolve_device", "choose", "seed_everything", "data_root", "in_colab",
+    "check_close", "real_examples_dir",
+]
+
+T = TypeVar("T")
+
+_PACKAGES = ("torch", "torchvision", "segmentation_models_pytorch", "numpy", "scipy", "nibabel",
+             "pandas", "matplotlib", "ipywidgets", "papermill")
+
+
+def in_colab() -> bool:
+    import sys
+
+    return "google.colab" in sys.modules
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error
+    that says how to get one."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "device='cuda' was requested but PyTorch sees no GPU; on Colab choose "
+            "Runtime > Change runtime type > GPU, or set device = 'auto' to run on the CPU"
+        )
+    return resolved
+
+
+def print_config(device: torch.device | None = None) -> None:
+    """Print Python, package versions and the compute device (one line each)."""
+    print(f"python {platform.python_version()} on {platform.system()}")
+    for name in _PACKAGES:
+        try:
+            version = getattr(importlib.import_module(name), "__version__", "?")
+        except ImportError:
+            version = "not installed"
+        print(f"{name:28s} {version}")
+    device = resolve_device() if device is None else device
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        print(f"device: {device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)")
+    else:
+        print(f"device: cpu ({os.cpu_count()} cores); no GPU, so the notebooks pick small settings")
+
+
+def choose(value: T | None, *, gpu: T, cpu: T, quick: T | None = None, on_gpu: bool, is_quick: bool = False) -> T:
+    """A parameter's effective value: the learner's own when given (not None), otherwise
+    the CI value when ``is_quick``, otherwise the GPU or the CPU default."""
+    if value is not None:
+        return value
+    if is_quick and quick is not None:
+        return quick
+    return gpu if on_gpu else cpu
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (all devices); returns a ``torch.Generator`` seeded
+    the same way, for code that takes an explicit generator."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def data_root(data_dir: str | os.PathLike | None = None, default: str | os.PathLike = "../data") -> Path:
+    """The data folder: ``data_dir`` if given, else ``$AFL_DATA_DIR``, else ``default``
+    (relative to the notebook folder, i.e. the repository's ``data/``)."""
+    chosen: Any = data_dir or os.environ.get("AFL_DATA_DIR") or default
+    return Path(chosen).expanduser().resolve()
+
+
+def check_close(name: str, actual: Any, expected: Any, *, atol: float = 1e-6) -> None:
+    """Compare two computations of the same quantity, print the largest absolute
+    difference and raise ``AssertionError`` above ``atol``."""
+    a = np.asarray(actual.detach().cpu() if hasattr(actual, "detach") else actual, dtype=np.float64)
+    b = np.asarray(expected.detach().cpu() if hasattr(expected, "detach") else expected, dtype=np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"{name}: shapes differ, {a.shape} vs {b.shape}")
+    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    verdict = "ok " if diff <= atol else "BAD"
+    print(f"{verdict} {name:44s} max abs diff {diff:.1e} (tolerance {atol:.0e})")
+    if diff > atol:
+        raise AssertionError(f"{name}: max abs difference {diff:.3g} exceeds {atol:.0e}")
+
+
+REAL_EXAMPLE_FILES = (
+    "brain1_image.nii.gz", "brain1_label.nii.gz", "breast1_image.nii.gz", "breast1_label.nii.gz",
+    "LICENSE-pyradiomics.txt",
+)
+
+
+def real_examples_dir(cache: str | os.PathLike = "~/.cache/afl-tutorial/real-mri") -> Path:
+    """Folder holding the two real MRI examples (pyradiomics' brain1 and breast1, BSD-3).
+
+    In a clone of the repository they are ``tests/data/real-mri``; where only the package
+    is installed (Colab) they are downloaded once from the repository into ``cache``.
+    """
+    from afl_core._io import atomic_target
+    from afl_core.links import raw_url
+
+    in_repo = Path(__file__).resolve().parent.parent / "tests" / "data" / "real-mri"
+    if all((in_repo / name).is_file() for name in REAL_EXAMPLE_FILES):
+        return in_repo
+    target = Path(cache).expanduser()
+    for name in REAL_EXAMPLE_FILES:
+        if not (target / name).is_file():
+            import urllib.request
+
+            with atomic_target(target / name) as tmp:
+                urllib.request.urlretrieve(raw_url(f"tests/data/real-mri/{name}"), tmp)
+    return target

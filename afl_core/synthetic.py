@@ -1,0 +1,501 @@
+"""Synthetic MRI-like cases with lesions of chosen size and boundary irregularity.
+
+:func:`make_dataset` writes the layout of :mod:`afl_core.data` (``imagesTr``, ``labelsTr``,
+``dataset.json``) plus ``lesions.csv``, one row of facts per lesion, so an evaluation can
+stratify by lesion size and outline. A case is built as an MR scanner would see it:
+
+* anatomy: air, a body outline and an organ inside it, with a smooth tissue texture;
+* lesions inside the organ, one to ``max_lesions`` per case (some cases have none);
+* partial volume: each voxel holds the fraction of it that an outline covers (a one-voxel
+  linear ramp across the border), so lesion borders in the image are soft, while the label
+  is the voxel whose centre lies inside the outline (partial volume > 0.5);
+* channels of different contrast (like T2W, ADC and a high-b-value DWI: the lesion is
+  dark, darker and bright), and of different sharpness (DWI is blurrier);
+* a smooth multiplicative intensity inhomogeneity (bias field) and Rician noise;
+* intensities stored as int16 (as scanners do), on a grid of ``spacing`` mm (default
+  0.5 x 0.5 x 3.0, the common PI-CAI T2W grid).
+
+Orientation: ``shape=(D, H, W)`` gives arrays ``(H, W, D)`` in NIfTI axis order, so the
+third NIfTI axis is the slice axis and a slice ``volume[:, :, k]`` is ``H x W``.
+
+The lesion outline is a perturbed ellipse in-plane (see :class:`Outline`)::
+
+    r(theta) = radius * e(theta) * (1 + irregularity * sum_k w_k cos(k theta + phi_k)),   sum_k w_k = 1
+
+where ``e`` is an ellipse of unit area-equivalent radius, so ``irregularity = 0`` is a
+smooth ellipse and ``0.6`` a strongly zigzag star. Across slices the outline shrinks as
+``sqrt(1 - ((z - z0) / r_z)^2)``, with ``r_z`` the in-plane radius converted to slices.
+:func:`lesion_mask_2d` draws one outline for the notebooks with the same code.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from afl_core._io import atomic_write
+from afl_core.data import DATASET_JSON, IMAGES_DIR, LABELS_DIR, list_cases, read_dataset_json, write_case, write_dataset_json
+from afl_core.shape import boundary_irregularity
+
+__all__ = ["Outline", "lesion_mask_2d", "make_case", "make_dataset", "LESION_COLUMNS", "GENERATOR_VERSION"]
+
+GENERATOR_VERSION = 1
+LESIONS_CSV = "lesions.csv"
+LESION_COLUMNS = (
+    "case",
+    "lesion",
+    "centre_x",
+    "centre_y",
+    "centre_z",
+    "radius_vox",
+    "irregularity_amplitude",
+    "aspect",
+    "conspicuity",
+    "n_slices",
+    "volume_voxels",
+    "volume_mm3",
+    "max_slice_area_voxels",
+    "boundary_irregularity_3d",
+    "boundary_irregularity_2d",
+)
+
+
+@dataclass(frozen=True)
+class _Contrast:
+    """Relative intensity of each tissue in one channel, its blur and noise."""
+
+    name: str
+    air: float
+    body: float
+    organ: float
+    lesion: float
+    blur: float  # in-plane Gaussian sigma, voxels (lower resolution of DWI)
+    noise: float  # Rician noise sigma, relative to intensity 1
+
+
+# As in prostate MRI: tumours are dark on T2W and ADC, bright on high-b-value DWI.
+_CONTRASTS = (
+    _Contrast("T2W-like", air=0.02, body=0.45, organ=0.75, lesion=0.40, blur=0.0, noise=0.02),
+    _Contrast("ADC-like", air=0.02, body=0.35, organ=0.65, lesion=0.28, blur=0.7, noise=0.03),
+    _Contrast("HBV-like", air=0.02, body=0.15, organ=0.28, lesion=0.75, blur=1.0, noise=0.04),
+)
+_INTENSITY_SCALE = 1000.0  # stored intensity of relative value 1
+
+
+# --------------------------------------------------------------------------- outlines
+
+
+@dataclass(frozen=True)
+class Outline:
+    """A star-shaped in-plane outline: the radius at angle ``theta`` is
+
+    .. math::  r(\\theta) = \\rho \\, e(\\theta) \\left(1 + a \\sum_k w_k \\cos(k\\theta + \\varphi_k)\\right)
+
+    with ``rho = radius``, ``a = irregularity`` (``0 <= a < 1``), weights ``w_k >= 0`` summing
+    to 1 (so ``r > 0``), and ``e`` an ellipse of axis ratio ``aspect`` turned by
+    ``orientation`` with semi-axes ``1/sqrt(aspect)`` and ``sqrt(aspect)`` (area ``pi``,
+    so the unperturbed outline has the area of a disc of radius ``rho``).
+    """
+
+    radius: float
+    irregularity: float
+    aspect: float = 1.0
+    orientation: float = 0.0
+    harmonics: tuple[int, ...] = ()
+    weights: tuple[float, ...] = ()
+    phases: tuple[float, ...] = ()
+
+    @classmethod
+    def random(
+        cls,
+        rng: np.random.Generator,
+        radius: float,
+        irregularity: float,
+        *,
+        harmonics: tuple[int, int] = (3, 9),
+        n_harmonics: int = 3,
+        aspect: tuple[float, float] = (0.7, 1.0),
+    ) -> "Outline":
+        """An outline with random ellipse and ``n_harmonics`` distinct random harmonics
+        ``k`` in ``harmonics`` (inclusive) of random weights and phases."""
+        if not 0.0 <= irregularity < 1.0:
+            raise ValueError(f"irregularity must be in [0, 1), got {irregularity}")
+        if radius <= 0:
+            raise ValueError(f"radius must be positive, got {radius}")
+        ks = np.sort(rng.choice(np.arange(harmonics[0], harmonics[1] + 1), size=n_harmonics, replace=False))
+        weights = rng.uniform(0.2, 1.0, size=n_harmonics)
+        return cls(
+            radius=float(radius),
+            irregularity=float(irregularity),
+            aspect=float(rng.uniform(*aspect)),
+            orientation=float(rng.uniform(0.0, math.pi)),
+            harmonics=tuple(int(k) for k in ks),
+            weights=tuple(float(w) for w in weights / weights.sum()),
+            phases=tuple(float(p) for p in rng.uniform(0.0, 2.0 * math.pi, size=n_harmonics)),
+        )
+
+    def radius_at(self, theta: np.ndarray) -> np.ndarray:
+        """``r(theta)`` in voxels."""
+        rel = theta - self.orientation
+        q = self.aspect
+        ellipse = 1.0 / np.sqrt(q * np.cos(rel) ** 2 + np.sin(rel) ** 2 / q)
+        ripple = np.zeros_like(theta)
+        for k, w, phi in zip(self.harmonics, self.weights, self.phases):
+            ripple += w * np.cos(k * theta + phi)
+        return self.radius * ellipse * (1.0 + self.irregularity * ripple)
+
+    @property
+    def max_radius(self) -> float:
+        """An upper bound of ``r(theta)``."""
+        return self.radius / math.sqrt(self.aspect) * (1.0 + self.irregularity)
+
+    def margin(self, du: np.ndarray, dv: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
+        """Signed in-plane distance (voxels, positive inside) from the outline, scaled by
+        ``scale``, to the points at offset ``(du, dv)`` from its centre, measured along the ray."""
+        return self.radius_at(np.arctan2(dv, du)) * scale - np.hypot(du, dv)
+
+
+def _partial_volume(margin: np.ndarray) -> np.ndarray:
+    """Fraction of a voxel inside an outline: a one-voxel linear ramp across the border.
+    It exceeds 0.5 exactly where the voxel centre is inside (``margin > 0``)."""
+    return np.clip(margin + 0.5, 0.0, 1.0)
+
+
+def lesion_mask_2d(
+    shape: tuple[int, int] = (64, 64),
+    radius: float = 8.0,
+    irregularity: float = 0.3,
+    seed: int = 0,
+    *,
+    center: tuple[float, float] | None = None,
+    soft: bool = False,
+) -> np.ndarray:
+    """One 2D lesion of the generator's outline family (for figures and widgets).
+
+    Returns the binary mask (uint8, voxel centres inside the outline) or, with ``soft``,
+    the partial-volume image (float32 in [0, 1]). The same ``seed`` gives the same
+    outline shape at every radius and irregularity, so a slider changes only what it names.
+    """
+    height, width = shape
+    outline = Outline.random(np.random.default_rng(seed), radius, irregularity)
+    cu, cv = ((height - 1) / 2, (width - 1) / 2) if center is None else center
+    du, dv = np.meshgrid(np.arange(height) - cu, np.arange(width) - cv, indexing="ij")
+    margin = outline.margin(du, dv)
+    if soft:
+        return _partial_volume(margin).astype(np.float32)
+    return (margin > 0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- one case
+
+
+def _taper(z: np.ndarray, centre: float, half_depth: float) -> np.ndarray:
+    """Outline scale across slices: ``sqrt(1 - ((z - centre) / half_depth)^2)``, 0 beyond."""
+    return np.sqrt(np.clip(1.0 - ((z - centre) / half_depth) ** 2, 0.0, None))
+
+
+def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int], strength: float = 0.25) -> np.ndarray:
+    """Smooth multiplicative inhomogeneity: ``exp`` of a random quadratic polynomial in the
+    normalised coordinates, about +-``strength`` across the field of view."""
+    u, v, z = (np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape)
+    u, v, z = u[:, None, None], v[None, :, None], z[None, None, :]
+    c = rng.normal(0.0, strength / 2, size=6).astype(np.float32)
+    return np.exp(c[0] * u + c[1] * v + c[2] * u * v + c[3] * u * u + c[4] * v * v + c[5] * 0.3 * z)
+
+
+def _lesion_count(rng: np.random.Generator, max_lesions: int) -> int:
+    """1..max_lesions with probability proportional to 1/k^2: mostly single lesions."""
+    k = np.arange(1, max_lesions + 1)
+    p = 1.0 / k**2
+    return int(rng.choice(k, p=p / p.sum()))
+
+
+def _descriptor(mask: np.ndarray) -> float:
+    """:func:`afl_core.shape.boundary_irregularity` of one mask, padded so its whole
+    boundary lies inside the array."""
+    padded = torch.from_numpy(np.pad(mask, 1).astype(np.float32))[None, None]
+    return float(boundary_irregularity(padded)[0])
+
+
+def make_case(
+    rng: np.random.Generator,
+    *,
+    shape: tuple[int, int, int] = (16, 128, 128),
+    lesion_radius: tuple[float, float] = (3.0, 12.0),
+    irregularity: tuple[float, float] = (0.0, 0.6),
+    n_lesions: int = 1,
+    n_channels: int = 3,
+    spacing: tuple[float, float, float] = (0.5, 0.5, 3.0),
+) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
+    """One synthetic case: ``(channels, label, lesions)``.
+
+    ``channels`` are int16 arrays ``(H, W, D)`` for ``shape=(D, H, W)``, ``label`` uint8
+    ``(H, W, D)``, ``lesions`` one dict of facts per lesion (the columns of
+    ``lesions.csv`` but ``case``). Lesions never touch each other (not even diagonally),
+    so each is one connected component of the label and its facts are those of that
+    component. A lesion that finds no free place after a few tries is left out, so a case
+    may have fewer than ``n_lesions``.
+    """
+    depth, height, width = shape
+    grid = (height, width, depth)
+    z = np.arange(depth, dtype=np.float32)
+
+    # Anatomy: body (all slices) and an organ (tapering towards the end slices).
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    du, dv = np.meshgrid(np.arange(height) - centre[0], np.arange(width) - centre[1], indexing="ij")
+    body = Outline.random(rng, 0.40 * min(height, width), 0.04, harmonics=(2, 5), aspect=(0.75, 0.95))
+    body_pv = _partial_volume(body.margin(du, dv))[..., None].astype(np.float32)
+    organ_centre = centre + rng.uniform(-0.05, 0.05, size=2) * (height, width)
+    organ_radius = 0.22 * min(height, width)
+    organ = Outline.random(rng, organ_radius, 0.06, harmonics=(2, 4), aspect=(0.7, 0.95))
+    ou, ov = np.meshgrid(np.arange(height) - organ_centre[0], np.arange(width) - organ_centre[1], indexing="ij")
+    organ_depth = max(0.6 * depth, 1.0)
+    organ_pv = _partial_volume(
+        organ.margin(ou[..., None], ov[..., None], _taper(z, (depth - 1) / 2, organ_depth))
+    ).astype(np.float32)
+    organ_pv *= body_pv
+
+    # Lesions: placed one by one in the organ, rejected if they would touch another.
+    label = np.zeros(grid, dtype=np.uint8)
+    lesion_pv = np.zeros(grid, dtype=np.float32)
+    occupied = np.zeros(grid, dtype=bool)
+    lesions: list[dict] = []
+    lesion_values = np.zeros((n_channels,) + grid, dtype=np.float32)
+    voxel_volume = float(np.prod(spacing))
+    for _ in range(n_lesions):
+        radius = float(rng.uniform(*lesion_radius))
+        amplitude = float(rng.uniform(*irregularity))
+        outline = Outline.random(rng, radius, amplitude)
+        half_depth = max(radius * spacing[0] / spacing[2], 0.5) + 0.5
+        reach = outline.max_radius + 2.0
+        for _attempt in range(20):
+            angle, frac = rng.uniform(0, 2 * math.pi), math.sqrt(rng.uniform(0, 0.5))
+            cu = float(np.clip(organ_centre[0] + frac * organ_radius * math.cos(angle), reach, height - 1 - reach))
+            cv = float(np.clip(organ_centre[1] + frac * organ_radius * math.sin(angle), reach, width - 1 - reach))
+            cz = float(np.clip((depth - 1) / 2 + rng.uniform(-0.25, 0.25) * depth, 0.0, depth - 1.0))
+            box = (
+                slice(max(int(cu - reach), 0), min(int(cu + reach) + 2, height)),
+                slice(max(int(cv - reach), 0), min(int(cv + reach) + 2, width)),
+                slice(max(int(cz - half_depth) - 1, 0), min(int(cz + half_depth) + 3, depth)),
+            )
+            bu, bv, bz = np.ogrid[box[0], box[1], box[2]]
+            margin = outline.margin(bu - cu, bv - cv, _taper(bz.astype(np.float32), cz, half_depth))
+            mask = margin > 0
+            if mask.any() and not (mask & occupied[box]).any():
+                break
+        else:
+            continue
+        conspicuity = float(rng.uniform(0.5, 1.0))
+        pv = _partial_volume(margin).astype(np.float32)
+        label[box] |= mask
+        lesion_pv[box] = np.maximum(lesion_pv[box], pv)
+        occupied[box] |= ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
+        for c in range(n_channels):
+            contrast = _CONTRASTS[c % len(_CONTRASTS)]
+            # Blend towards this lesion's intensity where it covers the voxel.
+            target = contrast.organ + conspicuity * (contrast.lesion - contrast.organ)
+            lesion_values[c][box] = np.where(pv > 0, target, lesion_values[c][box])
+        areas = mask.sum(axis=(0, 1))
+        volume = int(mask.sum())
+        lesions.append(
+            {
+                "lesion": len(lesions) + 1,
+                "centre_x": round(cu, 3),
+                "centre_y": round(cv, 3),
+                "centre_z": round(cz, 3),
+                "radius_vox": round(radius, 4),
+                "irregularity_amplitude": round(amplitude, 4),
+                "aspect": round(outline.aspect, 4),
+                "conspicuity": round(conspicuity, 4),
+                "n_slices": int((areas > 0).sum()),
+                "volume_voxels": volume,
+                "volume_mm3": round(volume * voxel_volume, 4),
+                "max_slice_area_voxels": int(areas.max()),
+                "boundary_irregularity_3d": round(_descriptor(mask), 6),
+                "boundary_irregularity_2d": round(_descriptor(mask[..., int(areas.argmax())]), 6),
+            }
+        )
+
+    # Intensities per channel: tissues mixed by partial volume, texture, blur, bias, noise.
+    texture = ndimage.gaussian_filter(rng.standard_normal(grid, dtype=np.float32), sigma=(2.0, 2.0, 0.7))
+    texture /= max(float(texture.std()), 1e-6)
+    channels = []
+    for c in range(n_channels):
+        contrast = _CONTRASTS[c % len(_CONTRASTS)]
+        jitter = rng.uniform(0.9, 1.1, size=3)
+        tissue = contrast.air + body_pv * (contrast.body * jitter[0] - contrast.air)
+        tissue = tissue + organ_pv * (contrast.organ * jitter[1] - tissue)
+        tissue *= 1.0 + 0.06 * texture
+        # Lesion intensities scale with the organ's jitter so conspicuity is kept.
+        tissue += lesion_pv * (lesion_values[c] * jitter[1] * (1.0 + 0.06 * texture) - tissue)
+        if contrast.blur > 0:
+            tissue = ndimage.gaussian_filter(tissue, sigma=(contrast.blur, contrast.blur, 0.0))
+        tissue *= _bias_field(rng, grid)
+        sigma = np.float32(contrast.noise * jitter[2])
+        real = rng.standard_normal(grid, dtype=np.float32)
+        real *= sigma
+        real += tissue
+        imaginary = rng.standard_normal(grid, dtype=np.float32)
+        imaginary *= sigma
+        noisy = np.hypot(real, imaginary)  # magnitude of complex Gaussian noise: Rician
+        channels.append(np.clip(np.rint(noisy * _INTENSITY_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16))
+    return channels, label, lesions
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _generator_arguments(**kwargs) -> dict:
+    """The arguments as they read back from JSON (tuples become lists)."""
+    return json.loads(json.dumps({"function": "afl_core.synthetic.make_dataset", "version": GENERATOR_VERSION, **kwargs}))
+
+
+def _check_range(name: str, value: Sequence[float], lo: float, hi: float, *, hi_open: bool = False) -> tuple[float, float]:
+    if len(value) != 2 or not value[0] <= value[1]:
+        raise ValueError(f"{name} must be a pair (low, high) with low <= high, got {value}")
+    a, b = float(value[0]), float(value[1])
+    if a < lo or (b >= hi if hi_open else b > hi):
+        raise ValueError(f"{name} must lie in [{lo}, {hi}{')' if hi_open else ']'}, got {value}")
+    return a, b
+
+
+def make_dataset(
+    root: str | os.PathLike,
+    n_cases: int,
+    *,
+    seed: int,
+    shape: tuple[int, int, int] = (16, 128, 128),
+    lesion_radius: tuple[float, float] = (3.0, 12.0),
+    irregularity: tuple[float, float] = (0.0, 0.6),
+    empty_fraction: float = 0.2,
+    n_channels: int = 3,
+    max_lesions: int = 3,
+    spacing: tuple[float, float, float] = (0.5, 0.5, 3.0),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write ``n_cases`` synthetic cases (``synth_0000``, ...) in the layout of
+    :mod:`afl_core.data`, plus ``lesions.csv``; return ``root``.
+
+    Args:
+        root: dataset folder.
+        n_cases: number of cases.
+        seed: the same arguments give the same arrays (and bytes); case ``i`` depends
+            only on ``seed`` and ``i`` (and on which cases are lesion-free).
+        shape: ``(D, H, W)``: D slices of H x W voxels (stored as ``(H, W, D)``).
+        lesion_radius: in-plane radius range in voxels, drawn uniformly per lesion.
+        irregularity: outline perturbation amplitude range in [0, 1), drawn uniformly per
+            lesion (0: smooth ellipse, ~0.6: strongly zigzag); see :class:`Outline`.
+        empty_fraction: share of lesion-free cases (``round(empty_fraction * n_cases)``).
+        n_channels: number of channels; they cycle through T2W-, ADC- and HBV-like contrasts.
+        max_lesions: at most this many lesions per case (mostly one).
+        spacing: voxel size in mm along the stored axes ``(H, W, D)``.
+        overwrite: replace a dataset already in ``root`` that differs from these
+            arguments. When ``root`` already holds exactly this dataset it is kept and
+            nothing is written.
+        progress: show a progress bar.
+
+    ``dataset.json`` records the arguments (``generator``), ``source="synthetic"`` and the
+    spacing; ``lesions.csv`` has the columns :data:`LESION_COLUMNS`, the volume and
+    :func:`afl_core.shape.boundary_irregularity` measured on each lesion's own mask (3D,
+    and 2D on its largest slice).
+    """
+    if int(n_cases) < 1:
+        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
+    if len(shape) != 3 or min(shape) < 1 or min(shape[1:]) < 16:
+        raise ValueError(f"shape must be (D, H, W) with D >= 1 and H, W >= 16, got {shape}")
+    lesion_radius = _check_range("lesion_radius", lesion_radius, 1.0, math.inf)
+    irregularity = _check_range("irregularity", irregularity, 0.0, 1.0, hi_open=True)
+    if not 0.0 <= empty_fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
+    if n_channels < 1 or max_lesions < 1:
+        raise ValueError("n_channels and max_lesions must be at least 1")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing must be three positive numbers (mm), got {spacing}")
+    # The organ (radius 0.22 min(H, W)) must be able to hold the largest lesion.
+    if lesion_radius[1] * (1 + irregularity[1]) > 0.2 * min(shape[1:]):
+        raise ValueError(
+            f"lesion_radius up to {lesion_radius[1]} voxels (irregularity up to {irregularity[1]}) does not fit "
+            f"an image of {shape[1]}x{shape[2]}: keep lesion_radius[1] * (1 + irregularity[1]) <= 0.2 * min(H, W)"
+        )
+    n_cases = int(n_cases)
+    arguments = _generator_arguments(
+        n_cases=n_cases, seed=int(seed), shape=[int(s) for s in shape], lesion_radius=lesion_radius,
+        irregularity=irregularity, empty_fraction=float(empty_fraction), n_channels=int(n_channels),
+        max_lesions=int(max_lesions), spacing=[float(s) for s in spacing],
+    )
+    root = Path(root)
+    case_ids = [f"synth_{i:04d}" for i in range(n_cases)]
+    if _already_written(root, arguments, case_ids):
+        return root
+    existing = [root / name for name in (DATASET_JSON, LESIONS_CSV, IMAGES_DIR, LABELS_DIR) if (root / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{root} already holds a dataset made with other arguments ({', '.join(p.name for p in existing)}); "
+            "pass overwrite=True to replace it or choose another folder"
+        )
+    # dataset.json goes first and comes back last: it marks a complete dataset.
+    for path in existing:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+    top = np.random.SeedSequence(int(seed))
+    n_empty = round(empty_fraction * n_cases)
+    empty = set(np.random.default_rng(top).permutation(n_cases)[:n_empty].tolist())
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = -0.5 * (np.array([shape[1], shape[2], shape[0]]) - 1) * np.array(spacing)  # centred
+    rows = []
+    for i, (case_id, case_seed) in enumerate(
+        tqdm(list(zip(case_ids, top.spawn(n_cases))), desc="synthetic cases", disable=not progress, leave=False)
+    ):
+        rng = np.random.default_rng(case_seed)
+        n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
+        channels, label, lesions = make_case(
+            rng, shape=shape, lesion_radius=lesion_radius, irregularity=irregularity,
+            n_lesions=n_lesions, n_channels=n_channels, spacing=spacing,
+        )
+        write_case(root, case_id, channels, label, affine)
+        rows.extend({"case": case_id, **facts} for facts in lesions)
+
+    with atomic_write(root / LESIONS_CSV, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    names = [_CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)]
+    write_dataset_json(
+        root,
+        channel_names=names,
+        num_training=n_cases,
+        source="synthetic",
+        licence="CC0-1.0 (generated by afl_core.synthetic)",
+        spacing=[float(s) for s in spacing],
+        label_mapping={"0": 0, "1": 1},
+        axes="NIfTI axes (H, W, D): the third axis is the slice axis",
+        lesions_csv=LESIONS_CSV,
+        generator=arguments,
+    )
+    return root
+
+
+def _already_written(root: Path, arguments: dict, case_ids: list[str]) -> bool:
+    """Whether ``root`` holds a complete dataset made with exactly these arguments."""
+    if not (root / DATASET_JSON).is_file() or not (root / LESIONS_CSV).is_file():
+        return False
+    try:
+        same = read_dataset_json(root).get("generator") == arguments
+        return same and list_cases(root) == case_ids
+    except (ValueError, FileNotFoundError):
+        return False

@@ -1,0 +1,439 @@
+"""Figures and small interactive widgets for the tutorial notebooks.
+
+Every function draws with matplotlib's object API onto axes it is given (or a new figure
+it returns), so it runs headless with the ``Agg`` backend and is unit-tested that way.
+Widget factories (:func:`slice_viewer`, :func:`adaptive_explorer`) wrap a pure drawing
+function with :func:`ipywidgets.interactive`; the widget calls it once with the slider
+defaults when displayed, which is what CI exercises.
+
+Arrays follow the project's conventions: a case image is ``(C, X, Y, Z)`` and its label
+``(X, Y, Z)`` in NIfTI axis order, the third axis being the slice axis; a slice is shown
+with ``X`` across and ``Y`` up (``origin="lower"``), as radiology viewers show RAS data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = [
+    "show_slice",
+    "render_case_slice",
+    "slice_viewer",
+    "plot_curves",
+    "plot_distributions",
+    "plot_histories",
+    "plot_results_bars",
+    "plot_case_distributions",
+    "plot_adaptive_example",
+    "adaptive_example",
+    "adaptive_explorer",
+    "show_cases",
+    "largest_lesion_slice",
+]
+
+LABEL_COLOUR = "#00e5ff"  # ground truth outline (cyan)
+PRED_COLOUR = "#ff3d00"  # prediction fill (orange-red)
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor without importing torch here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _new_axes(ax: Axes | None, figsize=(4, 4)) -> Axes:
+    if ax is not None:
+        return ax
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _window(image: np.ndarray) -> tuple[float, float]:
+    """Display range from the 1st to 99th percentile: robust to MRI's bright outliers."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [1, 99])
+    return float(lo), float(hi if hi > lo else lo + 1.0)
+
+
+def show_slice(
+    image: Any,
+    label: Any | None = None,
+    pred: Any | None = None,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Draw a 2D slice ``(X, Y)`` in grey, the ground truth as an outline and the
+    prediction as a translucent fill.
+
+    Returns the axes (a new figure's when ``ax`` is None).
+    """
+    image = _as_numpy(image).astype(np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"show_slice needs a 2D slice (X, Y), got shape {image.shape}")
+    ax = _new_axes(ax)
+    lo, hi = _window(image)
+    ax.imshow(image.T, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+    for name, overlay in (("label", label), ("pred", pred)):
+        if overlay is None:
+            continue
+        overlay = _as_numpy(overlay)
+        if overlay.shape != image.shape:
+            raise ValueError(f"{name} shape {overlay.shape} differs from the image's {image.shape}")
+        overlay = overlay > 0.5
+        if name == "pred":
+            ax.imshow(
+                np.ma.masked_where(~overlay.T, overlay.T),
+                cmap=_single_colour(PRED_COLOUR), alpha=0.45, origin="lower", interpolation="nearest",
+            )
+        elif overlay.any():
+            ax.contour(overlay.T.astype(float), levels=[0.5], colors=LABEL_COLOUR, linewidths=1.2, origin="lower")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    return ax
+
+
+def _single_colour(colour: str):
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap([colour])
+
+
+def largest_lesion_slice(label: Any) -> int:
+    """Index along the third axis of the slice with the most lesion voxels (the middle
+    slice when the volume has no lesion)."""
+    label = _as_numpy(label)
+    if label.ndim != 3:
+        raise ValueError(f"label must be a volume (X, Y, Z), got shape {label.shape}")
+    per_slice = (label > 0).sum(axis=(0, 1))
+    return int(per_slice.argmax()) if per_slice.any() else label.shape[2] // 2
+
+
+def render_case_slice(
+    image: Any,
+    label: Any,
+    slice_index: int,
+    channel: int | str = "all",
+    show_label: bool = True,
+    *,
+    channel_names: Sequence[str] | None = None,
+) -> Figure:
+    """One slice of a case: a single channel, or every channel side by side (``"all"``).
+
+    ``image`` is ``(C, X, Y, Z)``, ``label`` ``(X, Y, Z)``.
+    """
+    image, label = _as_numpy(image), _as_numpy(label)
+    if image.ndim != 4 or label.shape != image.shape[1:]:
+        raise ValueError(
+            f"expected image (C, X, Y, Z) and label (X, Y, Z) on the same grid, "
+            f"got {image.shape} and {label.shape}"
+        )
+    if not 0 <= slice_index < image.shape[3]:
+        raise IndexError(f"slice_index {slice_index} outside 0..{image.shape[3] - 1}")
+    names = list(channel_names) if channel_names else [f"channel {c}" for c in range(image.shape[0])]
+    channels = range(image.shape[0]) if channel == "all" else [int(channel)]
+    fig, axes = plt.subplots(1, len(channels), figsize=(3.2 * len(channels), 3.4), layout="constrained", squeeze=False)
+    lesion = label[:, :, slice_index]
+    for ax, c in zip(axes[0], channels):
+        show_slice(
+            image[c, :, :, slice_index], lesion if show_label else None, ax=ax,
+            title=f"{names[c]} | slice {slice_index} | lesion {int((lesion > 0).sum())} px",
+        )
+    return fig
+
+
+def slice_viewer(image: Any, label: Any, *, channel_names: Sequence[str] | None = None):
+    """An ipywidgets slice browser (slice slider, channel menu, lesion-outline toggle).
+
+    Opens on the slice with the largest lesion area. Returns the ``interactive`` widget;
+    display it (or leave it last in a cell).
+    """
+    import ipywidgets as widgets
+
+    image, label = _as_numpy(image), _as_numpy(label)
+    names = list(channel_names) if channel_names else [f"channel {c}" for c in range(image.shape[0])]
+    options = [("all channels", "all")] + [(n, i) for i, n in enumerate(names)]
+
+    def draw(slice_index: int, channel, show_label: bool) -> None:
+        fig = render_case_slice(image, label, slice_index, channel, show_label, channel_names=names)
+        plt.show()
+        plt.close(fig)
+
+    return widgets.interactive(
+        draw,
+        slice_index=widgets.IntSlider(
+            value=largest_lesion_slice(label), min=0, max=image.shape[3] - 1, description="slice",
+            continuous_update=False,
+        ),
+        channel=widgets.Dropdown(options=options, value="all", description="channel"),
+        show_label=widgets.Checkbox(value=True, description="lesion outline"),
+    )
+
+
+def plot_curves(
+    x: Any,
+    curves: Mapping[str, Any],
+    *,
+    ax: Axes | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str | None = None,
+    logy: bool = False,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Axes:
+    """Several named curves over one x axis (e.g. the loss for gamma = 0, 1, 2, 5)."""
+    ax = _new_axes(ax, figsize=(4.5, 3.4))
+    x = _as_numpy(x)
+    for name, y in curves.items():
+        y = _as_numpy(y)
+        if y.shape != x.shape:
+            raise ValueError(f"curve {name!r} has shape {y.shape}, x has {x.shape}")
+        ax.plot(x, y, label=name, **(styles or {}).get(name, {}))
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_distributions(
+    values: Mapping[str, Any],
+    *,
+    log: Sequence[str] = (),
+    bins: int = 20,
+    reference: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Figure:
+    """One histogram panel per named sample (lesion volume, irregularity, ...).
+
+    Names listed in ``log`` get logarithmic bins. ``reference`` optionally overlays a
+    second sample per panel, e.g. ``{"volume": {"real lesions": [...]}}``, drawn as
+    vertical lines.
+    """
+    fig, axes = plt.subplots(1, len(values), figsize=(3.6 * len(values), 3.0), layout="constrained", squeeze=False)
+    for ax, (name, sample) in zip(axes[0], values.items()):
+        sample = _as_numpy(sample).astype(float).ravel()
+        sample = sample[np.isfinite(sample)]
+        if name in log:
+            positive = sample[sample > 0]
+            edges = np.geomspace(positive.min(), positive.max() * 1.0001, bins + 1) if positive.size else bins
+            ax.set_xscale("log")
+            sample = positive
+        else:
+            edges = bins
+        ax.hist(sample, bins=edges, color="#4c72b0", alpha=0.85)
+        for ref_name, ref_values in (reference or {}).get(name, {}).items():
+            for i, v in enumerate(np.atleast_1d(_as_numpy(ref_values))):
+                ax.axvline(float(v), color="#c44e52", ls="--", label=ref_name if i == 0 else None)
+            ax.legend(fontsize=8)
+        ax.set(xlabel=name, ylabel="count")
+        ax.set_title(f"{name} (n={sample.size})", fontsize=9)
+    return fig
+
+
+def plot_histories(
+    histories: Mapping[str, Any],
+    metrics: Sequence[str] = ("train_loss", "val_loss", "val_dice"),
+) -> Figure:
+    """Training curves, one panel per metric and one line per run.
+
+    ``histories`` maps a run name to a table with an ``epoch`` column (a pandas
+    DataFrame, e.g. ``pandas.read_csv(run / "history.csv")``). Each loss has its own
+    scale, so loss panels compare shapes, not levels.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), layout="constrained", squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, table in histories.items():
+            if metric in table:
+                ax.plot(table["epoch"], table[metric], marker="o", ms=3, label=name)
+        ax.set(xlabel="epoch", title=metric)
+        ax.grid(alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside right center", fontsize=8)
+    return fig
+
+
+def plot_results_bars(
+    ours: Mapping[str, Mapping[str, float]],
+    *,
+    metric: str,
+    reference: Mapping[str, float] | None = None,
+    reference_label: str = "paper",
+    ax: Axes | None = None,
+) -> Axes:
+    """Bars of one metric per loss (``ours[loss][metric]``), with published values as
+    black markers when ``reference`` (``{loss: value}``) is given."""
+    ax = _new_axes(ax, figsize=(5.5, 3.2))
+    names = list(ours)
+    x = np.arange(len(names))
+    values = [ours[n].get(metric, np.nan) for n in names]
+    ax.bar(x, values, color="#4c72b0", label="this run")
+    if reference:
+        ref = [reference.get(n, np.nan) for n in names]
+        ax.plot(x, ref, "k_", ms=22, mew=2.5, label=reference_label)
+    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel=metric, ylim=(0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_case_distributions(
+    table: Any, *, metric: str, by: str = "loss", ax: Axes | None = None
+) -> Axes:
+    """Per-case spread of ``metric`` for each group in column ``by`` (box plot with
+    every case as a dot): a mean hides the cases a loss fails on."""
+    ax = _new_axes(ax, figsize=(5.5, 3.2))
+    groups = list(dict.fromkeys(table[by]))
+    data = [table.loc[table[by] == g, metric].to_numpy(dtype=float) for g in groups]
+    ax.boxplot(data, showfliers=False)
+    rng = np.random.default_rng(0)  # fixed jitter so the figure is reproducible
+    for i, d in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=9, color="#dd8452", alpha=0.8, zorder=3)
+    ax.set_xticks(range(1, len(groups) + 1), groups, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel=metric)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_adaptive_example(
+    mask: Any,
+    weight: Any,
+    *,
+    gamma: float,
+    alpha: float,
+    title: str = "",
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
+    """A lesion outline beside its per-pixel loss weight map.
+
+    ``weight`` is the A-FL loss divided by the plain cross-entropy at each pixel for a
+    fixed imperfect prediction: below 1 where the loss is down-weighted.
+    """
+    mask, weight = _as_numpy(mask), _as_numpy(weight)
+    if mask.ndim != 2 or weight.shape != mask.shape:
+        raise ValueError(f"mask and weight must be 2D with the same shape, got {mask.shape} and {weight.shape}")
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.3), layout="constrained")
+    fig = axes[0].figure
+    show_slice(mask.astype(float), mask, ax=axes[0], title=f"{title}\ngamma={gamma:.4f}  alpha={alpha:.4f}")
+    im = axes[1].imshow(weight.T, origin="lower", cmap="magma", interpolation="nearest")
+    axes[1].contour(mask.T.astype(float), levels=[0.5], colors=LABEL_COLOUR, linewidths=0.8, origin="lower")
+    axes[1].set_title("loss weight vs cross-entropy", fontsize=9)
+    axes[1].set_axis_off()
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    return fig
+
+
+def adaptive_example(
+    radius: float = 8.0,
+    irregularity: float = 0.0,
+    variant: str = "paper",
+    *,
+    size: int = 128,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One synthetic lesion and what A-FL makes of it (the data behind the explorer).
+
+    The lesion is :func:`afl_core.synthetic.lesion_mask_2d` on a ``size x size`` image.
+    The "prediction" is a plausible imperfect one: the mask blurred (sigma 2 voxels)
+    and squeezed into probabilities 0.1 to 0.9. ``weight`` is the A-FL loss of each
+    voxel divided by its plain cross-entropy, i.e. ``alpha_t (1 - p_t) ** gamma``.
+
+    Returns ``mask`` (uint8 2D), ``prob``, ``weight``, ``alpha``, ``gamma`` (floats),
+    ``foreground_fraction`` and ``irregularity_ratio`` (boundary irregularity).
+    """
+    import torch
+    import torch.nn.functional as F
+    from scipy import ndimage
+
+    from afl_core.losses import adaptive_focal_loss, adaptive_parameters
+    from afl_core.shape import boundary_irregularity, foreground_fraction
+    from afl_core.synthetic import lesion_mask_2d
+
+    mask = lesion_mask_2d((size, size), radius=radius, irregularity=irregularity, seed=seed)
+    prob = 0.1 + 0.8 * ndimage.gaussian_filter(mask.astype(np.float64), sigma=2.0)
+    target = torch.from_numpy(mask).float()[None, None]
+    logits = torch.logit(torch.from_numpy(prob)).float()[None, None]
+    alpha, gamma = adaptive_parameters(target, variant=variant)
+    afl = adaptive_focal_loss(logits, target, variant=variant, reduction="none")
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return {
+        "mask": mask,
+        "prob": prob.astype(np.float32),
+        "weight": (afl / ce)[0, 0].numpy(),
+        "alpha": float(alpha[0]),
+        "gamma": float(gamma[0]),
+        "foreground_fraction": float(foreground_fraction(target)[0]),
+        "irregularity_ratio": float(boundary_irregularity(target)[0]),
+    }
+
+
+def adaptive_explorer(
+    example: Callable[..., Mapping[str, Any]],
+    *,
+    radius: tuple[float, float, float] = (2.0, 30.0, 1.0),
+    irregularity: tuple[float, float, float] = (0.0, 0.6, 0.05),
+    variants: Sequence[str] = ("paper", "scale_aware"),
+    defaults: Mapping[str, Any] | None = None,
+):
+    """Sliders for lesion radius and outline irregularity, and a loss-variant menu.
+
+    ``example(radius=, irregularity=, variant=)`` returns a mapping with ``mask``,
+    ``weight``, ``gamma`` and ``alpha``, as :func:`adaptive_example` does; this widget
+    only draws it.
+    """
+    import ipywidgets as widgets
+
+    defaults = dict(defaults or {})
+
+    def draw(radius: float, irregularity: float, variant: str) -> None:
+        out = example(radius=radius, irregularity=irregularity, variant=variant)
+        fig = plot_adaptive_example(
+            out["mask"], out["weight"], gamma=float(out["gamma"]), alpha=float(out["alpha"]),
+            title=f"{variant}: radius {radius:g}, irregularity {irregularity:g}",
+        )
+        plt.show()
+        plt.close(fig)
+
+    lo, hi, step = radius
+    ilo, ihi, istep = irregularity
+    return widgets.interactive(
+        draw,
+        radius=widgets.FloatSlider(value=defaults.get("radius", (lo + hi) / 4), min=lo, max=hi, step=step,
+                                   continuous_update=False),
+        irregularity=widgets.FloatSlider(value=defaults.get("irregularity", ilo), min=ilo, max=ihi, step=istep,
+                                         continuous_update=False),
+        variant=widgets.Dropdown(options=list(variants), value=defaults.get("variant", variants[0])),
+    )
+
+
+def show_cases(
+    cases: Sequence[Mapping[str, Any]], *, ncols: int = 4, size: float = 2.8
+) -> Figure:
+    """A grid of slices with outline (truth) and fill (prediction).
+
+    Each item has ``image`` (2D), ``label`` (2D), optionally ``pred`` (2D) and ``title``.
+    """
+    if not cases:
+        raise ValueError("show_cases needs at least one case")
+    ncols = min(ncols, len(cases))
+    nrows = -(-len(cases) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), layout="constrained", squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, case in zip(axes.flat, cases):
+        show_slice(case["image"], case.get("label"), case.get("pred"), ax=ax, title=case.get("title"))
+    return fig
