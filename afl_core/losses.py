@@ -317,8 +317,9 @@ def adaptive_focal_loss(
         raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
     validate_inputs(logits, target, channels=2 if variant == "reference" else 1,
                     check_values=check_values)
-    logits = logits.float()
-    target = target.float()
+    # float32 under autocast (bf16/fp16 logits); float64 stays float64 (gradcheck).
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    logits, target = logits.to(dtype), target.to(dtype)
     if variant == "reference":
         return _reduce(_reference_loss(logits, target, alpha, gamma, gamma_terms, check_values), reduction)
     if alpha is None or gamma is None:

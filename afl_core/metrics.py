@@ -215,10 +215,10 @@ def _hd95(p: np.ndarray, t: np.ndarray, sampling: tuple[float, ...]) -> float:
         return 0.0
     if not (has_p and has_t):
         return math.nan
-    # Every surface voxel lies inside the union's bounding box, so the distance
-    # transforms can run on that box (plus one voxel, so that erosion sees background
-    # where the full image has it) instead of the whole volume.
-    box = _grow(ndimage.find_objects((p | t).astype(np.int8))[0], margin=1, shape=p.shape)
+    # Every surface voxel lies inside the union's bounding box, so the erosions and the
+    # distance transforms can run on that box instead of the whole volume: erosion
+    # treats the outside of the box as background, which it is.
+    box = ndimage.find_objects((p | t).astype(np.int8))[0]
     p, t = p[box], t[box]
     surface_p = p & ~ndimage.binary_erosion(p)
     surface_t = t & ~ndimage.binary_erosion(t)
