@@ -70,10 +70,9 @@ def _gradient_magnitude_sum(mask: torch.Tensor) -> torch.Tensor:
 
     Inside the array every central difference of a 0/1 mask is 0 or +-1/2, so a voxel
     whose neighbours differ along ``k`` axes has magnitude ``sqrt(k) / 2``: counting
-    XORs of shifted boolean masks gives the interior exactly, in byte arithmetic. The
-    border voxels (one-sided differences) are few and use the float definition.
+    XORs of shifted masks gives the interior exactly, in byte arithmetic. The border
+    voxels (one-sided differences) are few and use the float definition.
     """
-    b = mask > 0.5
     n = mask.shape[0]
     axes = [d for d in range(2, mask.ndim) if mask.shape[d] > 1]
     total = torch.zeros(n, device=mask.device, dtype=torch.float32)
@@ -81,18 +80,24 @@ def _gradient_magnitude_sum(mask: torch.Tensor) -> torch.Tensor:
         return total
     full = [slice(None)] * mask.ndim
     if all(mask.shape[d] > 2 for d in axes):
-        inner = list(full)
-        for d in axes:
-            inner[d] = slice(1, -1)
+        # Work on each sample's flat array: every shifted copy is then one contiguous
+        # slice. The flat range [lo, hi) holds the voxels that are interior along the
+        # first axis; those on the border of a later axis wrap around and are zeroed.
+        flat = (mask > 0.5).reshape(n, -1).to(torch.uint8)
+        strides = [math.prod(mask.shape[d + 1:]) for d in axes]
+        lo, hi = strides[0], flat.shape[1] - strides[0]
         differing = None
-        for d in axes:
-            after, before = list(inner), list(inner)
-            after[d], before[d] = slice(2, None), slice(None, -2)
-            change = (b[tuple(after)] ^ b[tuple(before)]).to(torch.uint8)
+        for step in strides:
+            change = flat[:, lo + step: hi + step] ^ flat[:, lo - step: hi - step]
             differing = change if differing is None else differing.add_(change)
-        counts = differing.reshape(n, -1)
+        grid = differing.view(n, mask.shape[axes[0]] - 2, *mask.shape[axes[0] + 1:])
+        for d in axes[1:]:
+            edge = [slice(None)] * grid.ndim
+            for side in (0, -1):
+                edge[d - axes[0] + 1] = side
+                grid[tuple(edge)] = 0
         for k in range(1, len(axes) + 1):
-            total += (counts == k).sum(dim=1, dtype=torch.float32) * (math.sqrt(k) / 2.0)
+            total += (differing == k).sum(dim=1).to(torch.float32) * (math.sqrt(k) / 2.0)
     # Border voxels, axis by axis: those on this axis' first or last index whose
     # coordinates on earlier axes are interior (so none is counted twice). A slab of
     # thickness 2 gives numpy's one-sided difference along the axis itself and the
