@@ -1,0 +1,103 @@
+"""What every source shares once its files are on disk: writing cases into the common
+layout (skipping those already written), and knowing when a dataset is complete."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from afl_core._io import atomic_write
+from afl_core.data import (
+    FILE_ENDING, IMAGES_DIR, label_path, list_cases, read_dataset_json, write_case, write_dataset_json,
+)
+
+from .remote import DownloadError
+
+# The conversion parameters of the cases on disk, so a run with other ones redoes them all.
+CONVERSION_MARKER = ".conversion.json"
+
+# A loader returns (channels, binary label, affine) for one case, read only when needed.
+CaseLoader = Callable[[], tuple[list[np.ndarray], np.ndarray, np.ndarray]]
+
+
+def _as_json(value: dict) -> dict:
+    """The form ``value`` takes after a trip through dataset.json (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def is_complete(root: str | os.PathLike, request: dict) -> bool:
+    """True when ``root`` holds a dataset written for exactly this ``request`` (the options
+    that define its content) with all of its cases."""
+    try:
+        info = read_dataset_json(root)
+        cases = list_cases(root)
+    except (FileNotFoundError, ValueError):
+        return False
+    return info.get("download") == _as_json(request) and len(cases) == info["numTraining"]
+
+
+def write_cases(
+    root: str | os.PathLike,
+    loaders: Mapping[str, CaseLoader],
+    *,
+    params: dict,
+    force: bool = False,
+    progress: bool = True,
+    desc: str = "convert",
+) -> int:
+    """Write every case of ``loaders`` with :func:`afl_core.data.write_case` and return how
+    many were written.
+
+    A case whose label exists is complete (write_case writes the label last) and is
+    skipped, so an interrupted conversion resumes where it stopped; but when ``params``
+    (what shapes each case's content, e.g. spacing) differ from those of the run that
+    wrote the folder, or ``force`` is set, every case is written again.
+    """
+    marker = Path(root) / CONVERSION_MARKER
+    params = _as_json(params)
+    previous = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else params
+    force = force or previous != params
+    with atomic_write(marker, "w", encoding="utf-8") as fh:
+        json.dump(params, fh)
+    todo = [case for case in loaders if force or not label_path(root, case).exists()]
+    for case in tqdm(todo, desc=desc, unit="case", disable=not progress):
+        channels, label, affine = loaders[case]()
+        write_case(root, case, channels, label, affine)
+    return len(todo)
+
+
+def remove_other_cases(root: str | os.PathLike, keep: set[str]) -> list[str]:
+    """Delete cases not in ``keep`` (left by an earlier run with other options) and return their ids."""
+    root = Path(root)
+    stale = [case for case in list_cases(root, require_json=False) if case not in keep]
+    for case in stale:
+        label_path(root, case).unlink()
+        for channel in (root / IMAGES_DIR).glob(f"{case}_[0-9][0-9][0-9][0-9]{FILE_ENDING}"):
+            channel.unlink()
+    return stale
+
+
+def finish(root: str | os.PathLike, cases: set[str], *, channel_names: list[str], request: dict, **extra) -> Path:
+    """Remove cases from other runs, then write dataset.json (last, so that its presence with
+    a matching ``download`` entry marks the dataset complete)."""
+    remove_other_cases(root, cases)
+    return write_dataset_json(root, channel_names=channel_names, num_training=len(cases),
+                              download=_as_json(request), **extra)
+
+
+def check_dest_source(root: str | os.PathLike, source: str) -> None:
+    """Refuse to write into a folder that holds another dataset."""
+    try:
+        info = read_dataset_json(root)
+    except (FileNotFoundError, ValueError):
+        return
+    if info.get("source", source) != source:
+        raise DownloadError(
+            f"{root} already holds another dataset (source {info.get('source')!r}); this command "
+            f"would mix {source!r} cases into it. Choose an empty folder with --dest."
+        )

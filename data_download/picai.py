@@ -1,0 +1,356 @@
+"""PI-CAI 2022 public training data: bpMRI of the prostate with csPCa lesion masks.
+
+Images come from Zenodo record 6624726 (five ``picai_public_images_fold{k}.zip``, one
+folder per patient with ``<patient>_<study>_{t2w,adc,hbv,sag,cor}.mha``); their md5
+checksums and sizes are read from the record's API at run time. Labels come from the
+``DIAGNijmegen/picai_labels`` repository at a pinned commit. Licence: CC BY-NC 4.0
+(non-commercial use, with attribution).
+
+Conversion follows the PI-CAI U-Net baseline (picai_prep's ``Sample.preprocess``):
+labels are binarised (``label >= 1``: every ISUP >= 2 lesion), every scan is resampled to
+3.0 x 0.5 x 0.5 mm (z, y, x), keeping the first voxel's position, and centre-cropped or
+zero-padded to 20 x 256 x 256 voxels; ADC, HBV and the label are resampled onto that T2W
+grid (B-spline for scans, nearest neighbour for labels). Here the resampling and the crop
+are one interpolation onto the final grid. The layout's channels are 0 = T2W, 1 = ADC,
+2 = HBV; the affine is the SimpleITK geometry turned from LPS into NIfTI's RAS.
+
+``--base-url`` replaces ``https://zenodo.org/api/records/6624726``: the record's JSON is
+read from the base URL itself and the files from ``<base>/files/<name>/content``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import _layout
+from .archives import is_junk, safe_extract
+from .remote import DownloadError, RemoteFile, bytes_to_fetch, ensure_free_space, fetch, file_checksum, read_json
+
+ZENODO_RECORD_URL = "https://zenodo.org/api/records/6624726"
+LABELS_ARCHIVE_URL = "https://github.com/DIAGNijmegen/picai_labels/archive"
+# The snapshot described in the project's dataset notes. GitHub resolves a short sha; the
+# repository is updated over time, so a pinned commit keeps the labels reproducible.
+LABELS_COMMIT = "ce4a472"
+FOLDS = (0, 1, 2, 3, 4)
+MODALITIES = ("t2w", "adc", "hbv")
+CHANNEL_NAMES = ["T2W", "ADC", "HBV"]
+LICENCE = "CC BY-NC 4.0"
+LICENCE_NOTICE = (
+    "PI-CAI 2022 public training data (images: Zenodo 10.5281/zenodo.6624726; labels: "
+    "github.com/DIAGNijmegen/picai_labels) is licensed CC BY-NC 4.0: non-commercial use only, "
+    "with attribution (cite the data record and the PI-CAI challenge)."
+)
+_DELINEATIONS = "csPCa_lesion_delineations"
+LABEL_SETS = {
+    # Label folders in order of preference: a case takes its label from the first that has it.
+    "human": ("human_expert/resampled",),
+    "human+pooch25": ("human_expert/resampled", "human_expert/Pooch25"),
+    "human+ai": ("human_expert/resampled", "AI/Bosma22a"),
+}
+DEFAULT_SPACING = (3.0, 0.5, 0.5)
+DEFAULT_MATRIX_SIZE = (20, 256, 256)
+
+
+def fold_archive_name(fold: int) -> str:
+    return f"picai_public_images_fold{fold}.zip"
+
+
+def image_archives(
+    folds: Sequence[int] = FOLDS, *, base_url: str = ZENODO_RECORD_URL, **read_options
+) -> list[RemoteFile]:
+    """The fold archives with sizes and checksums read from the Zenodo record's JSON
+    (both the current API, ``key`` + ``"md5:<hex>"``, and the legacy one, ``filename`` +
+    bare hex, are understood)."""
+    base_url = base_url.rstrip("/")
+    bad = sorted(set(folds) - set(FOLDS))
+    if bad or not folds:
+        raise DownloadError(f"PI-CAI has folds {list(FOLDS)}; got {list(folds)}. Choose some of them with --folds.")
+    record = read_json(base_url, **read_options)
+    files = record.get("files", [])
+    if isinstance(files, dict):  # some InvenioRDM endpoints nest the list
+        files = files.get("entries", [])
+    entries = {entry.get("key") or entry.get("filename"): entry for entry in files if isinstance(entry, dict)}
+    remotes = []
+    for fold in folds:
+        name = fold_archive_name(fold)
+        entry = entries.get(name)
+        if entry is None or not entry.get("checksum"):
+            raise DownloadError(
+                f"The record at {base_url} does not list {name} with a checksum (it lists: "
+                f"{', '.join(sorted(entries)) or 'no files'}). If you used --base-url, point it at a "
+                "copy of the Zenodo record API (JSON at the base URL, files under <base>/files/<name>/content); "
+                "otherwise the record has changed: check https://zenodo.org/records/6624726."
+            )
+        checksum = entry["checksum"] if ":" in entry["checksum"] else f"md5:{entry['checksum']}"
+        size = entry.get("size", entry.get("filesize"))
+        remotes.append(RemoteFile(f"{base_url}/files/{name}/content", name, checksum, int(size) if size else None))
+    return remotes
+
+
+def labels_archive(commit: str = LABELS_COMMIT, *, base_url: str = LABELS_ARCHIVE_URL) -> RemoteFile:
+    """GitHub's zip of picai_labels at ``commit``. No checksum is published for it (GitHub
+    builds these archives on demand), so its sha256 is recorded in dataset.json instead."""
+    return RemoteFile(f"{base_url.rstrip('/')}/{commit}.zip", f"picai_labels-{commit}.zip")
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@dataclass(frozen=True)
+class ConversionSummary:
+    """What :func:`convert_picai` found and did."""
+
+    cases: list[str]  # labelled cases in the dataset
+    written: int  # of them, written by this call (the rest were already complete)
+    unlabelled: list[str]  # cases without a label in the chosen label set (skipped)
+    incomplete: list[str]  # cases missing one of t2w/adc/hbv (skipped)
+    label_source: dict[str, str]  # case -> label folder it came from
+
+
+def _check_label_set(labels: str) -> None:
+    if labels not in LABEL_SETS:
+        raise DownloadError(f"Unknown label set {labels!r}; choose one of {sorted(LABEL_SETS)} with --labels.")
+
+
+def find_labels_root(labels_dir: str | os.PathLike) -> Path:
+    """The folder holding ``csPCa_lesion_delineations``: ``labels_dir`` itself (a git clone)
+    or its only sub-folder that has it (an extracted GitHub archive)."""
+    labels_dir = Path(labels_dir)
+    candidates = [labels_dir] + sorted(p for p in labels_dir.iterdir() if p.is_dir()) if labels_dir.is_dir() else []
+    for candidate in candidates:
+        if (candidate / _DELINEATIONS).is_dir():
+            return candidate
+    raise DownloadError(
+        f"{labels_dir} is not a copy of the picai_labels repository: no {_DELINEATIONS} folder in it or "
+        "in its sub-folders. Pass the folder of a clone of github.com/DIAGNijmegen/picai_labels "
+        "with --labels-dir, or leave --labels-dir out to download it."
+    )
+
+
+def find_scans(images_dir: str | os.PathLike) -> tuple[dict[str, dict[str, Path]], list[str]]:
+    """``{case: {"t2w": path, "adc": path, "hbv": path}}`` for every ``<case>_t2w.mha`` under
+    ``images_dir`` (any depth), and the cases lacking ADC or HBV."""
+    scans, incomplete = {}, []
+    for t2w in sorted(Path(images_dir).rglob("*_t2w.mha")):
+        if is_junk(t2w.name):
+            continue
+        case = t2w.name[: -len("_t2w.mha")]
+        paths = {m: t2w.with_name(f"{case}_{m}.mha") for m in MODALITIES}
+        if all(p.is_file() for p in paths.values()):
+            scans[case] = paths
+        else:
+            incomplete.append(case)
+    return scans, incomplete
+
+
+def reference_grid(t2w: sitk.Image, spacing_zyx: Sequence[float], matrix_size_zyx: Sequence[int]) -> sitk.Image:
+    """The output grid: ``t2w`` resampled to ``spacing`` keeping its first voxel's position
+    (new size ``round(size * old_spacing / spacing)``), then centre-cropped or padded to
+    ``matrix_size`` in index space (``start = (resampled_size - matrix_size) // 2``)."""
+    spacing = np.asarray(spacing_zyx, dtype=float)[::-1]
+    matrix = np.asarray(matrix_size_zyx, dtype=int)[::-1]
+    resampled_size = np.round(np.asarray(t2w.GetSize()) * np.asarray(t2w.GetSpacing()) / spacing).astype(int)
+    start = (resampled_size - matrix) // 2
+    direction = np.asarray(t2w.GetDirection()).reshape(3, 3)
+    origin = np.asarray(t2w.GetOrigin()) + direction @ (spacing * start)
+    grid = sitk.Image([int(n) for n in matrix], sitk.sitkUInt8)
+    grid.SetSpacing(spacing.tolist())
+    grid.SetOrigin(origin.tolist())
+    grid.SetDirection(direction.ravel().tolist())
+    return grid
+
+
+def sitk_to_nifti(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """``(array, affine)`` in NIfTI conventions: array axes (x, y, z) and a RAS affine.
+
+    SimpleITK maps index i to the LPS point ``origin + D diag(spacing) i``; RAS negates the
+    first two world axes, so ``affine = diag(-1, -1, 1, 1) [D diag(spacing) | origin]``.
+    """
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def convert_case(
+    scans: dict[str, Path],
+    label_file: Path,
+    *,
+    spacing: Sequence[float] = DEFAULT_SPACING,
+    matrix_size: Sequence[int] = DEFAULT_MATRIX_SIZE,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """One case's ``(channels [t2w, adc, hbv], binary label, affine)`` on the output grid."""
+    t2w = sitk.ReadImage(str(scans["t2w"]))
+    grid = reference_grid(t2w, spacing, matrix_size)
+    channels = []
+    for modality in MODALITIES:
+        scan = t2w if modality == "t2w" else sitk.ReadImage(str(scans[modality]))
+        resampled = sitk.Resample(sitk.Cast(scan, sitk.sitkFloat32), grid, sitk.Transform(),
+                                  sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
+        channels.append(sitk_to_nifti(resampled)[0])
+    # Binarise before resampling: any ISUP >= 2 lesion (expert values 2..5, AI/Pooch25 value 1).
+    lesion = sitk.ReadImage(str(label_file)) >= 1
+    label, affine = sitk_to_nifti(sitk.Resample(lesion, grid, sitk.Transform(), sitk.sitkNearestNeighbor,
+                                                0, sitk.sitkUInt8))
+    return channels, label, affine
+
+
+def convert_picai(
+    images_dir: str | os.PathLike,
+    labels_dir: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    labels: str = "human",
+    spacing: Sequence[float] = DEFAULT_SPACING,
+    matrix_size: Sequence[int] = DEFAULT_MATRIX_SIZE,
+    max_cases: int | None = None,
+    request: dict | None = None,
+    extra: dict | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> ConversionSummary:
+    """Convert unzipped PI-CAI images (``images_dir``, any depth) with picai_labels
+    (``labels_dir``) into the common layout at ``dest``.
+
+    ``labels`` picks the label set (:data:`LABEL_SETS`); cases it does not label are
+    skipped and counted. ``request`` (the options that define the dataset, recorded in
+    dataset.json to recognise a complete dataset) and ``extra`` (more dataset.json keys)
+    are filled in by :func:`download_picai`.
+    """
+    _check_label_set(labels)
+    _layout.check_dest_source(dest, "picai")
+    labels_root = find_labels_root(labels_dir) / _DELINEATIONS
+    scans, incomplete = find_scans(images_dir)
+    if not scans:
+        raise DownloadError(
+            f"No PI-CAI scans (<patient>_<study>_t2w.mha) were found under {images_dir}. Point it at the "
+            "unzipped picai_public_images_fold*.zip archives."
+        )
+    label_source, unlabelled = {}, []
+    for case in scans:
+        folder = next((f for f in LABEL_SETS[labels] if (labels_root / f / f"{case}.nii.gz").is_file()), None)
+        if folder is None:
+            unlabelled.append(case)
+        else:
+            label_source[case] = folder
+    cases = sorted(label_source)[:max_cases]
+    loaders = {
+        case: (lambda case=case: convert_case(scans[case], labels_root / label_source[case] / f"{case}.nii.gz",
+                                              spacing=spacing, matrix_size=matrix_size))
+        for case in cases
+    }
+    request = request or {"labels": labels, "spacing": list(spacing), "matrix_size": list(matrix_size),
+                          "max_cases": max_cases}
+    # Which cases are converted does not change a case's content; the rest does.
+    params = {key: value for key, value in request.items() if key not in ("folds", "max_cases")}
+    written = _layout.write_cases(dest, loaders, params=params, force=force, progress=progress, desc="PI-CAI")
+    _layout.finish(
+        dest, set(cases), channel_names=CHANNEL_NAMES, request=request, source="picai",
+        licence=LICENCE, spacing=list(spacing), spacing_order="z, y, x (mm)",
+        label_mapping=f"lesion = {_DELINEATIONS}/{{{', '.join(LABEL_SETS[labels])}}} >= 1 (ISUP >= 2)",
+        label_sources={f: sum(1 for c in cases if label_source[c] == f) for f in LABEL_SETS[labels]},
+        **(extra or {}),
+    )
+    return ConversionSummary(cases, written, unlabelled, incomplete, {c: label_source[c] for c in cases})
+
+
+# --------------------------------------------------------------------------- download
+
+
+def plan_picai(*, folds: Sequence[int] = FOLDS, base_url: str = ZENODO_RECORD_URL,
+               labels_commit: str = LABELS_COMMIT, labels_base_url: str = LABELS_ARCHIVE_URL,
+               labels_dir: str | os.PathLike | None = None, **read_options) -> list[RemoteFile]:
+    """The files :func:`download_picai` fetches (reads the Zenodo record for sizes)."""
+    remotes = image_archives(folds, base_url=base_url, **read_options)
+    if labels_dir is None:
+        remotes.append(labels_archive(labels_commit, base_url=labels_base_url))
+    return remotes
+
+
+def download_picai(
+    dest: str | os.PathLike,
+    *,
+    folds: Sequence[int] = FOLDS,
+    labels: str = "human",
+    base_url: str = ZENODO_RECORD_URL,
+    labels_commit: str = LABELS_COMMIT,
+    labels_base_url: str = LABELS_ARCHIVE_URL,
+    labels_dir: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    spacing: Sequence[float] = DEFAULT_SPACING,
+    matrix_size: Sequence[int] = DEFAULT_MATRIX_SIZE,
+    max_cases: int | None = None,
+    keep_archives: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+    retries: int = 2,
+    retry_wait: float = 2.0,
+) -> Path | None:
+    """Download the chosen folds and the labels, verify them, and convert them into ``dest``.
+
+    Returns ``dest``, or ``None`` when ``dest`` already held this exact dataset (nothing
+    is done then unless ``force``). Archives go to ``cache`` (default ``dest/.downloads``)
+    and are kept for re-runs unless ``keep_archives`` is false; the extracted files are
+    removed once the conversion is complete.
+    """
+    dest = Path(dest)
+    request = {"folds": sorted(folds), "labels": labels,
+               "labels_source": labels_commit if labels_dir is None else str(Path(labels_dir).resolve()),
+               "spacing": list(spacing), "matrix_size": list(matrix_size), "max_cases": max_cases}
+    if not force and _layout.is_complete(dest, request):
+        return None
+    _check_label_set(labels)
+    _layout.check_dest_source(dest, "picai")
+    print(LICENCE_NOTICE, flush=True)
+    cache = Path(cache) if cache else dest / ".downloads"
+    net = dict(timeout=timeout, retries=retries, retry_wait=retry_wait)
+    remotes = image_archives(folds, base_url=base_url, **net)
+    ensure_free_space(cache, bytes_to_fetch(remotes, cache), what=f"the PI-CAI archives of folds {sorted(folds)}")
+    downloads = [fetch(remote, cache, progress=progress, **net) for remote in remotes]
+    labels_note, extracted = {}, []
+    if labels_dir is None:
+        remote = labels_archive(labels_commit, base_url=labels_base_url)
+        archive = fetch(remote, cache, progress=progress, **net)
+        downloads.append(archive)
+        digest = file_checksum(archive, "sha256")
+        print(f"picai_labels @ {labels_commit}: no checksum is published for GitHub's archive; "
+              f"its sha256 is {digest} (recorded in dataset.json as labels_archive_sha256).", flush=True)
+        labels_note = {"labels_archive": remote.url, "labels_archive_sha256": digest}
+        # Only the lesion delineations (all sets: small); not the 6000 anatomical masks.
+        labels_dir = safe_extract(archive, cache / archive.name.removesuffix(".zip"),
+                                  include=lambda name: f"/{_DELINEATIONS}/" in f"/{name}", progress=progress)
+        extracted.append(labels_dir)
+    images_dir = cache / "images"
+    extracted.append(images_dir)
+    folders = {archive.name.removesuffix(".zip"): archive for archive in downloads[: len(remotes)]}
+    if images_dir.is_dir():  # folds extracted by an interrupted run with other --folds
+        for stale in images_dir.iterdir():
+            if stale.name not in folders:
+                shutil.rmtree(stale)
+    for folder, archive in folders.items():
+        safe_extract(archive, images_dir / folder, progress=progress,
+                     include=lambda name: name.endswith(tuple(f"_{m}.mha" for m in MODALITIES)))
+    summary = convert_picai(
+        images_dir, labels_dir, dest, labels=labels, spacing=spacing, matrix_size=matrix_size,
+        max_cases=max_cases, request=request, force=force, progress=progress,
+        extra={"images_record": "https://doi.org/10.5281/zenodo.6624726", "image_archives_md5": {r.name: r.checksum for r in remotes}, **labels_note},
+    )
+    print(f"PI-CAI: {len(summary.cases)} labelled cases in {dest} ({summary.written} written now); "
+          f"{len(summary.unlabelled)} cases have no label in the {labels!r} set and were skipped"
+          + (f"; {len(summary.incomplete)} lacked a scan" if summary.incomplete else "") + ".", flush=True)
+    for folder in extracted:  # the archives can re-create them
+        shutil.rmtree(folder)
+    if not keep_archives:
+        for archive in downloads:
+            archive.unlink()
+    return dest
