@@ -256,7 +256,7 @@ def read_dataset_json(root: str | os.PathLike) -> dict:
     if content["file_ending"] != FILE_ENDING:
         raise ValueError(f"{path}: file_ending {content['file_ending']!r} is not supported, only {FILE_ENDING!r}")
     names = content["channel_names"]
-    if not isinstance(names, dict) or sorted(names, key=int) != [str(i) for i in range(len(names))] or not names:
+    if not isinstance(names, dict) or not names or sorted(names) != sorted(str(i) for i in range(len(names))):
         raise ValueError(f"{path}: channel_names must map '0', '1', ... to names, got {names!r}")
     return content
 
@@ -311,7 +311,9 @@ def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
     try:
         return nib.load(path)
     except _READ_ERRORS as err:
-        raise ValueError(f"cannot read {path} ({type(err).__name__}: {err}); the file is corrupt: write or download it again") from err
+        raise ValueError(
+            f"cannot read {path} ({type(err).__name__}: {err}); the file is corrupt: write or download it again"
+        ) from err
 
 
 def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -472,7 +474,9 @@ def _centre_window(length: int, target: int) -> tuple[slice, slice]:
     return slice(0, length), slice(start, start + length)
 
 
-def centre_crop_or_pad(array: np.ndarray, size: tuple[int, int], fill: float | Sequence[float] = 0.0) -> np.ndarray:
+def centre_crop_or_pad(
+    array: np.ndarray, size: tuple[int, int], fill: float | Sequence[float] = 0.0
+) -> np.ndarray:
     """Centre-crop or pad the first two spatial axes of ``array`` ``(C, X, Y, ...)`` to
     ``size``; padding takes ``fill`` (a scalar or one value per channel)."""
     array = np.asarray(array)
@@ -564,8 +568,9 @@ class Augmentation:
         if rng.random() < self.affine_prob:
             theta = self._affine_theta(rng, image.shape[1], image.shape[2])
             grid = F.affine_grid(theta, (1, 1, *image.shape[1:]), align_corners=False)
-            image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-            label = F.grid_sample(label[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+            sample = dict(mode="bilinear", align_corners=False)
+            image = F.grid_sample(image[None], grid, padding_mode="border", **sample)[0]
+            label = F.grid_sample(label[None], grid, padding_mode="zeros", **sample)[0]
             label = (label > 0.5).to(image.dtype)
         channels = image.shape[0]
         gain = torch.as_tensor(rng.uniform(*self.gain, size=channels), dtype=image.dtype)
@@ -735,7 +740,9 @@ class SliceDataset(Dataset):
         a resumed run draws the same batches. It decodes every case (see :meth:`preload`).
         """
         epoch = self.epoch if epoch is None else int(epoch)
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, 1]).generate_state(1)[0]))
+        # Its own stream: the augmentation of item i uses (seed, epoch, i).
+        seed = int(np.random.SeedSequence([self.seed, epoch, 1]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
         self.preload(progress=False)
         if self.oversample_lesions == 0:
             return RandomSampler(self, num_samples=num_samples, generator=generator)

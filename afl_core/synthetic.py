@@ -45,7 +45,15 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from afl_core._io import atomic_write
-from afl_core.data import DATASET_JSON, IMAGES_DIR, LABELS_DIR, list_cases, read_dataset_json, write_case, write_dataset_json
+from afl_core.data import (
+    DATASET_JSON,
+    IMAGES_DIR,
+    LABELS_DIR,
+    list_cases,
+    read_dataset_json,
+    write_case,
+    write_dataset_json,
+)
 from afl_core.shape import boundary_irregularity
 
 __all__ = ["Outline", "lesion_mask_2d", "make_case", "make_dataset", "LESION_COLUMNS", "GENERATOR_VERSION"]
@@ -172,6 +180,22 @@ def _partial_volume(margin: np.ndarray) -> np.ndarray:
     return np.clip(margin + 0.5, 0.0, 1.0)
 
 
+def _lesion_region(margin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binary mask and partial-volume image of one lesion from its outline margin.
+
+    On a voxel grid the thin tip of a zigzag arm, or the end slice of a taper, can leave
+    voxels inside the outline that touch no other: one lesion would count as several.
+    The mask keeps the largest face-connected component; the detached voxels are drawn
+    at exactly half volume, so ``mask == (partial volume > 0.5)`` still holds.
+    """
+    inside = margin > 0
+    components, n = ndimage.label(inside)
+    mask = inside if n <= 1 else components == 1 + np.argmax(np.bincount(components.ravel())[1:])
+    pv = _partial_volume(margin).astype(np.float32)
+    pv[inside & ~mask] = 0.5
+    return mask, pv
+
+
 def lesion_mask_2d(
     shape: tuple[int, int] = (64, 64),
     radius: float = 8.0,
@@ -183,18 +207,16 @@ def lesion_mask_2d(
 ) -> np.ndarray:
     """One 2D lesion of the generator's outline family (for figures and widgets).
 
-    Returns the binary mask (uint8, voxel centres inside the outline) or, with ``soft``,
-    the partial-volume image (float32 in [0, 1]). The same ``seed`` gives the same
+    Returns the binary mask (uint8, voxel centres inside the outline, its largest
+    connected part) or, with ``soft``, the partial-volume image (float32 in [0, 1]). The same ``seed`` gives the same
     outline shape at every radius and irregularity, so a slider changes only what it names.
     """
     height, width = shape
     outline = Outline.random(np.random.default_rng(seed), radius, irregularity)
     cu, cv = ((height - 1) / 2, (width - 1) / 2) if center is None else center
     du, dv = np.meshgrid(np.arange(height) - cu, np.arange(width) - cv, indexing="ij")
-    margin = outline.margin(du, dv)
-    if soft:
-        return _partial_volume(margin).astype(np.float32)
-    return (margin > 0).astype(np.uint8)
+    mask, pv = _lesion_region(outline.margin(du, dv))
+    return pv if soft else mask.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- one case
@@ -291,13 +313,12 @@ def make_case(
             )
             bu, bv, bz = np.ogrid[box[0], box[1], box[2]]
             margin = outline.margin(bu - cu, bv - cv, _taper(bz.astype(np.float32), cz, half_depth))
-            mask = margin > 0
+            mask, pv = _lesion_region(margin)
             if mask.any() and not (mask & occupied[box]).any():
                 break
         else:
             continue
         conspicuity = float(rng.uniform(0.5, 1.0))
-        pv = _partial_volume(margin).astype(np.float32)
         label[box] |= mask
         lesion_pv[box] = np.maximum(lesion_pv[box], pv)
         occupied[box] |= ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
@@ -358,10 +379,13 @@ def make_case(
 
 def _generator_arguments(**kwargs) -> dict:
     """The arguments as they read back from JSON (tuples become lists)."""
-    return json.loads(json.dumps({"function": "afl_core.synthetic.make_dataset", "version": GENERATOR_VERSION, **kwargs}))
+    named = {"function": "afl_core.synthetic.make_dataset", "version": GENERATOR_VERSION, **kwargs}
+    return json.loads(json.dumps(named))
 
 
-def _check_range(name: str, value: Sequence[float], lo: float, hi: float, *, hi_open: bool = False) -> tuple[float, float]:
+def _check_range(
+    name: str, value: Sequence[float], lo: float, hi: float, *, hi_open: bool = False
+) -> tuple[float, float]:
     if len(value) != 2 or not value[0] <= value[1]:
         raise ValueError(f"{name} must be a pair (low, high) with low <= high, got {value}")
     a, b = float(value[0]), float(value[1])
@@ -439,7 +463,7 @@ def make_dataset(
     case_ids = [f"synth_{i:04d}" for i in range(n_cases)]
     if _already_written(root, arguments, case_ids):
         return root
-    existing = [root / name for name in (DATASET_JSON, LESIONS_CSV, IMAGES_DIR, LABELS_DIR) if (root / name).exists()]
+    existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, IMAGES_DIR, LABELS_DIR) if (root / n).exists()]
     if existing and not overwrite:
         raise FileExistsError(
             f"{root} already holds a dataset made with other arguments ({', '.join(p.name for p in existing)}); "
@@ -474,7 +498,9 @@ def make_dataset(
         writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    names = [_CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)]
+    names = [
+        _CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)
+    ]
     write_dataset_json(
         root,
         channel_names=names,
