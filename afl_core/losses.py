@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afl_core.shape import boundary_irregularity, foreground_fraction, mean_gradient_magnitude
+from afl_core.shape import boundary_irregularity, mean_gradient_magnitude
 
 __all__ = [
     "VARIANTS",
@@ -89,6 +89,8 @@ def validate_inputs(
             + ("variant='reference' takes (background, foreground) logits (N, 2, *S)"
                if channels == 2 else "binary losses take one foreground logit per voxel (N, 1, *S)")
         )
+    if logits.shape[0] == 0:
+        raise ValueError("the batch is empty (N = 0): pass at least one sample")
     expected = (logits.shape[0], 1, *logits.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(
@@ -116,6 +118,19 @@ def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
     return values.view(-1, *([1] * (ndim - 1)))
 
 
+def _check_target(target: torch.Tensor) -> None:
+    if not isinstance(target, torch.Tensor) or target.ndim not in (4, 5) or target.shape[1] != 1:
+        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must be a binary mask shaped (N, 1, *S) with S 2D or 3D, got {shape}")
+
+
+def _check_fixed(alpha: float | None, gamma: float | None) -> None:
+    if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1] (the foreground's share of the weight), got {alpha}")
+    if gamma is not None and not float(gamma) >= 0.0:
+        raise ValueError(f"gamma must be >= 0 (0 is weighted cross-entropy), got {gamma}")
+
+
 def _gamma_switches(gamma_terms: Iterable[str]) -> tuple[bool, bool]:
     terms = tuple(gamma_terms)
     unknown = set(terms) - set(GAMMA_TERMS)
@@ -125,6 +140,37 @@ def _gamma_switches(gamma_terms: Iterable[str]) -> tuple[bool, bool]:
 
 
 @torch.no_grad()
+def _adaptive_terms(target, variant, gamma_terms, dtype=torch.float32):
+    """Per-sample ``(foreground weight, background weight, gamma)``, each ``(N,)``.
+
+    The weights come from voxel counts, never as ``1 - alpha``: for a lesion of a few
+    voxels in a large volume ``1 - (1 - f)`` would lose most of its digits.
+    """
+    if variant not in ("paper", "scale_aware"):
+        raise ValueError(f"adaptive parameters exist for variants 'paper' and 'scale_aware', got {variant!r}")
+    use_volume, use_smoothness = _gamma_switches(gamma_terms)
+    voxels = target[0].numel()
+    foreground = target.reshape(target.shape[0], -1).sum(dim=1, dtype=torch.float64)
+    degenerate = (foreground == 0) | (foreground == voxels)
+    neutral = torch.full_like(foreground, DEGENERATE_ALPHA)
+    weight_fg = torch.where(degenerate, neutral, (voxels - foreground) / voxels).to(dtype)
+    weight_bg = torch.where(degenerate, neutral, foreground / voxels).to(dtype)
+    f = (foreground / voxels).to(dtype)
+    gamma = torch.zeros_like(f)
+    if variant == "paper":
+        if use_volume:
+            gamma = gamma + f
+        if use_smoothness:
+            gamma = gamma + mean_gradient_magnitude(target).to(dtype)
+    else:
+        if use_volume:
+            gamma = gamma + torch.where(f > 0, -torch.log10(f.clamp_min(1e-30)), torch.zeros_like(f))
+        if use_smoothness:
+            gamma = gamma + (boundary_irregularity(target).to(dtype) - 1.0).clamp_min(0.0)
+        gamma = gamma.clamp(0.0, SCALE_AWARE_MAX_GAMMA)
+    return weight_fg, weight_bg, gamma
+
+
 def adaptive_parameters(
     target: torch.Tensor,
     *,
@@ -156,29 +202,12 @@ def adaptive_parameters(
     ``gamma_terms`` selects the parts of gamma for ablations: ``("volume",)`` keeps only
     the size term, ``("smoothness",)`` only the boundary term, ``()`` gives gamma = 0.
     """
-    if variant not in ("paper", "scale_aware"):
-        raise ValueError(f"adaptive_parameters takes variant 'paper' or 'scale_aware', got {variant!r}")
-    use_volume, use_smoothness = _gamma_switches(gamma_terms)
-    f = foreground_fraction(target)
-    degenerate = (f <= 0) | (f >= 1)
-    alpha = torch.where(degenerate, torch.full_like(f, DEGENERATE_ALPHA), 1.0 - f)
-    gamma = torch.zeros_like(f)
-    if variant == "paper":
-        if use_volume:
-            gamma = gamma + f
-        if use_smoothness:
-            gamma = gamma + mean_gradient_magnitude(target)
-    else:
-        has_object = f > 0
-        if use_volume:
-            gamma = gamma + torch.where(has_object, -torch.log10(f.clamp_min(1e-12)), torch.zeros_like(f))
-        if use_smoothness:
-            gamma = gamma + (boundary_irregularity(target) - 1.0).clamp_min(0.0)
-        gamma = gamma.clamp(0.0, SCALE_AWARE_MAX_GAMMA)
+    _check_target(target)
+    alpha, _, gamma = _adaptive_terms(target, variant, gamma_terms)
     return alpha, gamma
 
 
-def _focal_terms(logits: torch.Tensor, target: torch.Tensor, alpha, gamma) -> torch.Tensor:
+def _focal_terms(logits: torch.Tensor, target: torch.Tensor, weight_fg, weight_bg, gamma) -> torch.Tensor:
     """Per-voxel alpha-weighted focal loss in log space (stable for any finite logit).
 
     With the signed logit ``s = x`` where ``t = 1`` and ``s = -x`` where ``t = 0``,
@@ -189,7 +218,7 @@ def _focal_terms(logits: torch.Tensor, target: torch.Tensor, alpha, gamma) -> to
     signed = torch.where(target > 0, logits, -logits)
     log_pt = F.logsigmoid(signed)
     modulating = torch.exp(gamma * (log_pt - signed))
-    alpha_t = torch.where(target > 0, alpha, 1.0 - alpha)
+    alpha_t = torch.where(target > 0, weight_fg, weight_bg)
     return -alpha_t * modulating * log_pt
 
 
@@ -210,15 +239,15 @@ class _ReducedFocalLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, is_foreground, alpha, gamma, scale):
+    def forward(ctx, logits, is_foreground, weight_fg, weight_bg, gamma, scale):
         signed = torch.where(is_foreground, logits, -logits)
         log_pt = F.logsigmoid(signed)
         log_one_minus_pt = signed.neg_().add_(log_pt)  # log(1 - p_t), reusing the buffer
         modulating = torch.exp(gamma * log_one_minus_pt)
         # d loss / d logits carries the sign (2t - 1); fold it into the class weight.
-        signed_weight = torch.where(is_foreground, -alpha * scale, (1.0 - alpha) * scale)
-        weighted = modulating.mul_(signed_weight)  # (2t-1) * alpha_t * (1-p_t)^gamma * scale
-        loss = -weighted.abs().mul_(log_pt).sum()
+        signed_weight = torch.where(is_foreground, -weight_fg * scale, weight_bg * scale)
+        weighted = modulating.mul_(signed_weight)  # -(2t-1) * alpha_t * (1-p_t)^gamma * scale
+        loss = -weighted.abs().mul_(log_pt).sum()  # weights are >= 0: |weighted| = alpha_t * ...
         if ctx.needs_input_grad[0]:
             one_minus_pt = log_one_minus_pt.exp_()
             focus = log_pt.exp().mul_(log_pt).mul_(gamma)  # gamma * p_t * log p_t
@@ -228,7 +257,7 @@ class _ReducedFocalLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (grad_logits,) = ctx.saved_tensors
-        return grad_logits * grad_output, None, None, None, None
+        return grad_logits * grad_output, None, None, None, None, None
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -243,11 +272,11 @@ def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values) -> 
     """The authors' computation: batch statistics, first-sample smoothness, two channels."""
     use_volume, use_smoothness = _gamma_switches(gamma_terms)
     with torch.no_grad():
-        fg = target.sum(dtype=torch.float32)
-        fg_fraction = fg / target.numel()
+        fg = target.sum(dtype=torch.float64)
+        fg_fraction = (fg / target.numel()).to(logits.dtype)
         if check_values is None:
             check_values = _values_checked_by_default(logits)
-        if check_values and fg.item() == 0:
+        if check_values and alpha is None and fg.item() == 0:
             raise ValueError(
                 "variant='reference' is undefined for a batch without foreground voxels "
                 "(the authors' channel weights divide by the foreground count); use "
@@ -260,11 +289,13 @@ def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values) -> 
             if use_smoothness:
                 gamma = gamma + mean_gradient_magnitude(target[:1])[0]
         if alpha is None:
-            weights = torch.stack([1.0 - fg_fraction, fg_fraction])
+            weights = torch.stack([(target.numel() - fg) / target.numel(), fg_fraction]).to(logits.dtype)
+            # Undefined batch (no foreground): a NaN loss the training loop reports, not a sync.
+            weights = torch.where(fg > 0, weights, torch.full_like(weights, math.nan))
         else:
-            weights = torch.tensor([1.0 - alpha, alpha], device=logits.device)
-        # Undefined batch (no foreground): a NaN loss the training loop reports, not a sync.
-        weights = torch.where(fg > 0, weights, torch.full_like(weights, math.nan))
+            # [1 - alpha, alpha] built on the device: a host-to-device copy would sync.
+            channel = torch.arange(2, device=logits.device, dtype=logits.dtype)
+            weights = (1.0 - alpha) + channel * (2.0 * alpha - 1.0)
     one_hot = torch.cat([1.0 - target, target], dim=1)
     # MONAI's sigmoid focal loss has no alpha term: both channels use weight * focal term.
     signed = torch.where(one_hot > 0, logits, -logits)
@@ -305,7 +336,8 @@ def adaptive_focal_loss(
     elements. The rare foreground channel gets the small weight, the opposite of the
     paper's text. A batch without foreground is undefined there: ``ValueError`` when
     values are checked, otherwise a NaN loss. A given ``alpha`` sets the channel weights
-    to ``[1 - alpha, alpha]``.
+    to ``[1 - alpha, alpha]`` (then a batch without foreground is defined). With
+    ``reduction="sum"`` the elements are summed (MONAI's "sum" first averages space).
 
     The statistics come from the target only (no gradient flows through them) and stay
     on the device: no host synchronisation unless values are checked. Computed in float32
@@ -315,6 +347,7 @@ def adaptive_focal_loss(
         raise ValueError(f"unknown A-FL variant {variant!r}; choose from {VARIANTS}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
+    _check_fixed(alpha, gamma)
     validate_inputs(logits, target, channels=2 if variant == "reference" else 1,
                     check_values=check_values)
     # float32 under autocast (bf16/fp16 logits); float64 stays float64 (gradcheck).
@@ -323,13 +356,16 @@ def adaptive_focal_loss(
     if variant == "reference":
         return _reduce(_reference_loss(logits, target, alpha, gamma, gamma_terms, check_values), reduction)
     if alpha is None or gamma is None:
-        adaptive_alpha, adaptive_gamma = adaptive_parameters(target, variant=variant, gamma_terms=gamma_terms)
-        alpha = _per_sample(adaptive_alpha, logits.ndim) if alpha is None else alpha
-        gamma = _per_sample(adaptive_gamma, logits.ndim) if gamma is None else gamma
+        weight_fg, weight_bg, adaptive_gamma = (
+            _per_sample(v, logits.ndim) for v in _adaptive_terms(target, variant, gamma_terms, dtype)
+        )
+        gamma = adaptive_gamma if gamma is None else gamma
+    if alpha is not None:
+        weight_fg, weight_bg = alpha, 1.0 - alpha
     if reduction == "none":
-        return _focal_terms(logits, target, alpha, gamma)
+        return _focal_terms(logits, target, weight_fg, weight_bg, gamma)
     scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
-    return _ReducedFocalLoss.apply(logits, target > 0, alpha, gamma, scale)
+    return _ReducedFocalLoss.apply(logits, target > 0, weight_fg, weight_bg, gamma, scale)
 
 
 class AdaptiveFocalLoss(nn.Module):
@@ -348,6 +384,9 @@ class AdaptiveFocalLoss(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown A-FL variant {variant!r}; choose from {VARIANTS}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
+        _check_fixed(alpha, gamma)
         _gamma_switches(gamma_terms)
         self.variant = variant
         self.alpha = alpha
@@ -378,7 +417,8 @@ class _BinaryLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         validate_inputs(logits, target)
-        logits, target = logits.float(), target.float()
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        logits, target = logits.to(dtype), target.to(dtype)
         return sum(w * loss(logits, target) for w, loss in zip(self.weights, self.terms))
 
     def extra_repr(self) -> str:
@@ -394,11 +434,19 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     iou        smp ``JaccardLoss("binary")``
     tversky    smp ``TverskyLoss("binary", alpha=0.3, beta=0.7)``: false negatives
                cost more than false positives (Salehi et al. 2017), as suits small lesions
-    focal      smp ``FocalLoss("binary", gamma=2)`` (no alpha), as Lin et al.
+    focal      smp ``FocalLoss("binary", gamma=2)`` without alpha (MONAI ``FocalLoss``'s
+               default, which the authors' baseline used; Lin et al. add alpha=0.25)
     dice_ce    ``1.0 * dice + 1.0 * ce`` (MONAI ``DiceCELoss``'s default weights)
     dice_focal ``1.0 * dice + 1.0 * focal`` (MONAI ``DiceFocalLoss``'s default weights)
     afl        :class:`AdaptiveFocalLoss`; ``kwargs`` go to it (``variant``, ...)
     ========== ================================================================
+
+    The overlap losses (dice, iou, tversky) are computed over the whole batch on the
+    foreground: a batch without any foreground voxel gives them zero loss and zero
+    gradient, so false positives on lesion-free slices cost nothing there. The authors'
+    baselines were MONAI losses (Dice with squared predictions per sample, background
+    included; Tversky with alpha = beta = 0.5, i.e. Dice): numbers from this registry
+    are comparable with each other, not digit for digit with the paper's table.
     """
     if name == "afl":
         return AdaptiveFocalLoss(**kwargs)

@@ -147,9 +147,13 @@ def boundary_irregularity(mask: torch.Tensor) -> torch.Tensor:
         \\text{3D: } \\; r = \\frac{S}{\\pi^{1/3} (6V)^{2/3}}
 
     where ``P`` (or ``S``) is :func:`boundary_size` and ``A`` (or ``V``) the number of
-    foreground voxels. By the isoperimetric inequality ``r >= 1`` for any shape, with
-    ``r = 1`` for a disc or ball; a zigzag outline of the same area scores higher
-    (an 8-lobed star is about 1.5 to 2). It does not change with the object's size,
+    foreground voxels. The dimension is the number of spatial axes longer than one, so a
+    ``(N, 1, 1, H, W)`` slice is measured as 2D. By the isoperimetric inequality
+    ``r >= 1`` for any continuous shape, with ``r = 1`` for a disc or ball; a zigzag
+    outline of the same area scores higher (an 8-lobed star is about 1.5 to 2). Objects
+    of a few voxels read below 1 (a single voxel: 0.56). The value describes the whole
+    mask: ``k`` equal, separate lesions score about ``sqrt(k)`` times one of them
+    (more boundary for the same area), so per-lesion values need one lesion per mask. It does not change with the object's size,
     unlike ``gamma_mSa``. On a voxel grid the gradient estimate reads digital discs and
     balls at 1.05 to 1.09 (radius 4 to 32 voxels) rather than exactly 1.
 
@@ -157,10 +161,10 @@ def boundary_irregularity(mask: torch.Tensor) -> torch.Tensor:
     a neutral value, such as the scale-aware loss, treat 0 as "no object").
     """
     _check_mask(mask)
-    spatial = mask.ndim - 2
+    spatial = sum(1 for d in mask.shape[2:] if d > 1)
     volume = mask.flatten(1).float().sum(dim=1)
     boundary = boundary_size(mask)
-    if spatial == 2:
+    if spatial <= 2:
         reference = 2.0 * torch.sqrt(math.pi * volume)
     else:
         reference = math.pi ** (1.0 / 3.0) * (6.0 * volume) ** (2.0 / 3.0)

@@ -202,16 +202,31 @@ def test_reference_variant_equals_monai_focal_loss(shape):
 
 
 def test_reference_variant_uses_only_the_first_samples_smoothness():
-    _, t = random_case((3, 1, 24, 24), seed=22)
-    x2 = torch.randn(3, 2, 24, 24)
-    t_changed = t.copy()
-    t_changed[1:] = np.roll(t[1:], 3, axis=-1)  # same foreground count, other samples moved
-    a = adaptive_focal_loss(x2, torch.tensor(t, dtype=torch.float32), variant="reference")
-    b = adaptive_focal_loss(x2, torch.tensor(t_changed, dtype=torch.float32), variant="reference")
-    assert not torch.isclose(a, b)  # targets differ voxel-wise...
-    gamma_a, _ = np_reference_gamma_and_weights(t)
-    gamma_b, _ = np_reference_gamma_and_weights(t_changed)
-    assert gamma_a == gamma_b  # ...but gamma, from sample 0 and the batch count, does not
+    from monai.losses import FocalLoss
+
+    # Two samples with the same foreground count but very different outlines.
+    smooth = disc(48, 10)
+    rough = np.zeros_like(smooth)
+    rough.flat[np.random.default_rng(0).choice(rough.size, int(smooth.sum()), replace=False)] = 1
+    t = np.stack([smooth, rough])[:, None].astype(np.float64)
+    x2 = np.random.default_rng(1).normal(0, 2, size=(2, 2, 48, 48))
+    got = adaptive_focal_loss(torch.tensor(x2), torch.tensor(t), variant="reference").item()
+    gamma, weights = np_reference_gamma_and_weights(t)  # smoothness of sample 0 only
+    one_hot = torch.tensor(np.concatenate([1 - t, t], axis=1))
+    expected = FocalLoss(gamma=float(gamma), weight=weights.tolist())(torch.tensor(x2), one_hot).item()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    swapped = adaptive_focal_loss(torch.tensor(x2[::-1].copy()), torch.tensor(t[::-1].copy()), variant="reference")
+    assert abs(swapped.item() - got) > 1e-3 * got  # same voxels, other first sample: other gamma
+
+
+def test_reference_variant_with_fixed_alpha_is_defined_without_foreground():
+    from monai.losses import FocalLoss
+
+    x2 = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    t = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    got = adaptive_focal_loss(x2, t, variant="reference", alpha=0.25)
+    expected = FocalLoss(gamma=0.0, weight=[0.75, 0.25])(x2, torch.cat([1 - t, t], dim=1))
+    np.testing.assert_allclose(got.item(), expected.item(), rtol=1e-6)  # MONAI keeps weights in float32
 
 
 def test_reference_variant_without_foreground_is_an_error():
@@ -253,6 +268,57 @@ def test_gamma_terms_select_the_ablation_parts():
 
 
 # ---------------------------------------------------------------- precision, errors
+@pytest.mark.parametrize("shape", [(1, 1, 24, 128, 160), (2, 1, 61, 67, 71)])
+def test_tiny_lesion_in_a_large_volume_keeps_full_precision(shape):
+    # A lesion of one or two voxels: the background weight f must not come out of 1 - (1 - f).
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 3, size=shape)
+    t = np.zeros(shape)
+    t.flat[[1234, 98765][: shape[0]]] = 1
+    expected = np_paper_loss(x, t).mean()
+    for dtype, rtol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+        got = adaptive_focal_loss(*tensors(x, t, dtype)).item()
+        np.testing.assert_allclose(got, expected, rtol=rtol)
+
+
+def test_extreme_logit_gradients_match_torchvision_in_float64():
+    t = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 3)
+    x = torch.tensor([100.0, -100.0, -100.0, 100.0, 0.0, 30.0]).view(1, 1, 2, 3)
+    ours = x.clone().requires_grad_()
+    adaptive_focal_loss(ours, t, alpha=0.25, gamma=2.0).backward()
+    ref = x.double().requires_grad_()
+    sigmoid_focal_loss(ref, t.double(), alpha=0.25, gamma=2.0, reduction="mean").backward()
+    np.testing.assert_allclose(ours.grad.numpy(), ref.grad.numpy(), rtol=1e-5, atol=1e-12)
+
+
+def test_no_host_sync_inside_the_loss():
+    """CPU stand-in for CUDA's sync debug mode: no op may read a value back to Python."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncing = {"_local_scalar_dense", "is_nonzero", "nonzero", "equal", "item"}
+
+    class RecordSyncs(TorchDispatchMode):
+        seen: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in syncing:
+                self.seen.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x, t = tensors(*random_case((3, 1, 16, 16), seed=52))
+    x2 = torch.randn(3, 2, 16, 16)
+    for logits, kwargs in ((x, {}), (x, {"variant": "scale_aware"}), (x2, {"variant": "reference"}),
+                           (x2, {"variant": "reference", "alpha": 0.3}), (x, {"alpha": 0.3, "gamma": 1.0})):
+        logits = logits.clone().requires_grad_()
+        with RecordSyncs() as mode:
+            adaptive_focal_loss(logits, t, check_values=False, **kwargs).backward()
+        assert mode.seen == [], (kwargs, mode.seen)
+    with RecordSyncs() as mode:  # the detector itself works
+        adaptive_focal_loss(x, t, check_values=True)
+    assert mode.seen
+
+
+
 def test_bfloat16_logits_are_computed_in_float32():
     x, t = random_case((2, 1, 16, 16), seed=41)
     xt, tt = tensors(x, t)
@@ -279,11 +345,22 @@ def test_bfloat16_logits_are_computed_in_float32():
         (torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), {"gamma_terms": ("size",)}, "unknown gamma term"),
         (torch.zeros(4, 4), torch.zeros(4, 4), {}, r"\(N, C, H, W\)"),
         (torch.zeros(1, 1, 4, 4, dtype=torch.long), torch.zeros(1, 1, 4, 4), {}, "floating-point"),
+        (torch.zeros(0, 1, 4, 4), torch.zeros(0, 1, 4, 4), {}, "batch is empty"),
+        (torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), {"alpha": -1.0}, r"alpha must lie in \[0, 1\]"),
+        (torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), {"alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
+        (torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), {"gamma": -1.0}, "gamma must be >= 0"),
     ],
 )
 def test_bad_input_gets_a_clear_error(logits, target, kwargs, message):
     with pytest.raises(ValueError, match=message):
         adaptive_focal_loss(logits, target, **kwargs)
+
+
+def test_module_checks_its_settings_when_built():
+    with pytest.raises(ValueError, match="unknown reduction"):
+        AdaptiveFocalLoss(reduction="avg")
+    with pytest.raises(ValueError, match="alpha must lie"):
+        AdaptiveFocalLoss(alpha=2.0)
 
 
 def test_value_checks_can_be_switched_off():

@@ -91,6 +91,11 @@ def test_boundary_irregularity_grows_with_outline_irregularity():
     assert values[-1] > 2.0
 
 
+def test_boundary_irregularity_of_a_flat_volume_is_the_2d_value():
+    flat = torch.from_numpy(disc(64, 12))[None, None, None]
+    np.testing.assert_allclose(boundary_irregularity(flat), boundary_irregularity(flat[:, :, 0]), rtol=1e-6)
+
+
 def test_boundary_irregularity_3d_ball_and_empty_mask():
     zz, yy, xx = np.mgrid[:32, :32, :32] - 16
     ball = ((zz**2 + yy**2 + xx**2) <= 10**2).astype(np.float32)
