@@ -1,4 +1,4 @@
-"""The segmentation network: segmentation-models-pytorch's 2D U-Net, built offline too.
+"""The segmentation network (segmentation-models-pytorch's 2D U-Net, built offline too) and the device it runs on.
 
 The paper trains a U-Net with a ResNet50 encoder pretrained on ImageNet. Pretrained
 weights come from the Hugging Face Hub (smp >= 0.4) or timm; on a machine without
@@ -12,9 +12,10 @@ from __future__ import annotations
 import warnings
 
 import segmentation_models_pytorch as smp
+import torch
 from torch import nn
 
-__all__ = ["PretrainedWeightsWarning", "build_model"]
+__all__ = ["PretrainedWeightsWarning", "build_model", "resolve_device", "autocast_dtype"]
 
 
 class PretrainedWeightsWarning(UserWarning):
@@ -90,3 +91,22 @@ def build_model(
             stacklevel=2,
         )
         return unet(None)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU. Asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but PyTorch sees no CUDA GPU; "
+                           "use --device cpu (or auto), or install a CUDA build of PyTorch")
+    return device
+
+
+def autocast_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:
+    """Mixed-precision dtype for ``device``: bfloat16 on CUDA GPUs that support it
+    (no gradient scaling needed), float16 on older ones, ``None`` (float32) on the CPU."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

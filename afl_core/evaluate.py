@@ -1,0 +1,218 @@
+"""Evaluation of a trained run: slice predictions re-assembled into volumes, 3D scores.
+
+``python -m afl_core.evaluate --run RUN`` (or :func:`evaluate_run`) loads
+``RUN/checkpoint_best.pt``, predicts every slice of the run's validation cases (or of
+other cases / another dataset), puts the slices back on each case's original grid
+(undoing the crop/pad of training) and scores each case in 3D with
+:func:`afl_core.metrics.evaluate_cases`: Dice, IoU, sensitivity, specificity and HD95 of
+the thresholded prediction, the authors' soft protocol on the probabilities, and
+lesion-wise detection. It writes::
+
+    RUN/eval/per_case.csv   one row per case
+    RUN/eval/lesions.csv    one row per ground-truth lesion (size, irregularity, detected)
+    RUN/eval/summary.json   the means (afl_core.metrics.results_table) and what was evaluated
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from afl_core._io import atomic_write
+from afl_core.data import SliceDataset, list_cases
+from afl_core.metrics import evaluate_cases, export_csv, results_table
+from afl_core.models import autocast_dtype, build_model, resolve_device
+
+__all__ = [
+    "EvaluationResult",
+    "foreground_probability",
+    "predict_cases",
+    "predict_volume",
+    "load_model",
+    "evaluate_run",
+    "main",
+]
+
+
+@dataclass
+class EvaluationResult:
+    """Tables of :func:`evaluate_run`: ``per_case``, ``per_lesion``, and ``summary``
+    (means and what was evaluated, as written to ``summary.json``)."""
+
+    per_case: pd.DataFrame
+    per_lesion: pd.DataFrame
+    summary: dict
+
+
+def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` lesion probability: the sigmoid of the last logit channel (the only
+    one of a binary network; the foreground one of a (background, foreground) network,
+    each channel of which is an independent sigmoid in the authors' focal loss)."""
+    return torch.sigmoid(logits[:, -1:].float())
+
+
+@torch.no_grad()
+def predict_cases(
+    model: nn.Module,
+    dataset: SliceDataset,
+    cases: Sequence[str] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 16,
+    amp_dtype: torch.dtype | None = None,
+    loss_fn: nn.Module | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Lesion probabilities of every slice of ``cases`` (default: all of ``dataset``),
+    re-assembled into float32 volumes on each case's original grid
+    (:meth:`afl_core.data.SliceDataset.assemble`; voxels cropped away get 0).
+
+    Returns ``({case: volume (X, Y, Z)}, mean_loss)``: ``mean_loss`` is ``loss_fn`` averaged
+    over slices (NaN without ``loss_fn``), leaving out batches where it is undefined
+    (A-FL's ``variant="reference"`` on a batch without lesion voxels).
+    """
+    if dataset.augmentation is not None:
+        raise ValueError("predict on a SliceDataset built with augment=False: augmented slices "
+                         "would not line up with the case's grid")
+    cases = list(dataset.cases if cases is None else cases)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    items = [i for case in cases for i in dataset.case_items(case)]
+    loader = DataLoader(Subset(dataset, items), batch_size=batch_size, shuffle=False,
+                        pin_memory=device.type == "cuda")
+    slices: dict[str, dict[int, np.ndarray]] = {case: {} for case in cases}
+    loss_sum = torch.zeros((), device=device)
+    loss_count = torch.zeros((), device=device)
+    for batch in tqdm(loader, desc="predicting", leave=False, disable=not progress):
+        images = batch["image"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images).float()
+        if loss_fn is not None:
+            loss = loss_fn(logits, batch["label"].to(device, non_blocking=True))
+            defined = torch.isfinite(loss)
+            loss_sum += torch.where(defined, loss, 0.0) * len(images)
+            loss_count += defined * len(images)
+        probabilities = foreground_probability(logits)[:, 0].cpu().numpy()
+        for case, k, plane in zip(batch["case"], batch["index"].tolist(), probabilities):
+            slices[case][k] = plane
+    mean_loss = (loss_sum / loss_count).item() if loss_fn is not None and loss_count.item() > 0 else math.nan
+    return {case: dataset.assemble(case, slices[case]) for case in cases}, mean_loss
+
+
+def predict_volume(model: nn.Module, dataset: SliceDataset, case: str, **kwargs) -> np.ndarray:
+    """Lesion probability volume ``(X, Y, Z)`` of one case (see :func:`predict_cases`)."""
+    return predict_cases(model, dataset, [case], **kwargs)[0][case]
+
+
+def load_model(run_dir: str | Path, checkpoint: str = "best", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """The network of a run from ``checkpoint_{checkpoint}.pt`` (``"best"`` or ``"last"``),
+    in eval mode on ``device``, and the checkpoint's metadata (``epoch``, ``config``,
+    ``best``, ``history``)."""
+    path = Path(run_dir) / f"checkpoint_{checkpoint}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training run folder "
+                                "(python -m afl_core.train ... --out RUN) with at least one epoch done?")
+    saved = torch.load(path, map_location=device, weights_only=True)
+    config = saved["config"]
+    # The weights come from the checkpoint: no need to fetch pretrained ones.
+    model = build_model(config["encoder"], None, in_channels=config["in_channels"], classes=config["classes"])
+    model.load_state_dict(saved.pop("model"))
+    return model.to(device).eval(), saved
+
+
+def _scored_cases(model, dataset, cases, threshold, batch_size, amp_dtype) -> Iterator[tuple]:
+    # One case at a time, so only one probability volume is held in memory.
+    for case in cases:
+        prob = predict_volume(model, dataset, case, batch_size=batch_size, amp_dtype=amp_dtype)
+        yield case, prob > threshold, dataset.case_label(case), prob, dataset.spacing(case)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    cases: Sequence[str] | None = None,
+    checkpoint: str = "best",
+    threshold: float = 0.5,
+    device: str = "auto",
+    batch_size: int = 16,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate a run's checkpoint per case in 3D and write ``per_case.csv``,
+    ``lesions.csv`` and ``summary.json`` into ``out_dir`` (default ``RUN/eval``).
+
+    Cases: ``cases`` if given; else every case of ``data`` if given; else the run's
+    validation cases (never seen in training). ``data`` defaults to the run's dataset.
+    """
+    run_dir = Path(run_dir)
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+    torch_device = resolve_device(device)
+    model, saved = load_model(run_dir, checkpoint, torch_device)
+    config = saved["config"]
+    root = Path(data) if data is not None else Path(config["data"])
+    if cases is None:
+        cases = list_cases(root) if data is not None else config["val_cases"]
+    dataset = SliceDataset(root, cases, size=tuple(config["slice_size"]))
+    amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
+
+    per_case, per_lesion = evaluate_cases(
+        _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress)
+    name = config["loss"] + (f"-{config['variant']}" if config.get("variant") else "")
+    means = results_table({name: per_case}).iloc[0]
+    summary = {
+        "run": str(run_dir), "loss": config["loss"], "variant": config.get("variant"),
+        "encoder": config["encoder"], "checkpoint": checkpoint, "epoch": saved["epoch"],
+        "data": str(root), "cases": list(dataset.cases), "threshold": threshold,
+        "means": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in means.items()},
+    }
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    export_csv(per_case, out_dir / "per_case.csv")
+    export_csv(per_lesion, out_dir / "lesions.csv")
+    with atomic_write(out_dir / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, default=float)
+        fh.write("\n")
+    return EvaluationResult(per_case, per_lesion, summary)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m afl_core.evaluate",
+                                description="Score a training run per case in 3D (slices re-assembled into volumes).")
+    p.add_argument("--run", required=True, help="run folder written by python -m afl_core.train")
+    p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
+    p.add_argument("--cases", nargs="+", help="case ids (default: the run's validation cases, or all of --data)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", help="output folder (default RUN/eval)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    args = p.parse_args(argv)
+    try:
+        result = evaluate_run(args.run, data=args.data, cases=args.cases, checkpoint=args.checkpoint,
+                              threshold=args.threshold, device=args.device, batch_size=args.batch_size,
+                              out_dir=args.out, progress=args.progress)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else Path(args.run) / "eval"
+    print(pd.Series(result.summary["means"], dtype=object).to_string())
+    print(f"{len(result.per_case)} case(s) from epoch {result.summary['epoch']}; tables in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

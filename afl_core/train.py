@@ -1,0 +1,614 @@
+"""Training: 2D U-Net on MRI slices with any of the compared losses, resumable.
+
+``fit(TrainConfig(...))`` (or ``python -m afl_core.train ...``) trains on the slices of
+the training cases and validates every epoch on whole validation volumes, writing into
+the run folder ``out``::
+
+    config.json           every setting, resolved (device, slice size, case split, versions)
+    history.csv           one row per epoch: epoch, train_loss, val_loss, val_dice, then
+                          val_iou, val_sensitivity, lr (at the epoch's end),
+                          train_images_per_s and seconds (wall clock, not reproducible)
+    checkpoint_last.pt    everything needed to continue (model, optimiser, scheduler,
+                          grad scaler, RNG states, history), written atomically each epoch
+    checkpoint_best.pt    the weights with the best validation Dice so far
+
+Validation (``val_loss``, ``val_dice``): the loss is the mean over validation slices;
+the Dice is the mean over validation cases of the 3D Dice of the thresholded
+(p > 0.5) prediction re-assembled on the case's original grid
+(:func:`afl_core.evaluate.predict_cases`, :func:`afl_core.metrics.segmentation_scores`),
+as the paper evaluates per volume.
+
+Reproducibility: the model is initialised from ``seed``; the order of the training
+slices and their augmentation are drawn from ``(seed, epoch)``
+(:meth:`afl_core.data.SliceDataset.sampler`), so an epoch is the same whether or not the
+run was interrupted before it. With ``resume=True`` training continues after the last
+completed epoch from the saved model, optimiser, scheduler, scaler and RNG states; on the
+CPU the resumed run reproduces the uninterrupted one exactly. On CUDA, cuDNN's autotuned
+kernels are not bitwise deterministic.
+
+On CUDA the forward pass runs under autocast (bfloat16 where the GPU supports it, else
+float16 with a gradient scaler) in channels-last memory format; losses are computed in
+float32. A training step makes no host synchronisation: the loss is checked for NaN
+when the progress bar is refreshed (every step on the CPU, where that is free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from afl_core._io import atomic_target, atomic_write
+from afl_core.data import SliceDataset, load_geometry, split_cases
+from afl_core.evaluate import predict_cases
+from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
+from afl_core.metrics import segmentation_scores
+from afl_core.models import autocast_dtype, build_model, resolve_device
+
+__all__ = [
+    "TrainConfig",
+    "FitResult",
+    "TrainingDiverged",
+    "GPUOutOfMemory",
+    "HISTORY_COLUMNS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "PAPER_SGD",
+    "resolve_device",
+    "autocast_dtype",
+    "make_loss",
+    "make_optimizer",
+    "make_scheduler",
+    "TrainStep",
+    "seed_everything",
+    "validate",
+    "fit",
+    "main",
+]
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("poly", "cosine", "constant")
+#: The paper's optimiser (from the authors' trainers).
+PAPER_SGD = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-5}
+DEFAULT_LR = {"sgd": PAPER_SGD["lr"], "adam": 1e-3}
+#: First columns of history.csv, in this order; the rest follow.
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice")
+# U-Net's encoder halves the resolution five times.
+_SIZE_MULTIPLE = 32
+# On an accelerator the loss is read back (and checked for NaN) every this many steps.
+_GPU_SYNC_EVERY = 25
+# Settings that may change when a run is resumed; any other change is refused.
+_RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (saved to ``config.json``).
+
+    ``lr=None`` takes the optimiser's default: 0.1 for ``"sgd"`` (the paper's SGD:
+    momentum 0.9, Nesterov, weight decay 1e-5) and 1e-3 for ``"adam"``. ``size=None``
+    pads slices to the smallest multiple of 32 holding every case's in-plane size.
+    ``variant`` applies to ``loss="afl"`` only (default ``"paper"``); ``"reference"``
+    makes the network output two channels (background, foreground) as the authors'.
+    """
+
+    data: str
+    out: str
+    loss: str = "afl"
+    variant: str | None = None
+    encoder: str = "resnet50"
+    encoder_weights: str | None = "imagenet"
+    epochs: int = 50
+    batch_size: int = 8
+    optimizer: str = "adam"
+    lr: float | None = None
+    weight_decay: float = PAPER_SGD["weight_decay"]
+    schedule: str = "poly"
+    size: tuple[int, int] | None = None
+    augment: bool = True
+    oversample_lesions: float = 0.33
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.data, self.out = str(self.data), str(self.out)
+        if self.size is not None:
+            size = (self.size, self.size) if isinstance(self.size, int) else tuple(int(s) for s in self.size)
+            if len(size) != 2 or min(size) < 1 or any(s % _SIZE_MULTIPLE for s in size):
+                raise ValueError(f"size must be (H, W) with multiples of {_SIZE_MULTIPLE} (the U-Net "
+                                 f"downsamples 5 times), got {self.size}")
+            self.size = size
+        if self.loss not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose from {LOSS_NAMES}")
+        if self.variant is not None and self.loss != "afl":
+            raise ValueError(f"variant applies to loss 'afl' only, got loss {self.loss!r} with variant {self.variant!r}")
+        if self.loss == "afl":
+            self.variant = self.variant or "paper"
+            if self.variant not in VARIANTS:
+                raise ValueError(f"unknown A-FL variant {self.variant!r}; choose from {VARIANTS}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, "
+                             f"{self.batch_size}, {self.lr}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+    @property
+    def classes(self) -> int:
+        return 2 if self.variant == "reference" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the run folder, its history, and the trained model
+    (the weights of the last epoch; ``checkpoint_best.pt`` holds the best ones)."""
+
+    run_dir: Path
+    history: pd.DataFrame
+    model: nn.Module
+    best_epoch: int
+    best_val_dice: float
+    config: dict = field(repr=False, default_factory=dict)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class GPUOutOfMemory(RuntimeError):
+    """The GPU ran out of memory during training."""
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def make_loss(name: str, variant: str | None = None, **kwargs) -> nn.Module:
+    """:func:`afl_core.losses.get_loss` with A-FL's ``variant``.
+
+    ``variant="reference"`` is undefined on a batch without lesion voxels (the authors'
+    weights divide by the foreground count); its value check is left to the training
+    loop's NaN check, which says so, rather than raised inside the loss on the CPU only.
+    """
+    if name == "afl":
+        kwargs["variant"] = variant or "paper"
+        if kwargs["variant"] == "reference":
+            kwargs.setdefault("check_values", False)
+    elif variant is not None:
+        raise ValueError(f"variant applies to loss 'afl' only, got loss {name!r} with variant {variant!r}")
+    return get_loss(name, **kwargs)
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``"sgd"``: the paper's SGD (momentum 0.9, Nesterov); ``"adam"``: Adam. Both with
+    L2 ``weight_decay`` (the paper's 1e-5 by default)."""
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=PAPER_SGD["momentum"],
+                               nesterov=PAPER_SGD["nesterov"], weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step learning-rate factor over ``total_steps`` steps ``s``:
+
+    * ``"poly"``: ``(1 - s / total) ** 0.9`` (nnU-Net's schedule);
+    * ``"cosine"``: ``(1 + cos(pi * s / total)) / 2``;
+    * ``"constant"``: 1.
+    """
+    total = max(int(total_steps), 1)
+    factors = {
+        "poly": lambda s: (1.0 - min(s, total) / total) ** 0.9,
+        "cosine": lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total)),
+        "constant": lambda s: 1.0,
+    }
+    if name not in factors:
+        raise ValueError(f"unknown schedule {name!r}; choose from {SCHEDULES}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors[name])
+
+
+class TrainStep:
+    """One optimisation step on a batch, with no host synchronisation (except float16's
+    gradient scaler, which reads its inf check on the host: GPUs with bfloat16 avoid it).
+
+    Forward under autocast (``amp_dtype``; ``None`` for float32), loss in float32,
+    backward (scaled when float16), optimiser and scheduler steps. Returns the detached
+    loss on the device. Shared by :func:`fit` and the benchmarks, so they time the same code.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        *,
+        device: torch.device,
+        amp_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.device = torch.device(device)
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+
+    def to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.device, non_blocking=True)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images, labels = self.to_device(images, labels)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logits = self.model(images)
+        loss = self.loss_fn(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    # Plain tensors, ints and lists only: loadable with torch.load(weights_only=True).
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def _slice_size(dataset_root: str, cases: Sequence[str]) -> tuple[int, int]:
+    """Smallest multiple of 32 holding every case's in-plane size (slices are padded to it)."""
+    shapes = [load_geometry(dataset_root, case).shape for case in cases]
+    extent = [max(shape[axis] for shape in shapes) for axis in (0, 1)]
+    return tuple(-(-n // _SIZE_MULTIPLE) * _SIZE_MULTIPLE for n in extent)
+
+
+def _versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
+            "segmentation_models_pytorch": smp.__version__}
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, default=str)
+        fh.write("\n")
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    with atomic_target(path) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+
+
+def _save(path: Path, payload: dict) -> None:
+    with atomic_target(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _diverged_message(cfg: TrainConfig, epoch: int, step: int, value: float) -> str:
+    hint = ""
+    if cfg.variant == "reference":
+        hint = (" With variant='reference' this also happens on any batch without lesion voxels (the "
+                "authors' channel weights divide by the foreground count): raise --oversample, use a "
+                "larger --batch-size, or use variant 'paper'.")
+    return (
+        f"the training loss became {value} at epoch {epoch}, step {step} "
+        f"(loss {cfg.loss!r}, optimizer {cfg.optimizer!r}, lr {cfg.lr:g}). Lower the learning rate "
+        f"(e.g. --lr {cfg.lr / 10:g}), or use --optimizer adam; check that the images hold no NaN/Inf "
+        f"(afl_core.data.load_case checks this); on a GPU, try --no-amp.{hint} The last good "
+        f"checkpoint is {Path(cfg.out) / 'checkpoint_last.pt'} (if any epoch completed); "
+        "start a new run with the changed setting."
+    )
+
+
+def _oom_message(cfg: TrainConfig, size: tuple[int, int], epoch: int) -> str:
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB allocated" if torch.cuda.is_available() else ""
+    return (
+        f"the GPU ran out of memory at epoch {epoch} (batch size {cfg.batch_size}, slices "
+        f"{size[0]}x{size[1]}, encoder {cfg.encoder!r}, mixed precision {'on' if cfg.amp else 'off'}{peak}). Reduce --batch-size (e.g. {max(cfg.batch_size // 2, 1)}), use a "
+        "smaller --encoder (resnet34, resnet18), crop slices with --size, keep mixed precision on "
+        "(no --no-amp), or close other programs using the GPU; then --resume continues from the last epoch."
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(
+    model: nn.Module,
+    dataset: SliceDataset,
+    loss_fn: nn.Module,
+    *,
+    device: torch.device,
+    batch_size: int,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """``val_loss`` (mean over slices) and mean per-case 3D ``val_dice``, ``val_iou``,
+    ``val_sensitivity`` of the thresholded prediction on each case's original grid."""
+    probs, val_loss = predict_cases(model, dataset, device=device, batch_size=batch_size,
+                                    amp_dtype=amp_dtype, loss_fn=loss_fn)
+    scores = [segmentation_scores(probs[case] > 0.5, dataset.case_label(case), dataset.spacing(case))
+              for case in dataset.cases]
+    return {"val_loss": val_loss, **{f"val_{k}": _nanmean([s[k] for s in scores]) for k in ("dice", "iou", "sensitivity")}}
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    """Mean of the defined values (sensitivity is NaN on a case without lesion); NaN if none."""
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict) -> TrainConfig:
+    values = (config.to_dict() if config is not None else {}) | overrides
+    if "out" not in values:
+        raise TypeError("fit needs out= (the run folder)")
+    if not resume:
+        if "data" not in values:
+            raise TypeError("fit needs a TrainConfig or data= and out=")
+        return TrainConfig(**values)
+    saved_path = Path(values["out"]) / "config.json"
+    if not saved_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {saved_path} does not exist; train without --resume first")
+    saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
+    merged = TrainConfig.from_dict(saved.to_dict() | values)
+    changed = [f"{k}: {getattr(saved, k)!r} -> {v!r}" for k, v in merged.to_dict().items()
+               if k not in _RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)]
+    if changed:
+        raise ValueError(f"cannot resume {saved_path.parent} with different settings ({', '.join(changed)}); only "
+                         f"{', '.join(_RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
+                         "or start a new run in another --out folder.")
+    return merged
+
+
+def _same_setting(name: str, a: Any, b: Any) -> bool:
+    if name in ("data", "out"):  # the same folder, however it is spelled
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
+def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides) -> FitResult:
+    """Train a U-Net as ``config`` says (keywords override its fields); see the module
+    docstring for the run folder. With ``resume=True`` continue the run in ``out`` after
+    its last completed epoch, or from the start if none completed (``epochs``, ``device``,
+    ``num_workers``, ``progress`` may change; other settings must match the saved
+    ``config.json``; a larger ``epochs`` stretches the rest of the learning-rate schedule).
+
+    Raises:
+        TrainingDiverged: the loss became NaN/Inf (the message says what to change).
+        GPUOutOfMemory: CUDA ran out of memory (the message says what to change).
+    """
+    cfg = _resolve_config(config, resume, overrides)
+    run_dir = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_cases, val_cases = split_cases(cfg.data, cfg.val_fraction, seed=cfg.split_seed)
+    if not val_cases:
+        raise ValueError(f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "
+                         "use at least 2 cases and val_fraction > 0")
+    size = cfg.size or _slice_size(cfg.data, train_cases + val_cases)
+    train_set = SliceDataset(cfg.data, train_cases, size=size, augment=cfg.augment,
+                             oversample_lesions=cfg.oversample_lesions, seed=cfg.seed)
+    val_set = SliceDataset(cfg.data, val_cases, size=size)
+    if len(train_set) < 2:
+        raise ValueError(f"{len(train_set)} training slice(s): batch normalisation needs at least 2")
+    # A last batch of one slice cannot train batch normalisation: drop the remainder
+    # (fewer slices than a batch, drawn anew each epoch).
+    drop_last = len(train_set) > cfg.batch_size
+    steps_per_epoch = len(train_set) // cfg.batch_size if drop_last else 1
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes)
+    model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    loss_fn = make_loss(cfg.loss, cfg.variant)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
+    step = TrainStep(model, loss_fn, optimizer, scheduler, device=device, amp_dtype=amp_dtype,
+                     channels_last=cfg.channels_last)
+
+    history: list[dict] = []
+    best = {"epoch": 0, "val_dice": -math.inf}
+    first_epoch = 1
+    last_path = run_dir / "checkpoint_last.pt"
+    if resume and last_path.is_file():  # else no epoch completed: start at the first
+        # On the CPU: RNG states must stay there; load_state_dict moves the rest to the model's device.
+        last = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(last["model"])
+        optimizer.load_state_dict(last["optimizer"])
+        scheduler.load_state_dict(last["scheduler"])
+        step.scaler.load_state_dict(last["scaler"])
+        history, best = last["history"], last["best"]
+        _set_rng_state(last["rng"])
+        first_epoch = last["epoch"] + 1
+
+    resolved = cfg.to_dict() | {
+        "slice_size": list(size), "in_channels": train_set.in_channels, "classes": cfg.classes,
+        "train_cases": train_cases, "val_cases": val_cases, "steps_per_epoch": steps_per_epoch,
+        "resolved_device": str(device), "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "versions": _versions(),
+    }
+    _write_json(run_dir / "config.json", resolved)
+
+    sync_every = 1 if device.type == "cpu" else _GPU_SYNC_EVERY
+    epochs_bar = tqdm(range(first_epoch, cfg.epochs + 1), desc=f"{cfg.loss} training", unit="epoch",
+                      initial=first_epoch - 1, total=cfg.epochs, disable=not cfg.progress)
+    epoch = first_epoch
+    try:
+        for epoch in epochs_bar:
+            started = time.perf_counter()
+            train_set.set_epoch(epoch)
+            loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_set.sampler(epoch),
+                                drop_last=drop_last, num_workers=cfg.num_workers,
+                                pin_memory=device.type == "cuda")
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            seen = 0
+            bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress)
+            for index, batch in enumerate(bar, start=1):
+                loss = step(batch["image"], batch["label"])
+                loss_sum += loss * batch["image"].shape[0]
+                seen += batch["image"].shape[0]
+                if index % sync_every == 0 or index == len(loader):
+                    # The only host sync of the epoch loop: NaN check and progress display.
+                    mean = loss_sum.item() / seen
+                    if not math.isfinite(mean):
+                        raise TrainingDiverged(_diverged_message(cfg, epoch, index, mean))
+                    bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+            train_seconds = time.perf_counter() - started
+
+            model.eval()
+            scores = validate(model, val_set, loss_fn, device=device, batch_size=cfg.batch_size, amp_dtype=amp_dtype)
+            row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, **scores,
+                   "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / train_seconds,
+                   "seconds": time.perf_counter() - started}
+            history.append(row)
+            improved = not math.isnan(row["val_dice"]) and row["val_dice"] > best["val_dice"]
+            if improved:
+                best = {"epoch": epoch, "val_dice": row["val_dice"]}
+            meta = {"epoch": epoch, "config": resolved, "best": best, "history": history}
+            _write_history(run_dir / "history.csv", history)
+            if improved:
+                _save(run_dir / "checkpoint_best.pt", {"model": model.state_dict(), **meta})
+            _save(run_dir / "checkpoint_last.pt", {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": step.scaler.state_dict(),
+                "rng": _rng_state(), **meta})
+            epochs_bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice']:.3f}")
+    except torch.cuda.OutOfMemoryError as error:
+        raise GPUOutOfMemory(_oom_message(cfg, size, epoch)) from error
+    finally:
+        epochs_bar.close()
+
+    return FitResult(run_dir=run_dir, history=pd.DataFrame(history), model=model,
+                     best_epoch=best["epoch"], best_val_dice=best["val_dice"], config=resolved)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m afl_core.train",
+        description="Train a 2D U-Net on a dataset in the afl_core layout with one of the compared losses.",
+        epilog="Resume an interrupted run with: python -m afl_core.train --out RUN --resume",
+    )
+    p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
+    p.add_argument("--out", required=True, help="run folder (config.json, history.csv, checkpoints)")
+    p.add_argument("--loss", choices=LOSS_NAMES, help="loss (default afl)")
+    p.add_argument("--variant", choices=VARIANTS, help="A-FL variant (loss afl only; default paper)")
+    p.add_argument("--encoder", help="smp encoder (default resnet50, as the paper)")
+    p.add_argument("--encoder-weights", help="'imagenet' (default) or 'none'")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (default) or sgd (the paper's: lr 0.1, "
+                   "momentum 0.9, Nesterov, weight decay 1e-5)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3 for adam, 0.1 for sgd)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="crop/pad slices to H x W (multiples of 32)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    p.add_argument("--oversample", dest="oversample_lesions", type=float,
+                   help="share of lesion-bearing slices drawn per epoch (default 0.33)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--split-seed", type=int, help="seed of the train/validation case split (default 0)")
+    p.add_argument("--seed", type=int, help="seed of initialisation, sampling and augmentation (default 0)")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--no-amp", dest="amp", action="store_false", default=None)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after its last epoch")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    resume = args.pop("resume")
+    overrides = {k: v for k, v in args.items() if v is not None}
+    if "size" in overrides:
+        overrides["size"] = tuple(overrides["size"])
+    if not resume and "data" not in overrides:
+        _parser().error("--data is required (unless --resume)")
+    try:
+        result = fit(resume=resume, **overrides)
+    except (TrainingDiverged, GPUOutOfMemory, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m afl_core.train --out {overrides['out']} --resume",
+              file=sys.stderr)
+        return 130
+    print(f"best val_dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run saved in {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The U-Net factory: offline fallback, pretrained weights when they can be fetched, devices."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
+from safetensors.torch import save_file
+
+from afl_core.models import PretrainedWeightsWarning, autocast_dtype, build_model, resolve_device
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """smp's Hub download replaced: ``hub.offline`` makes it fail as it does without a
+    network; otherwise it serves a known resnet18 encoder state dict."""
+
+    class FakeHub:
+        offline = True
+        calls: list[str] = []
+        torch.manual_seed(123)
+        weights = smp.encoders.get_encoder("resnet18", weights=None).state_dict()
+
+        def __call__(self, repo_id, filename, revision=None, **kwargs):
+            self.calls.append(filename)
+            if self.offline:
+                raise LocalEntryNotFoundError("cannot reach the Hub and the file is not in the local cache")
+            path = tmp_path / filename
+            if filename.endswith(".safetensors"):
+                save_file({k: v.contiguous() for k, v in self.weights.items()}, path)
+            else:
+                path.write_text("{}")
+            return str(path)
+
+    fake = FakeHub()
+    monkeypatch.setattr(smp.encoders, "hf_hub_download", fake)
+    return fake
+
+
+def test_offline_falls_back_to_random_weights_with_a_warning(hub):
+    with pytest.warns(PretrainedWeightsWarning, match=r"could not fetch 'imagenet' weights for encoder 'resnet18'.*random initialisation"):
+        model = build_model("resnet18", "imagenet", in_channels=2, classes=1)
+    assert hub.calls  # the download was tried
+    assert isinstance(model, smp.Unet)
+    assert model(torch.zeros(2, 2, 64, 64)).shape == (2, 1, 64, 64)
+
+
+def test_pretrained_weights_are_loaded_when_available(hub):
+    hub.offline = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PretrainedWeightsWarning)
+        model = build_model("resnet18", "imagenet", in_channels=3, classes=2)
+    for name, tensor in hub.weights.items():
+        if name in model.encoder.state_dict():
+            assert torch.equal(model.encoder.state_dict()[name], tensor), name
+    assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+@pytest.mark.parametrize("weights", [None, "none", "None"])
+def test_no_weights_means_no_download_and_no_warning(hub, weights):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_model("resnet18", weights, in_channels=1, classes=1)
+    assert not hub.calls
+
+
+def test_other_errors_are_not_hidden(hub):
+    with pytest.raises(KeyError, match="Wrong encoder name"):
+        build_model("no-such-encoder", None)
+    with pytest.raises(ValueError, match="in_channels and classes"):
+        build_model("resnet18", None, in_channels=0)
+
+
+def test_devices_and_mixed_precision():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert autocast_dtype(torch.device("cpu")) is None
+    assert autocast_dtype(torch.device("cuda"), amp=False) is None
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            resolve_device("cuda")

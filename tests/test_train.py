@@ -1,0 +1,213 @@
+"""Training loop, resume, CLI and evaluation on a tiny synthetic dataset (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+
+from afl_core import train
+from afl_core.data import normalise_channels
+from afl_core.synthetic import make_dataset
+from afl_core.train import (HISTORY_COLUMNS, GPUOutOfMemory, TrainConfig, TrainingDiverged, fit,
+                            make_optimizer, make_scheduler)
+
+# The smallest smp encoder that trains in a blink on 32x32 slices.
+ENCODER = "tu-mobilenetv3_small_050"
+# Wall-clock columns differ between any two runs; every other column is reproducible.
+TIMING_COLUMNS = ["train_images_per_s", "seconds"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two OpenMP threads on a shared two-core machine are many times slower than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "synthetic", 5, seed=3, shape=(4, 32, 32),
+                        lesion_radius=(2.0, 4.0), irregularity=(0.0, 0.5), empty_fraction=0.2,
+                        progress=False)
+
+
+def tiny(dataset: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(data=dataset, out=out, loss="afl", encoder=ENCODER, encoder_weights=None, epochs=3,
+                    batch_size=4, seed=7, progress=False)
+    return TrainConfig(**(settings | overrides))
+
+
+def reproducible(history_csv: Path) -> pd.DataFrame:
+    return pd.read_csv(history_csv).drop(columns=TIMING_COLUMNS)
+
+
+def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, monkeypatch):
+    whole = fit(tiny(dataset, tmp_path / "whole"))
+    steps_per_epoch = json.loads((tmp_path / "whole" / "config.json").read_text())["steps_per_epoch"]
+
+    steps = []
+    original_call = train.TrainStep.__call__
+
+    def interrupted_in_third_epoch(self, *batch):
+        steps.append(1)
+        if len(steps) > 2 * steps_per_epoch + 1:
+            raise KeyboardInterrupt
+        return original_call(self, *batch)
+
+    monkeypatch.setattr(train.TrainStep, "__call__", interrupted_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(dataset, tmp_path / "split"))
+    assert len(pd.read_csv(tmp_path / "split" / "history.csv")) == 2
+    steps.clear()
+    monkeypatch.setattr(train.TrainStep, "__call__", lambda self, *batch: steps.append(1) or original_call(self, *batch))
+    resumed = fit(resume=True, out=tmp_path / "split")
+
+    # Only the third epoch was trained after resuming...
+    assert len(steps) == steps_per_epoch
+    # ...and the result is the uninterrupted run's, number for number and weight for weight.
+    expected = reproducible(tmp_path / "whole" / "history.csv")
+    got = reproducible(tmp_path / "split" / "history.csv")
+    assert list(expected["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    last_whole = torch.load(tmp_path / "whole" / "checkpoint_last.pt", weights_only=True)
+    last_split = torch.load(tmp_path / "split" / "checkpoint_last.pt", weights_only=True)
+    for name, tensor in last_whole["model"].items():
+        assert torch.equal(tensor, last_split["model"][name]), name
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert resumed.best_epoch == whole.best_epoch and resumed.best_val_dice == whole.best_val_dice
+
+
+def test_resume_refuses_other_settings(dataset, tmp_path):
+    fit(tiny(dataset, tmp_path / "run", epochs=1))
+    with pytest.raises(ValueError, match=r"loss: 'afl' -> 'focal'"):
+        fit(resume=True, out=tmp_path / "run", loss="focal", variant=None, epochs=2)
+    with pytest.raises(FileNotFoundError, match="without --resume"):
+        fit(resume=True, out=tmp_path / "nowhere")
+
+
+def _independent_dice(model: torch.nn.Module, dataset: Path, case: str) -> float:
+    """Dice of a case predicted slice by slice straight from the NIfTI files (32x32 slices
+    need no padding), with NumPy's counts."""
+    names = json.loads((dataset / "dataset.json").read_text())["channel_names"]
+    image = np.stack([np.asarray(nib.load(dataset / "imagesTr" / f"{case}_{i:04d}.nii.gz").dataobj, dtype=np.float32)
+                      for i in range(len(names))])
+    label = np.asarray(nib.load(dataset / "labelsTr" / f"{case}.nii.gz").dataobj) > 0
+    image = torch.from_numpy(normalise_channels(image)).permute(3, 0, 1, 2)  # (Z, C, X, Y)
+    with torch.no_grad():
+        pred = (torch.sigmoid(model(image))[:, 0] > 0.5).permute(1, 2, 0).numpy()
+    union = pred.sum() + label.sum()
+    return 1.0 if union == 0 else 2.0 * np.logical_and(pred, label).sum() / union
+
+
+def test_cli_trains_and_evaluates_end_to_end(dataset, tmp_path):
+    run = tmp_path / "run"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    trained = subprocess.run(
+        [sys.executable, "-m", "afl_core.train", "--data", str(dataset), "--loss", "afl", "--variant", "scale_aware",
+         "--encoder", ENCODER, "--encoder-weights", "none", "--epochs", "2", "--out", str(run), "--seed", "1",
+         "--device", "cpu", "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.01", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    history = pd.read_csv(run / "history.csv")
+    assert tuple(history.columns[:4]) == HISTORY_COLUMNS
+    assert list(history["epoch"]) == [1, 2]
+    assert history[list(HISTORY_COLUMNS)].notna().all().all()
+    config = json.loads((run / "config.json").read_text())
+    assert (config["loss"], config["variant"], config["optimizer"], config["lr"]) == ("afl", "scale_aware", "sgd", 0.01)
+    assert not set(config["train_cases"]) & set(config["val_cases"])
+    last = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["optimizer"]["param_groups"][0]["nesterov"] is True
+    best = torch.load(run / "checkpoint_best.pt", weights_only=True)
+    assert best["epoch"] == history["val_dice"].idxmax() + 1
+
+    evaluated = subprocess.run([sys.executable, "-m", "afl_core.evaluate", "--run", str(run), "--no-progress"],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    per_case = pd.read_csv(run / "eval" / "per_case.csv")
+    assert sorted(per_case["case"]) == sorted(config["val_cases"])
+    for column in ("dice", "iou", "sensitivity", "specificity", "hd95", "paper_dice", "lesion_f1"):
+        assert column in per_case
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["epoch"] == best["epoch"] and summary["cases"] == config["val_cases"]
+    assert (run / "eval" / "lesions.csv").is_file()
+
+    # The evaluated Dice is what an independent slice-by-slice prediction gives, and
+    # training's val_dice of the best epoch is the same mean.
+    model = smp.Unet(ENCODER, encoder_weights=None, in_channels=3, classes=1)
+    model.load_state_dict(best["model"])
+    model.eval()
+    for case, dice in zip(per_case["case"], per_case["dice"]):
+        assert dice == pytest.approx(_independent_dice(model, dataset, case), abs=1e-9)
+    assert history["val_dice"].max() == pytest.approx(per_case["dice"].mean(), abs=1e-9)
+
+
+def test_nan_loss_stops_with_advice(dataset, tmp_path, monkeypatch):
+    real_make_loss = train.make_loss
+
+    class NaNOnSecondStep(torch.nn.Module):
+        def __init__(self, loss):
+            super().__init__()
+            self.loss, self.calls = loss, 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            value = self.loss(logits, target)
+            return value * math.nan if self.calls == 2 else value
+
+    monkeypatch.setattr(train, "make_loss", lambda *a, **k: NaNOnSecondStep(real_make_loss(*a, **k)))
+    with pytest.raises(TrainingDiverged, match=r"nan at epoch 1, step 2.*--lr 0\.0001.*--optimizer adam"):
+        fit(tiny(dataset, tmp_path / "run", optimizer="sgd", lr=1e-3))
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+
+
+def test_gpu_out_of_memory_says_what_to_change(dataset, tmp_path, monkeypatch):
+    def out_of_memory(self, images, labels):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train.TrainStep, "__call__", out_of_memory)
+    with pytest.raises(GPUOutOfMemory, match=r"epoch 1 \(batch size 4.*--batch-size \(e\.g\. 2\).*--encoder"):
+        fit(tiny(dataset, tmp_path / "run"))
+
+
+def test_paper_optimiser_and_schedules():
+    config = TrainConfig(data="d", out="o", optimizer="sgd")
+    assert config.lr == 0.1 and config.weight_decay == 1e-5
+    model = torch.nn.Linear(2, 1)
+    sgd = make_optimizer(model, "sgd", config.lr, config.weight_decay)
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.1, 0.9, True, 1e-5)
+    total = 10
+    for name, factor in [("poly", lambda s: (1 - s / total) ** 0.9),
+                         ("cosine", lambda s: (1 + math.cos(math.pi * s / total)) / 2),
+                         ("constant", lambda s: 1.0)]:
+        optimizer = make_optimizer(model, "sgd", 0.1, 0.0)
+        scheduler = make_scheduler(optimizer, name, total)
+        for step in range(total):
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * factor(step)), (name, step)
+            optimizer.step()
+            scheduler.step()
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(loss="focal", variant="paper"), "variant applies to loss 'afl' only"),
+    (dict(loss="hinge"), "unknown loss"),
+    (dict(size=(48, 48)), "multiples of 32"),
+    (dict(optimizer="rmsprop"), "unknown optimizer"),
+])
+def test_bad_settings_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(data="d", out="o", **bad)
