@@ -201,8 +201,9 @@ def make_loss(name: str, variant: str | None = None, **kwargs) -> nn.Module:
     """:func:`afl_core.losses.get_loss` with A-FL's ``variant``.
 
     ``variant="reference"`` is undefined on a batch without lesion voxels (the authors'
-    weights divide by the foreground count); its value check is left to the training
-    loop's NaN check, which says so, rather than raised inside the loss on the CPU only.
+    weights divide by the foreground count): :func:`fit` leaves such batches out (counted
+    in ``history.csv``'s ``skipped_batches``) and validation leaves them out of
+    ``val_loss``, so the loss itself runs without its CPU-only value check.
     """
     if name == "afl":
         kwargs["variant"] = variant or "paper"
@@ -348,16 +349,11 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def _diverged_message(cfg: TrainConfig, epoch: int, step: int, value: float) -> str:
-    hint = ""
-    if cfg.variant == "reference":
-        hint = (" With variant='reference' this also happens on any batch without lesion voxels (the "
-                "authors' channel weights divide by the foreground count): raise --oversample, use a "
-                "larger --batch-size, or use variant 'paper'.")
     return (
         f"the training loss became {value} at epoch {epoch}, step {step} "
         f"(loss {cfg.loss!r}, optimizer {cfg.optimizer!r}, lr {cfg.lr:g}). Lower the learning rate "
         f"(e.g. --lr {cfg.lr / 10:g}), or use --optimizer adam; check that the images hold no NaN/Inf "
-        f"(afl_core.data.load_case checks this); on a GPU, try --no-amp.{hint} The last good "
+        f"(afl_core.data.load_case checks this); on a GPU, try --no-amp. The last good "
         f"checkpoint is {Path(cfg.out) / 'checkpoint_last.pt'} (if any epoch completed); "
         "start a new run with the changed setting."
     )
@@ -499,6 +495,9 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
     _write_json(run_dir / "config.json", resolved)
 
     sync_every = 1 if device.type == "cpu" else _GPU_SYNC_EVERY
+    # The authors' loss is undefined on a batch without lesion voxels: leave such batches
+    # out. The labels are still on the host here, so the check costs no device sync.
+    skip_lesion_free = cfg.loss == "afl" and cfg.variant == "reference"
     epochs_bar = tqdm(range(first_epoch, cfg.epochs + 1), desc=f"{cfg.loss} training", unit="epoch",
                       initial=first_epoch - 1, total=cfg.epochs, disable=not cfg.progress)
     epoch = first_epoch
@@ -511,9 +510,12 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
                                 pin_memory=device.type == "cuda")
             model.train()
             loss_sum = torch.zeros((), device=device)
-            seen = 0
+            seen = skipped = 0
             bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress)
             for index, batch in enumerate(bar, start=1):
+                if skip_lesion_free and not batch["label"].any():
+                    skipped += 1
+                    continue
                 loss = step(batch["image"], batch["label"])
                 loss_sum += loss * batch["image"].shape[0]
                 seen += batch["image"].shape[0]
@@ -527,9 +529,12 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
 
             model.eval()
             scores = validate(model, val_set, loss_fn, device=device, batch_size=cfg.batch_size, amp_dtype=amp_dtype)
+            if seen == 0:
+                raise TrainingDiverged(f"epoch {epoch} had no batch with lesion voxels, which variant "
+                                       "'reference' needs: raise --oversample or --batch-size")
             row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, **scores,
-                   "lr": optimizer.param_groups[0]["lr"], "train_images_per_s": seen / train_seconds,
-                   "seconds": time.perf_counter() - started}
+                   "lr": optimizer.param_groups[0]["lr"], "skipped_batches": skipped,
+                   "train_images_per_s": seen / train_seconds, "seconds": time.perf_counter() - started}
             history.append(row)
             improved = not math.isnan(row["val_dice"]) and row["val_dice"] > best["val_dice"]
             if improved:

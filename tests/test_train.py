@@ -211,3 +211,20 @@ def test_paper_optimiser_and_schedules():
 def test_bad_settings_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(data="d", out="o", **bad)
+
+
+def test_reference_variant_leaves_lesion_free_batches_out(dataset, tmp_path, monkeypatch):
+    seen = []
+    original_call = train.TrainStep.__call__
+
+    def record(self, images, labels):
+        seen.append(bool(labels.any()))
+        return original_call(self, images, labels)
+
+    monkeypatch.setattr(train.TrainStep, "__call__", record)
+    result = fit(tiny(dataset, tmp_path / "reference", variant="reference", epochs=2, batch_size=2,
+                      oversample_lesions=0.0))
+    history = result.history
+    assert all(seen), "a batch without lesion voxels reached the authors' loss"
+    assert history["skipped_batches"].sum() > 0  # 4-slice cases with small lesions: many empty slices
+    assert history[list(HISTORY_COLUMNS)].notna().all().all()
