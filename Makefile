@@ -21,13 +21,14 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 tutorial: $(STAMP)
-	$(PY) -m afl_core.tutorial --out outputs $(NOTEBOOK_PARAMS)
+	$(PY) tools/run_tutorial.py --out outputs $(NOTEBOOK_PARAMS)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)
 	$(PY) benchmarks/loss_overhead.py
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf outputs .pytest_cache
