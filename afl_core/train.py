@@ -106,12 +106,15 @@ class TrainConfig:
     pads slices to the smallest multiple of 32 holding every case's in-plane size.
     ``variant`` applies to ``loss="afl"`` only (default ``"paper"``); ``"reference"``
     makes the network output two channels (background, foreground) as the authors'.
+    ``loss_options`` go to A-FL (:class:`afl_core.losses.AdaptiveFocalLoss`) for
+    ablations: ``{"gamma_terms": ["volume"]}``, ``{"gamma": 0.0}`` (alpha only), ...
     """
 
     data: str
     out: str
     loss: str = "afl"
     variant: str | None = None
+    loss_options: dict = field(default_factory=dict)
     encoder: str = "resnet50"
     encoder_weights: str | None = "imagenet"
     epochs: int = 50
@@ -144,8 +147,15 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {LOSS_NAMES}")
         if self.variant is not None and self.loss != "afl":
             raise ValueError(f"variant applies to loss 'afl' only, got loss {self.loss!r} with variant {self.variant!r}")
+        if self.loss_options and self.loss != "afl":
+            raise ValueError(f"loss_options apply to loss 'afl' only, got loss {self.loss!r}")
         if self.loss == "afl":
             self.variant = self.variant or "paper"
+            try:  # refuse unknown or invalid options now, not after the data are loaded
+                make_loss(self.loss, self.variant, **self.loss_options)
+            except TypeError as error:
+                raise ValueError(f"loss_options {self.loss_options} do not fit A-FL ({error}); it takes "
+                                 "alpha, gamma, gamma_terms, reduction, check_values") from None
             if self.variant not in VARIANTS:
                 raise ValueError(f"unknown A-FL variant {self.variant!r}; choose from {VARIANTS}")
         if self.optimizer not in OPTIMIZERS:
@@ -465,7 +475,7 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    loss_fn = make_loss(cfg.loss, cfg.variant)
+    loss_fn = make_loss(cfg.loss, cfg.variant, **cfg.loss_options)
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
     step = TrainStep(model, loss_fn, optimizer, scheduler, device=device, amp_dtype=amp_dtype,
@@ -570,6 +580,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (config.json, history.csv, checkpoints)")
     p.add_argument("--loss", choices=LOSS_NAMES, help="loss (default afl)")
     p.add_argument("--variant", choices=VARIANTS, help="A-FL variant (loss afl only; default paper)")
+    p.add_argument("--loss-options", type=json.loads, metavar="JSON",
+                   help="""A-FL options for ablations, e.g. '{"gamma_terms": ["volume"]}' or '{"gamma": 0}'""")
     p.add_argument("--encoder", help="smp encoder (default resnet50, as the paper)")
     p.add_argument("--encoder-weights", help="'imagenet' (default) or 'none'")
     p.add_argument("--epochs", type=int)

@@ -228,3 +228,18 @@ def test_reference_variant_leaves_lesion_free_batches_out(dataset, tmp_path, mon
     assert all(seen), "a batch without lesion voxels reached the authors' loss"
     assert history["skipped_batches"].sum() > 0  # 4-slice cases with small lesions: many empty slices
     assert history[list(HISTORY_COLUMNS)].notna().all().all()
+
+
+def test_loss_options_reach_the_loss_and_are_checked(dataset, tmp_path, monkeypatch):
+    built = []
+    original = train.make_loss
+    monkeypatch.setattr(train, "make_loss", lambda *a, **kw: built.append(original(*a, **kw)) or built[-1])
+    result = fit(tiny(dataset, tmp_path / "ablation", epochs=1, loss_options={"gamma_terms": ["volume"]}))
+    assert result.config["loss_options"] == {"gamma_terms": ["volume"]}
+    assert built and built[-1].gamma_terms == ("volume",)
+    with pytest.raises(ValueError, match="do not fit A-FL"):
+        tiny(dataset, tmp_path / "bad", loss_options={"gamma_term": ["volume"]})
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        tiny(dataset, tmp_path / "bad", loss_options={"gamma": -1.0})
+    with pytest.raises(ValueError, match="apply to loss 'afl' only"):
+        tiny(dataset, tmp_path / "bad", loss="dice", loss_options={"gamma": 1.0})
