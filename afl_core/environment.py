@@ -1,21 +1,24 @@
-"""What the notebooks' "Setup imports" and "parameters" cells call: versions, device,
-seeding and GPU-or-CPU defaults, so that every notebook resolves them the same way."""
+"""What the notebooks' setup cells call: versions and device, GPU-or-CPU defaults, the
+data folder, numeric checks and the real example lesions, so that every notebook resolves
+them the same way. (Device and seeding themselves: :func:`afl_core.models.resolve_device`,
+:func:`afl_core.train.seed_everything`.)"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import platform
-import random
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from afl_core.models import resolve_device
+
 __all__ = [
-    "print_config", "resolve_device", "choose", "seed_everything", "data_root", "in_colab",
-    "check_close", "real_examples_dir",
+    "print_config", "choose", "data_root", "in_colab", "check_close", "real_examples_dir", "REAL_EXAMPLE_FILES",
 ]
 
 T = TypeVar("T")
@@ -25,23 +28,7 @@ _PACKAGES = ("torch", "torchvision", "segmentation_models_pytorch", "numpy", "sc
 
 
 def in_colab() -> bool:
-    import sys
-
     return "google.colab" in sys.modules
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error
-    that says how to get one."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device='cuda' was requested but PyTorch sees no GPU; on Colab choose "
-            "Runtime > Change runtime type > GPU, or set device = 'auto' to run on the CPU"
-        )
-    return resolved
 
 
 def print_config(device: torch.device | None = None) -> None:
@@ -53,7 +40,7 @@ def print_config(device: torch.device | None = None) -> None:
         except ImportError:
             version = "not installed"
         print(f"{name:28s} {version}")
-    device = resolve_device() if device is None else device
+    device = resolve_device("auto") if device is None else device
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         print(f"device: {device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)")
@@ -71,20 +58,16 @@ def choose(value: T | None, *, gpu: T, cpu: T, quick: T | None = None, on_gpu: b
     return gpu if on_gpu else cpu
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and PyTorch (all devices); returns a ``torch.Generator`` seeded
-    the same way, for code that takes an explicit generator."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def data_root(data_dir: str | os.PathLike | None = None, default: str | os.PathLike = "../data") -> Path:
-    """The data folder: ``data_dir`` if given, else ``$AFL_DATA_DIR``, else ``default``
-    (relative to the notebook folder, i.e. the repository's ``data/``)."""
+def data_root(data_dir: str | os.PathLike | None = None, default: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``data_dir`` if given, else ``$AFL_DATA_DIR``, else ``default``;
+    without a default, the repository's ``data/`` (``../data`` from the notebook folder,
+    the kernel's working directory) or ``/content/data`` on Colab, where the notebook
+    runs outside any clone."""
+    if default is None:
+        default = "/content/data" if in_colab() else "../data"
     chosen: Any = data_dir or os.environ.get("AFL_DATA_DIR") or default
     return Path(chosen).expanduser().resolve()
+
 
 
 def check_close(name: str, actual: Any, expected: Any, *, atol: float = 1e-6) -> None:

@@ -32,7 +32,8 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
 
 
-def _owner_repo(repo_url: str = REPO_URL) -> str:
+def _owner_repo() -> str:
+    repo_url = REPO_URL  # read at call time, so a changed setting takes effect
     parsed = urlparse(repo_url)
     parts = [p for p in parsed.path.split("/") if p]
     if parsed.scheme != "https" or parsed.netloc != "github.com" or len(parts) != 2:

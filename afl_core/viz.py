@@ -4,7 +4,10 @@ Every function draws with matplotlib's object API onto axes it is given (or a ne
 it returns), so it runs headless with the ``Agg`` backend and is unit-tested that way.
 Widget factories (:func:`slice_viewer`, :func:`adaptive_explorer`) wrap a pure drawing
 function with :func:`ipywidgets.interactive`; the widget calls it once with the slider
-defaults when displayed, which is what CI exercises.
+defaults when displayed. With the environment variable ``AFL_STATIC_WIDGETS=1`` (set by
+``tools/run_tutorial.py`` and the notebook tests) they draw that default view as a plain
+figure and return ``None`` instead: headless executors (nbclient, used by papermill) can
+hang intermittently on widget messages (jupyter/nbclient#312, nteract/papermill#723).
 
 Arrays follow the project's conventions: a case image is ``(C, X, Y, Z)`` and its label
 ``(X, Y, Z)`` in NIfTI axis order, the third axis being the slice axis; a slice is shown
@@ -16,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 __all__ = [
     "show_slice",
@@ -39,6 +45,20 @@ __all__ = [
 
 LABEL_COLOUR = "#00e5ff"  # ground truth outline (cyan)
 PRED_COLOUR = "#ff3d00"  # prediction fill (orange-red)
+
+
+STATIC_WIDGETS_ENV = "AFL_STATIC_WIDGETS"
+
+
+def _interactive(draw: Callable[..., None], controls: Mapping[str, Any]):
+    """``ipywidgets.interactive(draw, **controls)``, or, when widgets are static, one call
+    of ``draw`` with the controls' values (the figure is shown inline) and ``None``."""
+    if os.environ.get(STATIC_WIDGETS_ENV, "") == "1":
+        draw(**{name: control.value for name, control in controls.items()})
+        return None
+    import ipywidgets as widgets
+
+    return widgets.interactive(draw, **controls)
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -155,7 +175,8 @@ def slice_viewer(image: Any, label: Any, *, channel_names: Sequence[str] | None 
     """An ipywidgets slice browser (slice slider, channel menu, lesion-outline toggle).
 
     Opens on the slice with the largest lesion area. Returns the ``interactive`` widget;
-    display it (or leave it last in a cell).
+    display it (or leave it last in a cell). Static mode (``AFL_STATIC_WIDGETS=1``): draws
+    the opening view and returns ``None``.
     """
     import ipywidgets as widgets
 
@@ -168,15 +189,14 @@ def slice_viewer(image: Any, label: Any, *, channel_names: Sequence[str] | None 
         plt.show()
         plt.close(fig)
 
-    return widgets.interactive(
-        draw,
-        slice_index=widgets.IntSlider(
+    return _interactive(draw, {
+        "slice_index": widgets.IntSlider(
             value=largest_lesion_slice(label), min=0, max=image.shape[3] - 1, description="slice",
             continuous_update=False,
         ),
-        channel=widgets.Dropdown(options=options, value="all", description="channel"),
-        show_label=widgets.Checkbox(value=True, description="lesion outline"),
-    )
+        "channel": widgets.Dropdown(options=options, value="all", description="channel"),
+        "show_label": widgets.Checkbox(value=True, description="lesion outline"),
+    })
 
 
 def plot_curves(
@@ -229,6 +249,7 @@ def plot_distributions(
             positive = sample[sample > 0]
             edges = np.geomspace(positive.min(), positive.max() * 1.0001, bins + 1) if positive.size else bins
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
             sample = positive
         else:
             edges = bins
@@ -258,6 +279,7 @@ def plot_histories(
             if metric in table:
                 ax.plot(table["epoch"], table[metric], marker="o", ms=3, label=name)
         ax.set(xlabel="epoch", title=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()
     if handles:
@@ -393,7 +415,8 @@ def adaptive_explorer(
 
     ``example(radius=, irregularity=, variant=)`` returns a mapping with ``mask``,
     ``weight``, ``gamma`` and ``alpha``, as :func:`adaptive_example` does; this widget
-    only draws it.
+    only draws it. Static mode (``AFL_STATIC_WIDGETS=1``): draws the default view and
+    returns ``None``.
     """
     import ipywidgets as widgets
 
@@ -410,14 +433,13 @@ def adaptive_explorer(
 
     lo, hi, step = radius
     ilo, ihi, istep = irregularity
-    return widgets.interactive(
-        draw,
-        radius=widgets.FloatSlider(value=defaults.get("radius", (lo + hi) / 4), min=lo, max=hi, step=step,
-                                   continuous_update=False),
-        irregularity=widgets.FloatSlider(value=defaults.get("irregularity", ilo), min=ilo, max=ihi, step=istep,
-                                         continuous_update=False),
-        variant=widgets.Dropdown(options=list(variants), value=defaults.get("variant", variants[0])),
-    )
+    return _interactive(draw, {
+        "radius": widgets.FloatSlider(value=defaults.get("radius", (lo + hi) / 4), min=lo, max=hi, step=step,
+                                      continuous_update=False),
+        "irregularity": widgets.FloatSlider(value=defaults.get("irregularity", ilo), min=ilo, max=ihi, step=istep,
+                                            continuous_update=False),
+        "variant": widgets.Dropdown(options=list(variants), value=defaults.get("variant", variants[0])),
+    })
 
 
 def show_cases(

@@ -1,0 +1,307 @@
+"""The tutorial notebooks: their skeleton, their launch links, the environment files, the
+runner, and (the slow part) their execution in order plus nbval on the committed outputs.
+
+Set ``AFL_SKIP_NOTEBOOK_RUN=1`` to skip the two executing tests during quick local work.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from afl_core import links
+from afl_core.environment import REAL_EXAMPLE_FILES, check_close, choose, data_root, real_examples_dir
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+SANITIZE = NOTEBOOKS / "nbval_sanitize.cfg"
+# Notebooks committed WITH outputs, regression-checked by nbval (deterministic cells only).
+NBVAL_CHECKED = ("02_focal_loss.ipynb", "03_adaptive_focusing.ipynb")
+EXPECTED = ("00_setup", "01_data", "02_focal_loss", "03_adaptive_focusing", "04_training",
+            "05_evaluation", "06_ablation")
+COMMON_PARAMETERS = {"quick", "seed"}
+SKIP_RUN = pytest.mark.skipif(os.environ.get("AFL_SKIP_NOTEBOOK_RUN") == "1",
+                              reason="AFL_SKIP_NOTEBOOK_RUN=1")
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("run_tutorial", REPO / "tools" / "run_tutorial.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = _load_runner()
+NOTEBOOK_PATHS = runner.tutorial_notebooks(NOTEBOOKS)
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+# --------------------------------------------------------------------------- skeleton
+
+
+def test_the_seven_notebooks_in_teaching_order():
+    assert tuple(p.stem for p in NOTEBOOK_PATHS) == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.stem)
+def test_notebook_skeleton(path):
+    nb = _read(path)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), "first cell: the title"
+    assert links.badges_markdown(path.name) in first.source, "badges must come from afl_core.links"
+    assert "What you will learn" in first.source
+
+    headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
+    assert "## Setup environment" in headings and "## Setup imports" in headings and "## Summary" in headings
+
+    # The first code cell installs the package on Colab only, with the spec of afl_core.links.
+    install = _code(nb)[0].source.splitlines()
+    guard = install.index('if "google.colab" in sys.modules:  # Colab only: Binder and local installs already have the package')
+    assert install[guard + 1] == f'    %pip install -q "{links.pip_install_spec()}"'
+    assert sum("%pip" in c.source or "!pip" in c.source for c in _code(nb)) == 1
+
+    # All imports in the imports cell (the second code cell), which prints the config.
+    imports = _code(nb)[1].source
+    assert imports.rstrip().endswith("print_config()")
+    for cell in _code(nb)[2:]:
+        assert not re.search(r"^(import|from) \S+", cell.source, flags=re.M), f"import outside the imports cell: {cell.source[:80]}"
+
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    names = {t.id for node in ast.parse(tagged[0].source).body for t in node.targets}
+    assert COMMON_PARAMETERS <= names
+    assert set(runner.declared_parameters(path)) == names  # papermill sees every parameter
+    assert [c for c in nb.cells if "summary" in c.metadata.get("tags", [])], "a cell tagged summary"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.stem)
+def test_outputs_only_where_nbval_compares_them(path):
+    nb = _read(path)
+    outputs = [o for c in _code(nb) for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    if path.name in NBVAL_CHECKED:
+        # Only the cells nbval compares keep their outputs, from one run top to bottom.
+        checked = [c for c in _code(nb) if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+        assert checked and all(c.outputs for c in checked)
+        counts = [c.execution_count for c in checked]
+        assert counts == sorted(counts) and len(set(counts)) == len(counts) and counts[0] > 2
+        assert all(not c.outputs and c.execution_count is None for c in _code(nb) if c not in checked)
+        assert path.stat().st_size < 1_000_000
+        assert "injected-parameters" not in str([c.metadata for c in nb.cells])
+    else:
+        assert outputs == [] and all(c.execution_count is None for c in _code(nb))
+
+
+def test_widget_cells_are_not_compared():
+    for path in NOTEBOOK_PATHS:
+        for cell in _code(_read(path)):
+            if "slice_viewer(" in cell.source or "adaptive_explorer(" in cell.source:
+                if not cell.source.startswith("from ") and "import" not in cell.source:
+                    assert cell.source.startswith("# NBVAL_IGNORE_OUTPUT"), cell.source
+
+
+# --------------------------------------------------------------------------- links
+
+
+def test_links_follow_the_one_repository_setting(monkeypatch):
+    owner_repo = links.REPO_URL.removeprefix("https://github.com/")
+    assert links.colab_url("02_focal_loss.ipynb") == (
+        f"https://colab.research.google.com/github/{owner_repo}/blob/{links.BRANCH}/notebooks/02_focal_loss.ipynb")
+    assert links.binder_url() == (
+        f"https://mybinder.org/v2/gh/{owner_repo}/{links.BRANCH}?urlpath=lab/tree/notebooks/00_setup.ipynb")
+    assert links.pip_install_spec() == f"afl-tutorial[notebooks] @ git+{links.REPO_URL}.git@{links.BRANCH}"
+    Requirement(links.pip_install_spec())  # a valid PEP 508 requirement
+    monkeypatch.setattr(links, "REPO_URL", "https://github.com/someone/fork")
+    monkeypatch.setattr(links, "BRANCH", "dev")
+    assert links.colab_url("notebooks/01_data.ipynb").endswith("/someone/fork/blob/dev/notebooks/01_data.ipynb")
+    with pytest.raises(ValueError, match="ipynb"):
+        links.colab_url("notes.md")
+    monkeypatch.setattr(links, "REPO_URL", "https://gitlab.com/someone/fork")
+    with pytest.raises(ValueError, match="github.com"):
+        links.binder_url()
+
+
+# --------------------------------------------------------------------------- notebook helpers
+
+
+def test_choose_and_data_root(monkeypatch, tmp_path):
+    assert choose(5, gpu=30, cpu=2, quick=1, on_gpu=True, is_quick=True) == 5
+    assert choose(None, gpu=30, cpu=2, quick=1, on_gpu=True, is_quick=True) == 1
+    assert choose(None, gpu=30, cpu=2, quick=1, on_gpu=True) == 30
+    assert choose(None, gpu=30, cpu=2, on_gpu=False, is_quick=True) == 2
+    monkeypatch.setenv("AFL_DATA_DIR", str(tmp_path))
+    assert data_root() == tmp_path.resolve()
+    assert data_root(tmp_path / "x") == (tmp_path / "x").resolve()
+    monkeypatch.delenv("AFL_DATA_DIR")
+    assert data_root(default=tmp_path / "d") == (tmp_path / "d").resolve()
+
+
+def test_real_examples_are_found_in_the_repository():
+    folder = real_examples_dir(cache="/nonexistent/never-used")
+    assert folder == REPO / "tests" / "data" / "real-mri"
+    assert all((folder / name).is_file() for name in REAL_EXAMPLE_FILES)
+
+
+def test_check_close_prints_and_raises(capsys):
+    check_close("same", [1.0, 2.0], [1.0, 2.0 + 1e-9])
+    assert capsys.readouterr().out.startswith("ok ")
+    with pytest.raises(AssertionError, match="exceeds"):
+        check_close("far", [1.0], [1.1], atol=1e-3)
+    assert "BAD" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="shapes"):
+        check_close("shape", [1.0], [1.0, 2.0])
+
+
+# --------------------------------------------------------------------------- environment files
+
+
+_CONDA_NAMES = {"torch": "pytorch", "simpleitk": "simpleitk"}
+
+
+def _pyproject_requirements() -> dict[str, Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["notebooks"]]
+    return {r.name.lower(): r for r in reqs}
+
+
+def _floor(spec) -> Version | None:
+    floors = [Version(s.version) for s in spec if s.operator in (">=", "==", "~=")]
+    return max(floors) if floors else None
+
+
+def test_environment_yml_agrees_with_pyproject():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert "conda-forge" in env["channels"]
+    conda, pip = {}, []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip += dep["pip"]
+            continue
+        name, _, rest = re.match(r"([A-Za-z0-9_.\-]+)(.*)", dep).group(1, 0, 2)
+        conda[name.lower()] = Requirement(f"x{rest}").specifier if rest else None
+    assert conda["python"] is not None and _floor(conda["python"]) >= Version("3.10")
+    for name, req in _pyproject_requirements().items():
+        conda_name = _CONDA_NAMES.get(name, name)
+        assert conda_name in conda, f"environment.yml lacks {conda_name} (pyproject: {req})"
+        ours, theirs = _floor(conda[conda_name] or []), _floor(req.specifier)
+        if theirs is not None:
+            assert ours is not None and ours >= theirs, f"{conda_name}: environment.yml floor {ours} < pyproject {theirs}"
+    assert any(p.startswith("-e .[") or p.startswith(".[") for p in pip), "the package itself, editable"
+    for extra in ("jupyterlab", "ipywidgets", "papermill", "nbval", "nibabel", "matplotlib", "segmentation-models-pytorch"):
+        assert extra in conda
+
+
+def test_binder_installs_cpu_torch_and_this_package():
+    lines = [ln.strip() for ln in (REPO / "binder" / "requirements.txt").read_text().splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
+    assert "-e .[notebooks]" in lines  # pyproject's dependencies and notebook extras come with it
+    pinned = {Requirement(ln).name.lower(): Requirement(ln) for ln in lines if not ln.startswith(("-", "."))}
+    project = _pyproject_requirements()
+    for name, req in pinned.items():
+        assert name in project, f"binder pins {name}, which pyproject.toml does not list"
+        assert _floor(req.specifier) >= _floor(project[name].specifier)
+    # With a binder/ folder repo2docker ignores the root environment.yml: only binder/ counts.
+    assert not (REPO / "binder" / "environment.yml").exists()
+    assert re.fullmatch(r"python-3\.(1[0-9])", (REPO / "binder" / "runtime.txt").read_text().strip())
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_runner_parses_parameters_like_papermill():
+    assert runner.parse_value("True") is True
+    assert runner.parse_value("None") is None
+    assert runner.parse_value("3") == 3 and runner.parse_value("0.5") == 0.5
+    assert runner.parse_value("[1, 2]") == [1, 2]
+    assert runner.parse_value("resnet18") == "resnet18"
+
+
+def test_runner_names_the_failing_cell_and_collects_summaries(tmp_path):
+    ok = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(f'x is {x}')", metadata={"tags": ["summary"]}),
+    ])
+    bad = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("y = 2"),
+        nbformat.v4.new_code_cell("# a comment first\nraise ValueError('broken on purpose')"),
+    ])
+    for nb, name in ((ok, "ok.ipynb"), (bad, "bad.ipynb")):
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / name)
+    out = tmp_path / "out"
+    good = runner.run_one(tmp_path / "ok.ipynb", out, {"x": 7, "unknown": 1}, timeout=60)
+    assert good.status == "ok" and good.summary == ["x is 7"]
+    failed = runner.run_one(tmp_path / "bad.ipynb", out, {}, timeout=60)
+    assert failed.status == "FAILED"
+    assert "cell 1" in failed.detail and "raise ValueError" in failed.detail
+    assert "ValueError: broken on purpose" in failed.detail
+    runner.write_summary(out / "summary.md", [good, failed], {"x": 7})
+    summary = (out / "summary.md").read_text()
+    assert "| ok | ok |" in summary and "| bad | FAILED |" in summary and "- x is 7" in summary
+
+
+# --------------------------------------------------------------------------- execution (slow)
+
+
+@SKIP_RUN
+def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
+    """`make tutorial --quick`: every notebook through papermill, in order, offline."""
+    out, data = tmp_path / "outputs", tmp_path / "data"
+    env = os.environ | {"AFL_DATA_DIR": str(data)}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "run_tutorial.py"), "--out", str(out), "--quick", "--timeout", "900"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    # Each kernel warns on stderr that it uses TCP; the runner's own lines say what failed.
+    stderr = "\n".join(ln for ln in result.stderr.splitlines() if "IPKernelApp" not in ln)
+    assert result.returncode == 0, result.stdout[-3000:] + stderr[-3000:]
+    assert sorted(p.stem for p in out.glob("*.ipynb")) == list(EXPECTED)
+    summary = (out / "summary.md").read_text()
+    assert summary.count("| ok |") == len(EXPECTED)
+    for executed in out.glob("*.ipynb"):
+        nb = _read(executed)
+        assert not [o for c in _code(nb) for o in c.outputs if o.output_type == "error"]
+    assert (out / "runs" / "synthetic" / "afl" / "history.csv").is_file()
+    assert (out / "runs" / "synthetic" / "afl" / "eval" / "per_case.csv").is_file()
+    assert (data / "synthetic" / "dataset.json").is_file()
+
+
+@SKIP_RUN
+def test_committed_outputs_still_match_nbval():
+    """nbval --nbval-lax on the committed notebooks: cells marked NBVAL_CHECK_OUTPUT must
+    print what is stored (after sanitising), and no cell may fail."""
+    env = os.environ | {"AFL_STATIC_WIDGETS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         "--nbval-sanitize-with", str(SANITIZE), *[str(NOTEBOOKS / n) for n in NBVAL_CHECKED]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\d+ passed", result.stdout)

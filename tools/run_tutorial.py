@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Execute the tutorial notebooks in order with papermill (``make tutorial``).
+
+    python tools/run_tutorial.py --out outputs                 # learner defaults (GPU or CPU)
+    python tools/run_tutorial.py --out outputs --quick         # CI sizes
+    python tools/run_tutorial.py --only 02 03 -p seed 1        # a subset, an override
+
+Each ``notebooks/NN_*.ipynb`` is executed into ``OUT/NN_*.ipynb`` with the kernel
+working in ``notebooks/`` (so notebooks' relative paths mean the same as in Jupyter).
+Training runs go to ``OUT/runs`` (04 writes them afresh unless ``--keep-runs``, 05 and
+06 read them), which is why the notebooks run in order and the run stops at the first failure unless
+``--keep-going``. Widgets are drawn as static figures (``AFL_STATIC_WIDGETS=1``, see
+:mod:`afl_core.viz`). A parameter is passed only to notebooks whose ``parameters`` cell
+defines it. The text printed by each notebook's cell tagged ``summary`` is collected
+into ``OUT/summary.md`` with every notebook's status and time. Exit status 1 if any
+notebook failed; the message names the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import papermill
+from papermill.exceptions import PapermillExecutionError
+
+from afl_core.viz import STATIC_WIDGETS_ENV
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+SUMMARY_TAG = "summary"
+
+
+@dataclass
+class Result:
+    notebook: str
+    status: str = "not run"
+    seconds: float = 0.0
+    detail: str = ""
+    summary: list[str] = field(default_factory=list)
+
+
+def tutorial_notebooks(directory: Path = NOTEBOOKS) -> list[Path]:
+    """The tutorial notebooks in teaching order (``00_*.ipynb``, ``01_*.ipynb``, ...)."""
+    found = sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no NN_*.ipynb notebooks in {directory}")
+    return found
+
+
+def parse_value(text: str):
+    """papermill's ``-p`` typing: Python literals (True, None, 3, 0.5, [1, 2]) or a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def summary_lines(executed: Path) -> list[str]:
+    """Text printed by the cells tagged ``summary`` of an executed notebook."""
+    nb = nbformat.read(executed, as_version=4)
+    lines: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and SUMMARY_TAG in cell.metadata.get("tags", []):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                    lines += [ln for ln in out["text"].splitlines() if ln.strip()]
+    return lines
+
+
+def run_one(notebook: Path, out_dir: Path, parameters: dict, *, timeout: float | None) -> Result:
+    result = Result(notebook.stem)
+    accepted = declared_parameters(notebook)
+    params = {k: v for k, v in parameters.items() if k in accepted}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / notebook.name
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(target), parameters=params, kernel_name="python3", cwd=str(notebook.parent),
+            progress_bar=False, execution_timeout=timeout,
+        )
+        result.status = "ok"
+        result.summary = summary_lines(target)
+    except PapermillExecutionError as err:
+        result.status = "FAILED"
+        code_lines = [ln for ln in err.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        first_line = code_lines[0].strip() if code_lines else ""
+        result.detail = (
+            f"cell {err.cell_index} (execution count {err.exec_count}, starting {first_line!r}): "
+            f"{err.ename}: {err.evalue}"
+        )
+    except Exception as err:  # a dead kernel (often out of memory), a timeout, a bad notebook
+        result.status = "FAILED"
+        result.detail = f"{type(err).__name__}: {err}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def write_summary(path: Path, results: list[Result], parameters: dict) -> None:
+    from afl_core._io import atomic_write
+
+    total = sum(r.seconds for r in results)
+    lines = [
+        "# Tutorial run summary",
+        "",
+        f"Parameters: `{parameters}`; total {total:.0f} s.",
+        "",
+        "| notebook | status | time (s) |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {r.notebook} | {r.status} | {r.seconds:.1f} |" for r in results]
+    for r in results:
+        if r.summary or r.detail:
+            lines += ["", f"## {r.notebook}", ""]
+            lines += [f"- {ln.strip()}" for ln in r.summary]
+            if r.detail:
+                lines.append(f"- failure: {r.detail}")
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "outputs", help="folder for executed notebooks")
+    parser.add_argument("--quick", action="store_true", help="CI sizes: every notebook in a minute or two on a CPU")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (number prefixes)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="papermill parameter for every notebook that declares it (repeatable)")
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $AFL_DATA_DIR or the notebooks' own)")
+    parser.add_argument("--timeout", type=float, default=3600, help="per-cell limit in seconds")
+    parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
+    parser.add_argument("--keep-runs", action="store_true",
+                        help="let 04 resume the runs already in OUT/runs (default: 04 starts them afresh)")
+    args = parser.parse_args(argv)
+
+    out_dir = args.out.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parameters: dict = {"runs_dir": str(out_dir / "runs")}
+    if args.quick:
+        parameters["quick"] = True
+    if args.data_dir:
+        parameters["data_dir"] = str(args.data_dir.resolve())
+    parameters.update({name: parse_value(value) for name, value in args.parameter})
+
+    notebooks = tutorial_notebooks()
+    if args.only:
+        notebooks = [nb for nb in notebooks if nb.name[:2] in set(args.only)]
+        if not notebooks:
+            parser.error(f"--only {' '.join(args.only)} matches no notebook")
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugger warning in each kernel
+    # Widgets draw their default view as a plain figure: nbclient can hang on widget
+    # messages (jupyter/nbclient#312), and a figure reads better in the executed copy.
+    os.environ.setdefault(STATIC_WIDGETS_ENV, "1")
+
+    runs = Path(parameters["runs_dir"])
+    if any(nb.name.startswith("04_") for nb in notebooks) and not args.keep_runs and runs.is_dir():
+        # Runs of earlier settings (other sizes, --quick) cannot be resumed with these.
+        shutil.rmtree(runs)
+
+    results = [Result(nb.stem) for nb in notebooks]
+    failed = False
+    for i, nb in enumerate(notebooks):
+        if failed and not args.keep_going:
+            results[i].status = "skipped"
+            continue
+        print(f"[{i + 1}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
+        results[i] = run_one(nb, out_dir, parameters, timeout=args.timeout)
+        print(f"{results[i].status} in {results[i].seconds:.1f} s", flush=True)
+        if results[i].status != "ok":
+            failed = True
+            print(f"    {nb.name}: {results[i].detail}", file=sys.stderr, flush=True)
+    write_summary(out_dir / "summary.md", results, parameters)
+    total = sum(r.seconds for r in results)
+    print(f"{sum(r.status == 'ok' for r in results)}/{len(results)} notebooks ok in {total:.0f} s; "
+          f"executed copies and summary.md in {out_dir}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
