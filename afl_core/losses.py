@@ -207,7 +207,7 @@ def adaptive_parameters(
     return alpha, gamma
 
 
-def _focal_terms(logits: torch.Tensor, target: torch.Tensor, weight_fg, weight_bg, gamma) -> torch.Tensor:
+def _focal_terms(logits: torch.Tensor, is_foreground: torch.Tensor, weight_fg, weight_bg, gamma) -> torch.Tensor:
     """Per-voxel alpha-weighted focal loss in log space (stable for any finite logit).
 
     With the signed logit ``s = x`` where ``t = 1`` and ``s = -x`` where ``t = 0``,
@@ -215,10 +215,10 @@ def _focal_terms(logits: torch.Tensor, target: torch.Tensor, weight_fg, weight_b
     ``(1 - p_t)^gamma = exp(gamma * log(1 - p_t))``: no ``pow`` of a value near 0, so the
     gradient stays finite for ``gamma < 1`` too.
     """
-    signed = torch.where(target > 0, logits, -logits)
+    signed = torch.where(is_foreground, logits, -logits)
     log_pt = F.logsigmoid(signed)
     modulating = torch.exp(gamma * (log_pt - signed))
-    alpha_t = torch.where(target > 0, weight_fg, weight_bg)
+    alpha_t = torch.where(is_foreground, weight_fg, weight_bg)
     return -alpha_t * modulating * log_pt
 
 
@@ -260,15 +260,7 @@ class _ReducedFocalLoss(torch.autograd.Function):
         return grad_logits * grad_output, None, None, None, None, None
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
-
-
-def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values) -> torch.Tensor:
+def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values, reduction) -> torch.Tensor:
     """The authors' computation: batch statistics, first-sample smoothness, two channels."""
     use_volume, use_smoothness = _gamma_switches(gamma_terms)
     with torch.no_grad():
@@ -296,12 +288,14 @@ def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values) -> 
             # [1 - alpha, alpha] built on the device: a host-to-device copy would sync.
             channel = torch.arange(2, device=logits.device, dtype=logits.dtype)
             weights = (1.0 - alpha) + channel * (2.0 * alpha - 1.0)
-    one_hot = torch.cat([1.0 - target, target], dim=1)
-    # MONAI's sigmoid focal loss has no alpha term: both channels use weight * focal term.
-    signed = torch.where(one_hot > 0, logits, -logits)
-    log_pt = F.logsigmoid(signed)
-    per_element = -torch.exp(gamma * (log_pt - signed)) * log_pt
-    return per_element * weights.view(1, 2, *([1] * (logits.ndim - 2)))
+    is_foreground = torch.cat([target <= 0, target > 0], dim=1)  # the one-hot target [1 - t, t]
+    # MONAI's sigmoid focal loss has no alpha: every element of channel c has weight w_c,
+    # whatever its label, so the "foreground" and "background" weights are both w_c.
+    weights = weights.view(1, 2, *([1] * (logits.ndim - 2)))
+    if reduction == "none":
+        return _focal_terms(logits, is_foreground, weights, weights, gamma)
+    scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
+    return _ReducedFocalLoss.apply(logits, is_foreground, weights, weights, gamma, scale)
 
 
 def adaptive_focal_loss(
@@ -354,7 +348,7 @@ def adaptive_focal_loss(
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logits, target = logits.to(dtype), target.to(dtype)
     if variant == "reference":
-        return _reduce(_reference_loss(logits, target, alpha, gamma, gamma_terms, check_values), reduction)
+        return _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values, reduction)
     if alpha is None or gamma is None:
         weight_fg, weight_bg, adaptive_gamma = (
             _per_sample(v, logits.ndim) for v in _adaptive_terms(target, variant, gamma_terms, dtype)
@@ -363,7 +357,7 @@ def adaptive_focal_loss(
     if alpha is not None:
         weight_fg, weight_bg = alpha, 1.0 - alpha
     if reduction == "none":
-        return _focal_terms(logits, target, weight_fg, weight_bg, gamma)
+        return _focal_terms(logits, target > 0, weight_fg, weight_bg, gamma)
     scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
     return _ReducedFocalLoss.apply(logits, target > 0, weight_fg, weight_bg, gamma, scale)
 

@@ -2,9 +2,9 @@
 
     python benchmarks/loss_overhead.py [--batch 16] [--size 256] [--repeats 30] [--device cpu]
 
-The baseline is segmentation-models-pytorch's ``FocalLoss("binary")``. Runs alternate
-(baseline, candidate, baseline, ...) so that drifts in machine load hit both alike, and
-the ratio is the median of the per-pair ratios. A ratio of 1.10 means 10 % slower.
+The baseline is segmentation-models-pytorch's ``FocalLoss("binary")``. Each candidate is
+timed right after a baseline run, the candidates take turns, and the ratio is the median
+of the per-pair ratios. A ratio of 1.10 means 10 % slower.
 """
 
 from __future__ import annotations
@@ -67,17 +67,20 @@ def main(argv=None) -> dict[str, float]:
     print(f"A-FL forward+backward time / smp FocalLoss('binary'), batch {args.batch} x 1 x "
           f"{args.size} x {args.size}, {device}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} alternating pairs")
-    ratios = {}
-    for name, (x, fn) in candidates.items():
-        for _ in range(3):  # warm-up: allocator, kernels
+    for _ in range(5):  # warm-up: allocator, kernels, thread pool
+        for x, fn in candidates.values():
             step_time(baseline, logits, target, device)
             step_time(fn, x, target, device)
-        pairs = []
-        for _ in range(args.repeats):
+    # Round robin over the candidates, so that drifts in machine load hit all of them alike.
+    pairs = {name: [] for name in candidates}
+    for _ in range(args.repeats):
+        for name, (x, fn) in candidates.items():
             base = step_time(baseline, logits, target, device)
-            pairs.append((step_time(fn, x, target, device), base))
-        ratios[name] = statistics.median(c / b for c, b in pairs)
-        base_ms = statistics.median(b for _, b in pairs) * 1e3
+            pairs[name].append((step_time(fn, x, target, device), base))
+    ratios = {}
+    for name, measured in pairs.items():
+        ratios[name] = statistics.median(c / b for c, b in measured)
+        base_ms = statistics.median(b for _, b in measured) * 1e3
         print(f"  {name:<24s} {ratios[name]:5.2f}x   (focal loss {base_ms:6.1f} ms)")
     return ratios
 

@@ -201,6 +201,20 @@ def test_reference_variant_equals_monai_focal_loss(shape):
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+def test_reference_variant_elementwise_and_sum_equal_monai():
+    from monai.losses import FocalLoss
+
+    _, t = random_case((2, 1, 12, 14), seed=23)
+    x2 = np.random.default_rng(2).normal(0, 2, size=(2, 2, 12, 14))
+    gamma, weights = np_reference_gamma_and_weights(t)
+    one_hot = torch.tensor(np.concatenate([1 - t, t], axis=1))
+    expected = FocalLoss(gamma=float(gamma), weight=weights.tolist(), reduction="none")(torch.tensor(x2), one_hot)
+    got = adaptive_focal_loss(torch.tensor(x2), torch.tensor(t), variant="reference", reduction="none")
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-6, atol=1e-12)
+    total = adaptive_focal_loss(torch.tensor(x2), torch.tensor(t), variant="reference", reduction="sum")
+    np.testing.assert_allclose(total.item(), expected.sum().item(), rtol=1e-6)
+
+
 def test_reference_variant_uses_only_the_first_samples_smoothness():
     from monai.losses import FocalLoss
 
