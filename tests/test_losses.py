@@ -210,7 +210,7 @@ def test_reference_variant_elementwise_and_sum_equal_monai():
     one_hot = torch.tensor(np.concatenate([1 - t, t], axis=1))
     expected = FocalLoss(gamma=float(gamma), weight=weights.tolist(), reduction="none")(torch.tensor(x2), one_hot)
     got = adaptive_focal_loss(torch.tensor(x2), torch.tensor(t), variant="reference", reduction="none")
-    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-12)  # gamma is float32
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)  # MONAI runs in float32
     total = adaptive_focal_loss(torch.tensor(x2), torch.tensor(t), variant="reference", reduction="sum")
     np.testing.assert_allclose(total.item(), expected.sum().item(), rtol=1e-6)
 
