@@ -31,11 +31,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from afl_core._io import atomic_target, atomic_write
 from afl_core.evaluate import evaluate_run
 from afl_core.losses import LOSS_NAMES
-from afl_core.metrics import compare_runs, export_csv, results_table
+from afl_core.metrics import PAPER_RESULTS, compare_runs, export_csv, results_table
 from afl_core.synthetic import make_dataset
 from afl_core.train import TrainConfig, fit
+from afl_core.viz import plot_results_bars
 
 METRICS = ("dice", "paper_dice", "sensitivity", "lesion_f1")
 
@@ -105,8 +107,10 @@ def main(argv=None) -> pd.DataFrame:
     comparisons = [compare_runs(by_case["focal"], by_case["afl"], metric) for metric in METRICS]
     seed_means = pd.DataFrame({loss: [per_case[loss, s]["dice"].mean() for s in args.seeds] for loss in args.losses},
                               index=pd.Index(args.seeds, name="seed"))
-    with open(out / "comparison.json", "w", encoding="utf-8") as fh:
+    with atomic_write(out / "comparison.json", "w", encoding="utf-8") as fh:
         json.dump({"afl_vs_focal": comparisons, "dice_per_seed": seed_means.to_dict()}, fh, indent=2)
+    save_figure(table, out / "results.png", title=f"{len(args.seeds)} seeds, {args.encoder}, {args.epochs} epochs, "
+                f"synthetic {args.depth}x{args.size}x{args.size}")
 
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
         print(f"\nResults ({len(args.seeds)} seeds x {table['Cases'].iloc[0] // len(args.seeds)} validation cases; "
@@ -118,6 +122,27 @@ def main(argv=None) -> pd.DataFrame:
         print(pd.DataFrame(comparisons).set_index("metric").to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\n{time.perf_counter() - started:.0f} s; tables in {out}")
     return table
+
+
+def save_figure(table: pd.DataFrame, path: Path, *, title: str) -> None:
+    """Standard Dice and the paper's protocol side by side, the paper's PI-CAI numbers as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    scores = table.to_dict(orient="index")
+    paper = PAPER_RESULTS["PICAI"]["DSC"].to_dict()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), layout="constrained")
+    plot_results_bars(scores, metric="DSC", ax=axes[0])
+    axes[0].set_title("standard lesion Dice")
+    plot_results_bars(scores, metric="DSC (paper protocol)", reference=paper, reference_label="paper (PI-CAI)",
+                      ax=axes[1])
+    axes[1].set_title("the paper's protocol (background averaged in)")
+    fig.suptitle(title, fontsize=9)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 if __name__ == "__main__":
