@@ -14,7 +14,7 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
     For libraries that write by file name (``nibabel.save``, ``torch.save``,
-    ``DataFrame.to_csv``). On any exception the temporary file is removed and the
+    ``DataFrame.to_csv``). The file is flushed to disk before the rename. On any exception the temporary file is removed and the
     previous content of ``path``, if any, is left untouched. The temporary name keeps
     the final name at its end (``.nii.gz``) because some writers choose the format from it.
     """
@@ -23,6 +23,8 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{final.name}")
     try:
         yield tmp
+        with open(tmp, "rb+") as written:  # on disk before it takes the final name
+            os.fsync(written.fileno())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -38,5 +40,3 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
     with atomic_target(path) as tmp:
         with open(tmp, mode, **open_kwargs) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())

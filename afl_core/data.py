@@ -568,10 +568,10 @@ class Augmentation:
         if rng.random() < self.affine_prob:
             theta = self._affine_theta(rng, image.shape[1], image.shape[2])
             grid = F.affine_grid(theta, (1, 1, *image.shape[1:]), align_corners=False)
-            sample = dict(mode="bilinear", align_corners=False)
-            image = F.grid_sample(image[None], grid, padding_mode="border", **sample)[0]
-            label = F.grid_sample(label[None], grid, padding_mode="zeros", **sample)[0]
-            label = (label > 0.5).to(image.dtype)
+            image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+            # Nearest neighbour keeps labels binary and keeps one-voxel lesions: a bilinear
+            # label thresholded at 0.5 lost them in about 40 % of the draws.
+            label = F.grid_sample(label[None], grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
         channels = image.shape[0]
         gain = torch.as_tensor(rng.uniform(*self.gain, size=channels), dtype=image.dtype)
         shift = torch.as_tensor(rng.uniform(-self.shift, self.shift, size=channels), dtype=image.dtype)

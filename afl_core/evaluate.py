@@ -1,8 +1,8 @@
 """Evaluation of a trained run: slice predictions re-assembled into volumes, 3D scores.
 
-``python -m afl_core.evaluate --run RUN`` (or :func:`evaluate_run`) loads
-``RUN/checkpoint_best.pt``, predicts every slice of the run's validation cases (or of
-other cases / another dataset), puts the slices back on each case's original grid
+``python -m afl_core.evaluate --run RUN`` (or :func:`evaluate_run`) loads a checkpoint of
+the run, predicts every slice of the run's validation cases (or of other cases / another
+dataset), puts the slices back on each case's original grid
 (undoing the crop/pad of training) and scores each case in 3D with
 :func:`afl_core.metrics.evaluate_cases`: Dice, IoU, sensitivity, specificity and HD95 of
 the thresholded prediction, the authors' soft protocol on the probabilities, and
@@ -144,7 +144,7 @@ def evaluate_run(
     *,
     data: str | Path | None = None,
     cases: Sequence[str] | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     threshold: float = 0.5,
     device: str = "auto",
     batch_size: int = 16,
@@ -156,11 +156,17 @@ def evaluate_run(
 
     Cases: ``cases`` if given; else every case of ``data`` if given; else the run's
     validation cases (never seen in training). ``data`` defaults to the run's dataset.
+
+    Checkpoint: ``"best"`` or ``"last"``. By default ``"last"`` on the run's own
+    validation cases, since the best epoch was picked on them and would score them
+    optimistically, and ``"best"`` on any other cases.
     """
     run_dir = Path(run_dir)
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     torch_device = resolve_device(device)
+    if checkpoint is None:
+        checkpoint = "last" if cases is None and data is None else "best"
     model, saved = load_model(run_dir, checkpoint, torch_device)
     config = saved["config"]
     root = Path(data) if data is not None else Path(config["data"])
@@ -194,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="run folder written by python -m afl_core.train")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
     p.add_argument("--cases", nargs="+", help="case ids (default: the run's validation cases, or all of --data)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--checkpoint", choices=("best", "last"),
+                   help="default: last on the run's validation cases (best was picked on them), else best")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)

@@ -94,12 +94,13 @@ def build_model(
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU. Asking for CUDA without one is an error."""
+    """``"auto"``: CUDA when available, else the CPU. Asking for CUDA without one is a
+    ``ValueError`` (a setting to change, not a crash)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but PyTorch sees no CUDA GPU; "
+        raise ValueError("device 'cuda' was requested but PyTorch sees no CUDA GPU; "
                            "use --device cpu (or auto), or install a CUDA build of PyTorch")
     return device
 

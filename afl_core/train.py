@@ -491,7 +491,8 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
-        step.scaler.load_state_dict(last["scaler"])
+        if step.scaler.is_enabled() and last["scaler"]:
+            step.scaler.load_state_dict(last["scaler"])  # else the run started without float16
         history, best = last["history"], last["best"]
         _set_rng_state(last["rng"])
         first_epoch = last["epoch"] + 1

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 from tqdm.auto import tqdm
 
 from afl_core._io import atomic_write
@@ -62,12 +64,26 @@ def write_cases(
     params = _as_json(params)
     previous = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else params
     force = force or previous != params
+    if force:
+        # Labels mark finished cases: drop them before the marker names the new
+        # parameters, so an interrupted re-conversion never passes old cases as new.
+        for case in loaders:
+            label_path(root, case).unlink(missing_ok=True)
     with atomic_write(marker, "w", encoding="utf-8") as fh:
         json.dump(params, fh)
-    todo = [case for case in loaders if force or not label_path(root, case).exists()]
+    todo = [case for case in loaders if not label_path(root, case).exists()]
     for case in tqdm(todo, desc=desc, unit="case", disable=not progress):
-        channels, label, affine = loaders[case]()
-        write_case(root, case, channels, label, affine)
+        try:
+            channels, label, affine = loaders[case]()
+            write_case(root, case, channels, label, affine)
+        except DownloadError:
+            raise
+        except (OSError, EOFError, zlib.error, RuntimeError, ValueError, ImageFileError) as exc:
+            raise DownloadError(
+                f"Case {case} could not be read or converted ({type(exc).__name__}: {exc}). Its source "
+                "files are damaged or not in the expected format: delete the downloaded archive or the "
+                "case's files and re-run the same command; converted cases are kept."
+            ) from None
     return len(todo)
 
 

@@ -18,6 +18,7 @@ import stat
 import tarfile
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -95,7 +96,7 @@ def safe_extract(
                             dst.write(chunk)
                             bar.update(len(chunk))
         os.replace(tmp, destination)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         raise DownloadError(
             f"The archive {archive} is damaged and cannot be extracted ({exc}). Delete it and re-run "
             "the same command to download it again."

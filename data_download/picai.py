@@ -153,11 +153,13 @@ def find_scans(images_dir: str | os.PathLike) -> tuple[dict[str, dict[str, Path]
 def reference_grid(t2w: sitk.Image, spacing_zyx: Sequence[float], matrix_size_zyx: Sequence[int]) -> sitk.Image:
     """The output grid: ``t2w`` resampled to ``spacing`` keeping its first voxel's position
     (new size ``round(size * old_spacing / spacing)``), then centre-cropped or padded to
-    ``matrix_size`` in index space (``start = (resampled_size - matrix_size) // 2``)."""
+    ``matrix_size`` in index space, as picai_prep's crop_or_pad: a crop drops
+    ``(size - matrix) // 2`` voxels before, a pad adds ``(matrix - size) // 2`` before, so
+    an odd voxel goes after the volume in both cases."""
     spacing = np.asarray(spacing_zyx, dtype=float)[::-1]
     matrix = np.asarray(matrix_size_zyx, dtype=int)[::-1]
     resampled_size = np.round(np.asarray(t2w.GetSize()) * np.asarray(t2w.GetSpacing()) / spacing).astype(int)
-    start = (resampled_size - matrix) // 2
+    start = np.where(resampled_size >= matrix, (resampled_size - matrix) // 2, -((matrix - resampled_size) // 2))
     direction = np.asarray(t2w.GetDirection()).reshape(3, 3)
     origin = np.asarray(t2w.GetOrigin()) + direction @ (spacing * start)
     grid = sitk.Image([int(n) for n in matrix], sitk.sitkUInt8)

@@ -273,8 +273,12 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, progress: bool)
         raise _network_error(remote.url, getattr(exc, "reason", exc)) from None
 
     with response:
-        if offset and not (response.status == 206 and _content_range_start(response) == offset):
-            offset = 0  # the server ignored the range (or answered another one): start again
+        if offset and response.status == 206 and _content_range_start(response) != offset:
+            part.unlink()  # a piece from elsewhere in the file: appending it would corrupt the file
+            raise _TransientError(f"The server answered the resume of {remote.name} with another byte range; "
+                                  "the partial file was deleted and the download restarts.")
+        if offset and response.status != 206:
+            offset = 0  # the server ignored the range: the body is the whole file
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None and length.isdigit() else remote.size
         if total is not None:

@@ -6,7 +6,8 @@ path are used one per request:
 
 - ``"404"``, ``"500"``: answer with that status;
 - ``"truncate"``: announce the full Content-Length, send half of the body, close;
-- ``"ignore-range"``: answer ``200`` with the whole file even when a range was asked.
+- ``"ignore-range"``: answer ``200`` with the whole file even when a range was asked;
+- ``"wrong-range"``: answer a range with ``206`` but from another offset (the middle).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def _handler_for(owner: FileServer):
             requested = self.headers.get("Range")
             if requested and fault != "ignore-range":
                 start = int(requested.removeprefix("bytes=").split("-")[0])
+                if fault == "wrong-range":
+                    start = len(data) // 2 if start != len(data) // 2 else 1
                 if start >= len(data):
                     self._status(416, {"Content-Range": f"bytes */{len(data)}", "Content-Length": "0"})
                     self.end_headers()

@@ -116,6 +116,17 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     assert server.log[0].status == 200 and server.log[0].range is not None
 
 
+def test_a_range_from_another_offset_is_never_appended(server, tmp_path):
+    blob = remote_for(server)
+    (tmp_path / "blob.bin.part").write_bytes(PAYLOAD[:100])
+    server.fail("/files/blob.bin", "wrong-range")
+    path = fetch(blob, tmp_path, progress=False, retries=1, retry_wait=0.0)
+    assert path.read_bytes() == PAYLOAD
+    first, second = server.requests("/files/blob.bin")
+    assert (first.range, first.status) == ("bytes=100-", 206)  # answered from the middle: dropped
+    assert (second.range, second.status) == (None, 200)
+
+
 def test_complete_partial_file_is_verified_without_downloading(server, tmp_path):
     blob = remote_for(server)
     (tmp_path / "blob.bin.part").write_bytes(PAYLOAD)
@@ -497,6 +508,43 @@ def test_brats2018_unknown_label_value_names_the_file(tmp_path):
     nib.save(nib.Nifti1Image(data, seg.affine), seg_file)
     with pytest.raises(DownloadError, match=r"Brats18_2013_2_1_seg\.nii\.gz holds the label values \[0, 1, 2, 3, 4\]"):
         brats.convert_brats2018(tmp_path, tmp_path / "out", progress=False)
+
+
+def test_damaged_case_file_is_explained_without_traceback(tmp_path, capsys):
+    brats_folder(tmp_path, np.random.default_rng(6))
+    flair = tmp_path / "MICCAI_BraTS_2018_Data_Training" / "HGG" / "Brats18_2013_2_1" / "Brats18_2013_2_1_flair.nii.gz"
+    flair.write_bytes(flair.read_bytes()[:200])  # a truncated gzip stream
+    assert main(["brats2018", "--source", str(tmp_path), "--dest", str(tmp_path / "out"), "--no-progress"]) == 1
+    err = words(capsys.readouterr().err)
+    assert "Brats18_2013_2_1 could not be read or converted" in err and "Traceback" not in err
+
+
+def test_interrupted_reconversion_with_new_options_never_passes_old_cases(tmp_path, monkeypatch):
+    brats_folder(tmp_path / "copy", np.random.default_rng(7))
+    dest = tmp_path / "brats"
+    brats.convert_brats2018(tmp_path / "copy", dest, progress=False)
+    old_label = label_path(dest, "Brats18_2013_2_1").read_bytes()
+    # A re-conversion with other parameters is interrupted after its first case...
+    from data_download import _layout
+
+    original, calls = _layout.write_case, []
+
+    def interrupted(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args[1])
+        return original(*args, **kwargs)
+
+    loaders = {case: (lambda folder=folder: brats.load_case(folder))
+               for case, (_, folder) in brats.find_cases(tmp_path / "copy").items()}
+    monkeypatch.setattr(_layout, "write_case", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _layout.write_cases(dest, loaders, params={"changed": True}, progress=False)
+    # ...then the same command runs again: every case not rewritten must be converted anew.
+    monkeypatch.setattr(_layout, "write_case", original)
+    rewritten = _layout.write_cases(dest, loaders, params={"changed": True}, progress=False)
+    assert rewritten == len(loaders) - 1
+    assert label_path(dest, "Brats18_2013_2_1").read_bytes() == old_label  # same source, same bytes
 
 
 def test_brats2018_wrong_folder_is_explained(tmp_path):

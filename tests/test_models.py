@@ -80,5 +80,5 @@ def test_devices_and_mixed_precision():
     assert autocast_dtype(torch.device("cpu")) is None
     assert autocast_dtype(torch.device("cuda"), amp=False) is None
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
