@@ -62,8 +62,11 @@ def binder_url(notebook: str = "00_setup.ipynb") -> str:
     return f"https://mybinder.org/v2/gh/{_owner_repo()}/{BRANCH}?urlpath=lab/tree/{_notebook_path(notebook)}"
 
 
-def pip_install_spec(extras: str = "notebooks") -> str:
-    """PEP 508 requirement installing this package from git (what Colab's setup cell runs)."""
+def pip_install_spec(extras: str = "") -> str:
+    """PEP 508 requirement installing this package from git (what Colab's setup cell runs).
+
+    No extras by default: Colab brings Jupyter and ipywidgets, and reinstalling
+    JupyterLab or ipykernel there can break its runtime."""
     extra = f"[{extras}]" if extras else ""
     return f"afl-tutorial{extra} @ git+{REPO_URL}.git@{BRANCH}"
 

@@ -419,7 +419,10 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict) -
         return TrainConfig(**values)
     saved_path = Path(values["out"]) / "config.json"
     if not saved_path.is_file():
-        raise FileNotFoundError(f"cannot resume: {saved_path} does not exist; train without --resume first")
+        if "data" in values:  # nothing to resume yet: the same command starts the run
+            print(f"no run in {saved_path.parent} yet: starting one", file=sys.stderr)
+            return TrainConfig(**values)
+        raise FileNotFoundError(f"cannot resume: {saved_path} does not exist; give --data to start the run")
     saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
     merged = TrainConfig.from_dict(saved.to_dict() | values)
     changed = [f"{k}: {getattr(saved, k)!r} -> {v!r}" for k, v in merged.to_dict().items()

@@ -35,6 +35,11 @@ def _network(parser: argparse.ArgumentParser, official: str) -> None:
     parser.add_argument("--retries", type=int, default=2, help="automatic retries of a failed transfer (2)")
 
 
+def _local(parser: argparse.ArgumentParser) -> None:
+    # One command line for every source (python -m data_download SOURCE --dest DIR [--base-url URL]).
+    parser.add_argument("--base-url", help="accepted for a uniform command line; this source downloads nothing")
+
+
 def _max_cases(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cases", type=int, help="convert only the first N cases (sorted by id), for quick tries")
 
@@ -64,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sources.add_parser("brats2018", help="BraTS 2018 training data from your own (registered) copy",
                            description=brats.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
+    _local(p)
     p.add_argument("--source", type=Path, required=True, help=f"your {brats.TRAINING_FOLDER} folder (or its parent)")
     _max_cases(p)
 
@@ -77,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Generate synthetic cases with afl_core.synthetic.make_dataset; options "
                                        "left out take that function's defaults.")
     _common(p)
-    p.add_argument("--cases", type=int, required=True, help="number of cases")
+    _local(p)
+    p.add_argument("--cases", type=int, default=16, help="number of cases (16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="D slices of H x W voxels")
     p.add_argument("--lesion-radius", type=float, nargs=2, metavar=("LO", "HI"), help="lesion radius range (voxels)")

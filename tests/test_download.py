@@ -576,3 +576,10 @@ def test_synthetic_via_cli_matches_the_generator(tmp_path, capsys):
     assert "already complete" in capsys.readouterr().out
     assert main(args[:4] + ["4"] + args[5:]) == 1  # other options over an existing dataset, without --force
     assert "--force" in words(capsys.readouterr().err)
+
+
+def test_every_source_takes_the_common_command_line(tmp_path, capsys):
+    # python -m data_download SOURCE --dest DIR [--base-url URL] (DESIGN.md), defaults elsewhere
+    assert main(["synthetic", "--dest", str(tmp_path / "syn"), "--base-url", "http://127.0.0.1:9/unused",
+                 "--shape", "4", "32", "32", "--lesion-radius", "2", "4", "--no-progress"]) == 0
+    assert len(list_cases(tmp_path / "syn")) == 16

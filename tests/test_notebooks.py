@@ -135,7 +135,8 @@ def test_links_follow_the_one_repository_setting(monkeypatch):
         f"https://colab.research.google.com/github/{owner_repo}/blob/{links.BRANCH}/notebooks/02_focal_loss.ipynb")
     assert links.binder_url() == (
         f"https://mybinder.org/v2/gh/{owner_repo}/{links.BRANCH}?urlpath=lab/tree/notebooks/00_setup.ipynb")
-    assert links.pip_install_spec() == f"afl-tutorial[notebooks] @ git+{links.REPO_URL}.git@{links.BRANCH}"
+    assert links.pip_install_spec() == f"afl-tutorial @ git+{links.REPO_URL}.git@{links.BRANCH}"
+    assert links.pip_install_spec("notebooks").startswith("afl-tutorial[notebooks] @ ")
     Requirement(links.pip_install_spec())  # a valid PEP 508 requirement
     monkeypatch.setattr(links, "REPO_URL", "https://github.com/someone/fork")
     monkeypatch.setattr(links, "BRANCH", "dev")
@@ -305,3 +306,9 @@ def test_committed_outputs_still_match_nbval():
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", result.stdout)
+
+
+def test_readme_badges_follow_the_links_setting():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for notebook in sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        assert links.colab_url(notebook) in readme and links.binder_url(notebook) in readme, notebook

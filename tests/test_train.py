@@ -95,8 +95,6 @@ def test_resume_refuses_other_settings(dataset, tmp_path):
     fit(tiny(dataset, tmp_path / "run", epochs=1))
     with pytest.raises(ValueError, match=r"loss: 'afl' -> 'focal'"):
         fit(resume=True, out=tmp_path / "run", loss="focal", variant=None, epochs=2)
-    with pytest.raises(FileNotFoundError, match="without --resume"):
-        fit(resume=True, out=tmp_path / "nowhere")
 
 
 def _independent_dice(model: torch.nn.Module, dataset: Path, case: str) -> float:
@@ -246,3 +244,10 @@ def test_loss_options_reach_the_loss_and_are_checked(dataset, tmp_path, monkeypa
         tiny(dataset, tmp_path / "bad", loss_options={"gamma": -1.0})
     with pytest.raises(ValueError, match="apply to loss 'afl' only"):
         tiny(dataset, tmp_path / "bad", loss="dice", loss_options={"gamma": 1.0})
+
+
+def test_resume_on_a_new_folder_starts_the_run(dataset, tmp_path):
+    result = fit(tiny(dataset, tmp_path / "fresh", epochs=1), resume=True)
+    assert len(result.history) == 1
+    with pytest.raises(FileNotFoundError, match="give --data"):
+        fit(resume=True, out=tmp_path / "nothing")
