@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m pyflakes afl_core data_download benchmarks tools tests
 	$(PY) -m pytest
 
 tutorial: $(STAMP)

@@ -36,6 +36,11 @@ def _fetch_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# (encoder, weights) whose download failed in this process: offline, each attempt costs
+# about 25 s of hub retries, and a notebook builds eight models in a row.
+_UNAVAILABLE: set[tuple[str, str]] = set()
+
+
 def build_model(
     encoder: str = "resnet50",
     encoder_weights: str | None = "imagenet",
@@ -78,9 +83,13 @@ def build_model(
 
     if weights is None:
         return unet(None)
+    key = (encoder, str(encoder_weights))
     try:
+        if key in _UNAVAILABLE:  # failed before in this process: skip the slow retries
+            raise OSError("an earlier attempt in this session failed")
         return unet(weights)
     except _fetch_errors() as error:
+        _UNAVAILABLE.add(key)
         warnings.warn(
             f"could not fetch {encoder_weights!r} weights for encoder {encoder!r} (offline?): "
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}; "

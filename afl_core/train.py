@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import random
 import sys
@@ -106,7 +107,8 @@ class TrainConfig:
     pads slices to the smallest multiple of 32 holding every case's in-plane size.
     ``variant`` applies to ``loss="afl"`` only (default ``"paper"``); ``"reference"``
     makes the network output two channels (background, foreground) as the authors'.
-    ``loss_options`` go to A-FL (:class:`afl_core.losses.AdaptiveFocalLoss`) for
+    ``num_workers=None`` uses 4 DataLoader workers on a CUDA machine under Linux, none
+    elsewhere. ``loss_options`` go to A-FL (:class:`afl_core.losses.AdaptiveFocalLoss`) for
     ablations: ``{"gamma_terms": ["volume"]}``, ``{"gamma": 0.0}`` (alpha only), ...
     """
 
@@ -132,7 +134,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
-    num_workers: int = 0
+    num_workers: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -509,6 +511,11 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
     _write_json(run_dir / "config.json", resolved)
 
     sync_every = 1 if device.type == "cpu" else _GPU_SYNC_EVERY
+    # Workers keep a GPU fed (augmentation runs in them); on the CPU they only compete
+    # with the training step for the same cores.
+    workers = cfg.num_workers
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if device.type == "cuda" and sys.platform == "linux" else 0
     # The authors' loss is undefined on a batch without lesion voxels: leave such batches
     # out. The labels are still on the host here, so the check costs no device sync.
     skip_lesion_free = cfg.loss == "afl" and cfg.variant == "reference"
@@ -520,7 +527,7 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
             started = time.perf_counter()
             train_set.set_epoch(epoch)
             loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_set.sampler(epoch),
-                                drop_last=drop_last, num_workers=cfg.num_workers,
+                                drop_last=drop_last, num_workers=workers,
                                 pin_memory=device.type == "cuda")
             model.train()
             loss_sum = torch.zeros((), device=device)

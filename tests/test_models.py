@@ -10,6 +10,7 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors.torch import save_file
 
+from afl_core import models
 from afl_core.models import PretrainedWeightsWarning, autocast_dtype, build_model, resolve_device
 
 
@@ -37,6 +38,7 @@ def hub(monkeypatch, tmp_path):
 
     fake = FakeHub()
     monkeypatch.setattr(smp.encoders, "hf_hub_download", fake)
+    monkeypatch.setattr(models, "_UNAVAILABLE", set())
     return fake
 
 
@@ -46,6 +48,15 @@ def test_offline_falls_back_to_random_weights_with_a_warning(hub):
     assert hub.calls  # the download was tried
     assert isinstance(model, smp.Unet)
     assert model(torch.zeros(2, 2, 64, 64)).shape == (2, 1, 64, 64)
+
+
+def test_a_failed_download_is_not_retried_in_the_same_session(hub):
+    with pytest.warns(PretrainedWeightsWarning):
+        build_model("resnet18", "imagenet")
+    tried = len(hub.calls)
+    with pytest.warns(PretrainedWeightsWarning, match="an earlier attempt in this session failed"):
+        build_model("resnet18", "imagenet")
+    assert len(hub.calls) == tried
 
 
 def test_pretrained_weights_are_loaded_when_available(hub):
