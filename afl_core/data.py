@@ -28,7 +28,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -421,6 +421,8 @@ def split_cases(
     root_or_cases: str | os.PathLike | Iterable[str] | Mapping[str, bool],
     val_fraction: float = 0.2,
     seed: int = 0,
+    *,
+    group_of: Callable[[str], str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Split cases into training and validation sets; no case is on both sides.
 
@@ -429,6 +431,10 @@ def split_cases(
     Lesion-bearing and lesion-free cases are split separately, each in proportion
     ``val_fraction`` (rounded), so both sides get lesion-bearing cases whenever there are
     at least two of them. The same arguments always give the same split.
+
+    ``group_of`` maps a case id to its patient: the patients are split instead, so no
+    patient is on both sides (PI-CAI has several studies of some patients; see
+    :func:`patient_grouping`).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -444,6 +450,13 @@ def split_cases(
         has_lesion = dict.fromkeys(cases, False)
     if not has_lesion:
         raise ValueError("split_cases got no cases")
+    if group_of is not None:
+        groups: dict[str, list[str]] = {}
+        for case in has_lesion:
+            groups.setdefault(str(group_of(case)), []).append(case)
+        train_groups, val_groups = split_cases(
+            {group: any(has_lesion[c] for c in members) for group, members in groups.items()}, val_fraction, seed)
+        return (sorted(c for g in train_groups for c in groups[g]), sorted(c for g in val_groups for c in groups[g]))
     rng = np.random.default_rng(seed)
     n_val_total = round(val_fraction * len(has_lesion))
     if val_fraction > 0 and len(has_lesion) >= 2:
@@ -459,6 +472,14 @@ def split_cases(
     val += [negatives[i] for i in rng.permutation(len(negatives))[:n_val_neg]]
     train = sorted(set(has_lesion) - set(val))
     return train, sorted(val)
+
+
+def patient_grouping(root: str | os.PathLike) -> Callable[[str], str] | None:
+    """How a dataset's case ids name patients, for :func:`split_cases`: PI-CAI's
+    ``<patient>_<study>`` gives the patient id; other sources have one case per patient."""
+    if read_dataset_json(root).get("source") == "picai":
+        return lambda case: case.split("_")[0]
+    return None
 
 
 # --------------------------------------------------------------------------- crop / pad

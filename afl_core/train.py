@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from afl_core._io import atomic_target, atomic_write
-from afl_core.data import SliceDataset, load_geometry, split_cases
+from afl_core.data import SliceDataset, load_geometry, patient_grouping, split_cases
 from afl_core.evaluate import predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
 from afl_core.metrics import segmentation_scores
@@ -460,7 +460,8 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    train_cases, val_cases = split_cases(cfg.data, cfg.val_fraction, seed=cfg.split_seed)
+    train_cases, val_cases = split_cases(cfg.data, cfg.val_fraction, seed=cfg.split_seed,
+                                         group_of=patient_grouping(cfg.data))
     if not val_cases:
         raise ValueError(f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "
                          "use at least 2 cases and val_fraction > 0")

@@ -330,3 +330,26 @@ def test_rotation_keeps_shapes_on_non_square_slices():
         assert abs(out.sum() - disc.sum()) <= 0.03 * disc.sum()
         rows, cols = np.nonzero(out[0].numpy())
         assert np.var(rows) == pytest.approx(np.var(cols), rel=0.08)
+
+
+def test_split_keeps_each_patient_on_one_side(tmp_path):
+    # PI-CAI style ids <patient>_<study>: patient 10035 has three studies.
+    studies = {"10035_1000035": True, "10035_1000036": False, "10035_1000037": True,
+               **{f"{10040 + i}_{1000040 + i}": i % 3 == 0 for i in range(17)}}
+    for seed in range(20):
+        train, val = D.split_cases(studies, 0.3, seed=seed, group_of=lambda case: case.split("_")[0])
+        assert not {c.split("_")[0] for c in train} & {c.split("_")[0] for c in val}
+        assert sorted(train + val) == sorted(studies)
+    leaks = 0
+    for seed in range(20):  # without the grouping the same studies do get separated
+        train, val = D.split_cases(studies, 0.3, seed=seed)
+        leaks += bool({c.split("_")[0] for c in train} & {c.split("_")[0] for c in val})
+    assert leaks > 0
+    root = tmp_path / "picai"
+    for folder in (root, tmp_path / "other"):
+        for sub in ("imagesTr", "labelsTr"):
+            (folder / sub).mkdir(parents=True)
+    D.write_dataset_json(root, channel_names=["T2W"], source="picai")
+    assert D.patient_grouping(root)("10035_1000035") == "10035"
+    D.write_dataset_json(tmp_path / "other", channel_names=["T1"], source="synthetic")
+    assert D.patient_grouping(tmp_path / "other") is None
