@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afl_core.shape import boundary_irregularity, mean_gradient_magnitude
+from afl_core.shape import boundary_irregularity, check_mask, mean_gradient_magnitude
 
 __all__ = [
     "VARIANTS",
@@ -118,13 +118,19 @@ def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
     return values.view(-1, *([1] * (ndim - 1)))
 
 
-def _check_target(target: torch.Tensor) -> None:
-    if not isinstance(target, torch.Tensor) or target.ndim not in (4, 5) or target.shape[1] != 1:
-        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
-        raise ValueError(f"target must be a binary mask shaped (N, 1, *S) with S 2D or 3D, got {shape}")
+def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
+    # float32 under autocast (bf16/fp16 logits); float64 stays float64 (gradcheck).
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-def _check_fixed(alpha: float | None, gamma: float | None) -> None:
+def _check_options(variant: str, alpha: float | None, gamma: float | None, reduction: str,
+                   gamma_terms: Iterable[str]) -> None:
+    """The keywords shared by :func:`adaptive_focal_loss` and :class:`AdaptiveFocalLoss`."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown A-FL variant {variant!r}; choose from {VARIANTS}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
+    _gamma_switches(gamma_terms)
     if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1] (the foreground's share of the weight), got {alpha}")
     if gamma is not None and not float(gamma) >= 0.0:
@@ -202,7 +208,7 @@ def adaptive_parameters(
     ``gamma_terms`` selects the parts of gamma for ablations: ``("volume",)`` keeps only
     the size term, ``("smoothness",)`` only the boundary term, ``()`` gives gamma = 0.
     """
-    _check_target(target)
+    check_mask(target)
     alpha, _, gamma = _adaptive_terms(target, variant, gamma_terms)
     return alpha, gamma
 
@@ -220,6 +226,14 @@ def _focal_terms(logits: torch.Tensor, is_foreground: torch.Tensor, weight_fg, w
     modulating = torch.exp(gamma * (log_pt - signed))
     alpha_t = torch.where(is_foreground, weight_fg, weight_bg)
     return -alpha_t * modulating * log_pt
+
+
+def _weighted_focal(logits, is_foreground, weight_fg, weight_bg, gamma, reduction: str) -> torch.Tensor:
+    """:func:`_focal_terms` per voxel, or their mean / sum through the fused kernel."""
+    if reduction == "none":
+        return _focal_terms(logits, is_foreground, weight_fg, weight_bg, gamma)
+    scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
+    return _ReducedFocalLoss.apply(logits, is_foreground, weight_fg, weight_bg, gamma, scale)
 
 
 class _ReducedFocalLoss(torch.autograd.Function):
@@ -292,10 +306,7 @@ def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values, red
     # MONAI's sigmoid focal loss has no alpha: every element of channel c has weight w_c,
     # whatever its label, so the "foreground" and "background" weights are both w_c.
     weights = weights.view(1, 2, *([1] * (logits.ndim - 2)))
-    if reduction == "none":
-        return _focal_terms(logits, is_foreground, weights, weights, gamma)
-    scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
-    return _ReducedFocalLoss.apply(logits, is_foreground, weights, weights, gamma, scale)
+    return _weighted_focal(logits, is_foreground, weights, weights, gamma, reduction)
 
 
 def adaptive_focal_loss(
@@ -337,15 +348,10 @@ def adaptive_focal_loss(
     on the device: no host synchronisation unless values are checked. Computed in float32
     whatever the autocast dtype of the logits.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown A-FL variant {variant!r}; choose from {VARIANTS}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
-    _check_fixed(alpha, gamma)
+    _check_options(variant, alpha, gamma, reduction, gamma_terms)
     validate_inputs(logits, target, channels=2 if variant == "reference" else 1,
                     check_values=check_values)
-    # float32 under autocast (bf16/fp16 logits); float64 stays float64 (gradcheck).
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    dtype = _compute_dtype(logits)
     logits, target = logits.to(dtype), target.to(dtype)
     if variant == "reference":
         return _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values, reduction)
@@ -356,10 +362,7 @@ def adaptive_focal_loss(
         gamma = adaptive_gamma if gamma is None else gamma
     if alpha is not None:
         weight_fg, weight_bg = alpha, 1.0 - alpha
-    if reduction == "none":
-        return _focal_terms(logits, target > 0, weight_fg, weight_bg, gamma)
-    scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
-    return _ReducedFocalLoss.apply(logits, target > 0, weight_fg, weight_bg, gamma, scale)
+    return _weighted_focal(logits, target > 0, weight_fg, weight_bg, gamma, reduction)
 
 
 class AdaptiveFocalLoss(nn.Module):
@@ -376,12 +379,7 @@ class AdaptiveFocalLoss(nn.Module):
         check_values: bool | None = None,
     ) -> None:
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown A-FL variant {variant!r}; choose from {VARIANTS}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
-        _check_fixed(alpha, gamma)
-        _gamma_switches(gamma_terms)
+        _check_options(variant, alpha, gamma, reduction, gamma_terms)
         self.variant = variant
         self.alpha = alpha
         self.gamma = gamma
@@ -411,7 +409,7 @@ class _BinaryLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         validate_inputs(logits, target)
-        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        dtype = _compute_dtype(logits)
         logits, target = logits.to(dtype), target.to(dtype)
         return sum(w * loss(logits, target) for w, loss in zip(self.weights, self.terms))
 

@@ -20,6 +20,7 @@ import math
 import torch
 
 __all__ = [
+    "check_mask",
     "foreground_fraction",
     "gradient_magnitude",
     "mean_gradient_magnitude",
@@ -28,7 +29,8 @@ __all__ = [
 ]
 
 
-def _check_mask(mask: torch.Tensor) -> None:
+def check_mask(mask: torch.Tensor) -> None:
+    """Raise unless ``mask`` is a tensor shaped ``(N, 1, H, W)`` or ``(N, 1, D, H, W)``."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
     if mask.ndim not in (4, 5) or mask.shape[1] != 1:
@@ -43,7 +45,7 @@ def foreground_fraction(mask: torch.Tensor) -> torch.Tensor:
 
     Returns a float32 tensor of shape ``(N,)``.
     """
-    _check_mask(mask)
+    check_mask(mask)
     return mask.flatten(1).float().mean(dim=1)
 
 
@@ -54,7 +56,7 @@ def gradient_magnitude(mask: torch.Tensor) -> torch.Tensor:
     at the border, unit spacing, along every spatial axis. An axis of length 1 has no
     difference and contributes zero (``numpy.gradient`` would refuse it).
     """
-    _check_mask(mask)
+    check_mask(mask)
     m = mask.float()
     axes = [d for d in range(2, m.ndim) if m.shape[d] > 1]
     if not axes:
@@ -140,14 +142,14 @@ def mean_gradient_magnitude(mask: torch.Tensor) -> torch.Tensor:
     the magnitudes approximates its boundary length (2D) or area (3D), so ``g`` is
     roughly "boundary size / image size": it grows with the object.
     """
-    _check_mask(mask)
+    check_mask(mask)
     return _gradient_magnitude_sum(mask) / mask[0].numel()
 
 
 def boundary_size(mask: torch.Tensor) -> torch.Tensor:
     """Boundary length (2D) or area (3D) in voxel units, estimated as the sum of the
     gradient magnitude (a discrete total variation of the mask). Shape ``(N,)``."""
-    _check_mask(mask)
+    check_mask(mask)
     return _gradient_magnitude_sum(mask)
 
 
@@ -174,7 +176,7 @@ def boundary_irregularity(mask: torch.Tensor) -> torch.Tensor:
     Empty masks have no boundary: their value is 0 by convention (callers that need
     a neutral value, such as the scale-aware loss, treat 0 as "no object").
     """
-    _check_mask(mask)
+    check_mask(mask)
     spatial = sum(1 for d in mask.shape[2:] if d > 1)
     volume = mask.flatten(1).float().sum(dim=1)
     boundary = boundary_size(mask)
