@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from pathlib import Path
@@ -40,3 +41,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> It
     with atomic_target(path) as tmp:
         with open(tmp, mode, **open_kwargs) as fh:
             yield fh
+
+
+def write_json(path: str | os.PathLike, payload, *, default=str) -> None:
+    """``payload`` as indented JSON (``default`` turns what JSON lacks into text), atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, default=default)
+        fh.write("\n")

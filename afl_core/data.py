@@ -296,11 +296,6 @@ class Case:
     affine: np.ndarray
     spacing: tuple[float, float, float]
 
-    @property
-    def geometry(self) -> CaseGeometry:
-        return CaseGeometry(tuple(self.label.shape), self.spacing, self.affine)
-
-
 # Errors that nibabel, gzip and zlib raise on truncated or corrupt files.
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
 
@@ -688,6 +683,7 @@ class SliceDataset(Dataset):
         self._geometry = {case: load_geometry(self.root, case) for case in self.cases}
         self.items = [(case, k) for case in self.cases for k in range(self._geometry[case].shape[2])]
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._labels: dict[str, np.ndarray] = {}  # original-grid labels, read-only
 
     @property
     def in_channels(self) -> int:
@@ -706,6 +702,8 @@ class SliceDataset(Dataset):
         """Normalised image ``(C, H, W, Z)`` and label ``(1, H, W, Z)``, cached."""
         if case not in self._cache:
             loaded = load_case(self.root, case)
+            loaded.label.flags.writeable = False
+            self._labels[case] = loaded.label
             image = normalise_channels(loaded.image, self.percentiles)
             label = loaded.label[None].astype(np.float32)
             if self.size is not None:
@@ -737,7 +735,8 @@ class SliceDataset(Dataset):
 
     def lesion_slices(self) -> np.ndarray:
         """Boolean array over items: does the slice hold any lesion voxel (before augmentation)?"""
-        return np.array([bool(self._volumes(case)[1][..., k].any()) for case, k in self.items])
+        per_case = {case: self._volumes(case)[1][0].any(axis=(0, 1)) for case in self.cases}
+        return np.array([bool(per_case[case][k]) for case, k in self.items])
 
     def sample_weights(self) -> np.ndarray:
         """Per-item sampling probabilities: lesion-bearing slices together get
@@ -772,10 +771,6 @@ class SliceDataset(Dataset):
 
     # ----- back to volumes
 
-    def geometry(self, case: str) -> CaseGeometry:
-        """Original shape ``(X, Y, Z)``, spacing (mm) and affine of a case."""
-        return self._geometry[case]
-
     def volume_shape(self, case: str) -> tuple[int, int, int]:
         return self._geometry[case].shape
 
@@ -792,5 +787,7 @@ class SliceDataset(Dataset):
         return assemble_volume(slices, self.volume_shape(case), fill=fill)
 
     def case_label(self, case: str) -> np.ndarray:
-        """The case's label on its original grid, uint8 ``(X, Y, Z)`` (for 3D evaluation)."""
-        return _read_label(self.root, case)[1]
+        """The case's label on its original grid, uint8 ``(X, Y, Z)``, read-only (for 3D
+        evaluation; decoded once with the case's volumes)."""
+        self._volumes(case)
+        return self._labels[case]

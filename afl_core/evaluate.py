@@ -16,7 +16,6 @@ lesion-wise detection. It writes::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from afl_core._io import atomic_write
+from afl_core._io import write_json
 from afl_core.data import SliceDataset, list_cases
 from afl_core.metrics import evaluate_cases, export_csv, results_table
 from afl_core.models import autocast_dtype, build_model, resolve_device
@@ -124,12 +123,13 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", device: torch.devi
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training run folder "
                                 "(python -m afl_core.train ... --out RUN) with at least one epoch done?")
-    saved = torch.load(path, map_location=device, weights_only=True)
+    # On the CPU: a last checkpoint also holds optimiser state, which evaluation never needs.
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     config = saved["config"]
     # The weights come from the checkpoint: no need to fetch pretrained ones.
     model = build_model(config["encoder"], None, in_channels=config["in_channels"], classes=config["classes"])
-    model.load_state_dict(saved.pop("model"))
-    return model.to(device).eval(), saved
+    model.load_state_dict(saved["model"])
+    return model.to(device).eval(), {key: saved[key] for key in ("epoch", "config", "best", "history")}
 
 
 def _scored_cases(model, dataset, cases, threshold, batch_size, amp_dtype) -> Iterator[tuple]:
@@ -188,9 +188,7 @@ def evaluate_run(
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
     export_csv(per_case, out_dir / "per_case.csv")
     export_csv(per_lesion, out_dir / "lesions.csv")
-    with atomic_write(out_dir / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2, default=float)
-        fh.write("\n")
+    write_json(out_dir / "summary.json", summary, default=float)
     return EvaluationResult(per_case, per_lesion, summary)
 
 

@@ -68,6 +68,7 @@ from afl_core.shape import boundary_irregularity
 
 __all__ = [
     "segmentation_scores",
+    "overlap_scores",
     "hd95",
     "paper_protocol_scores",
     "lesion_detection",
@@ -174,6 +175,15 @@ def segmentation_scores(pred: Any, target: Any, spacing: float | Sequence[float]
     _same_shape(p, t, "pred and target")
     sampling = _spacing(spacing, p.ndim)
     return _overlap_scores(p, t) | {"hd95": _hd95(p, t, sampling)}
+
+
+def overlap_scores(pred: Any, target: Any) -> dict[str, float]:
+    """:func:`segmentation_scores` without HD95 (whose distance transforms cost far more
+    than the counts): ``{"dice", "iou", "sensitivity", "specificity"}``."""
+    p = _binary(pred, "pred")
+    t = _binary(target, "target")
+    _same_shape(p, t, "pred and target")
+    return _overlap_scores(p, t)
 
 
 def _overlap_scores(p: np.ndarray, t: np.ndarray) -> dict[str, float]:

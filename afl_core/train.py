@@ -15,7 +15,7 @@ the run folder ``out``::
 Validation (``val_loss``, ``val_dice``): the loss is the mean over validation slices;
 the Dice is the mean over validation cases of the 3D Dice of the thresholded
 (p > 0.5) prediction re-assembled on the case's original grid
-(:func:`afl_core.evaluate.predict_cases`, :func:`afl_core.metrics.segmentation_scores`),
+(:func:`afl_core.evaluate.predict_cases`, :func:`afl_core.metrics.overlap_scores`),
 as the paper evaluates per volume.
 
 Reproducibility: the model is initialised from ``seed``; the order of the training
@@ -55,11 +55,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from afl_core._io import atomic_target, atomic_write
+from afl_core._io import atomic_target, write_json
 from afl_core.data import SliceDataset, load_geometry, patient_grouping, split_cases
 from afl_core.evaluate import predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
-from afl_core.metrics import segmentation_scores
+from afl_core.metrics import export_csv, overlap_scores
 from afl_core.models import autocast_dtype, build_model, resolve_device
 
 __all__ = [
@@ -158,8 +158,6 @@ class TrainConfig:
             except TypeError as error:
                 raise ValueError(f"loss_options {self.loss_options} do not fit A-FL ({error}); it takes "
                                  "alpha, gamma, gamma_terms, reduction, check_values") from None
-            if self.variant not in VARIANTS:
-                raise ValueError(f"unknown A-FL variant {self.variant!r}; choose from {VARIANTS}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
@@ -344,17 +342,6 @@ def _versions() -> dict[str, str]:
             "segmentation_models_pytorch": smp.__version__}
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, default=str)
-        fh.write("\n")
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    with atomic_target(path) as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)
-
-
 def _save(path: Path, payload: dict) -> None:
     with atomic_target(path) as tmp:
         torch.save(payload, tmp)
@@ -397,7 +384,7 @@ def validate(
     ``val_sensitivity`` of the thresholded prediction on each case's original grid."""
     probs, val_loss = predict_cases(model, dataset, device=device, batch_size=batch_size,
                                     amp_dtype=amp_dtype, loss_fn=loss_fn)
-    scores = [segmentation_scores(probs[case] > 0.5, dataset.case_label(case), dataset.spacing(case))
+    scores = [overlap_scores(probs[case] > 0.5, dataset.case_label(case))
               for case in dataset.cases]
     return {"val_loss": val_loss, **{f"val_{k}": _nanmean([s[k] for s in scores]) for k in ("dice", "iou", "sensitivity")}}
 
@@ -509,7 +496,7 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
         "resolved_device": str(device), "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
         "versions": _versions(),
     }
-    _write_json(run_dir / "config.json", resolved)
+    write_json(run_dir / "config.json", resolved)
 
     sync_every = 1 if device.type == "cpu" else _GPU_SYNC_EVERY
     # Workers keep a GPU fed (augmentation runs in them); on the CPU they only compete
@@ -562,7 +549,7 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
             if improved:
                 best = {"epoch": epoch, "val_dice": row["val_dice"]}
             meta = {"epoch": epoch, "config": resolved, "best": best, "history": history}
-            _write_history(run_dir / "history.csv", history)
+            export_csv(pd.DataFrame(history), run_dir / "history.csv")
             if improved:
                 _save(run_dir / "checkpoint_best.pt", {"model": model.state_dict(), **meta})
             _save(run_dir / "checkpoint_last.pt", {

@@ -23,7 +23,6 @@ configuration gives.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from afl_core._io import atomic_target, atomic_write
+from afl_core._io import atomic_target, write_json
 from afl_core.evaluate import evaluate_run
 from afl_core.losses import LOSS_NAMES
 from afl_core.metrics import PAPER_RESULTS, compare_runs, export_csv, results_table
@@ -107,8 +106,7 @@ def main(argv=None) -> pd.DataFrame:
     comparisons = [compare_runs(by_case["focal"], by_case["afl"], metric) for metric in METRICS]
     seed_means = pd.DataFrame({loss: [per_case[loss, s]["dice"].mean() for s in args.seeds] for loss in args.losses},
                               index=pd.Index(args.seeds, name="seed"))
-    with atomic_write(out / "comparison.json", "w", encoding="utf-8") as fh:
-        json.dump({"afl_vs_focal": comparisons, "dice_per_seed": seed_means.to_dict()}, fh, indent=2)
+    write_json(out / "comparison.json", {"afl_vs_focal": comparisons, "dice_per_seed": seed_means.to_dict()})
     save_figure(table, out / "results.png", title=f"{len(args.seeds)} seeds, {args.encoder}, {args.epochs} epochs, "
                 f"synthetic {args.depth}x{args.size}x{args.size}")
 

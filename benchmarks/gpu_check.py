@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from afl_core._io import write_json
 from afl_core.evaluate import evaluate_run
 from afl_core.models import autocast_dtype, build_model
 from afl_core.train import PAPER_SGD, TrainStep, fit, make_loss, make_optimizer
@@ -147,8 +148,7 @@ def main(argv=None) -> int:
     print(f"  fit: epoch {history['epoch']} train_loss {history['train_loss']:.4f} val_dice {history['val_dice']:.4f} "
           f"({history['train_images_per_s']:.0f} images/s with data loading)")
     print(f"  total {report['seconds']:.0f} s")
-    with open(out / "gpu_check.json", "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2, default=str)
+    write_json(out / "gpu_check.json", report)
     return 0
 
 

@@ -50,12 +50,6 @@ def is_junk(name: str) -> bool:
     return any(part in JUNK_NAMES or part.startswith("._") for part in parts)
 
 
-def list_members(archive: str | os.PathLike) -> list[Member]:
-    """The entries of a zip or tar archive (any compression tarfile reads)."""
-    with _open(archive) as handle:
-        return [member for member, _ in _iter_members(handle)]
-
-
 def safe_extract(
     archive: str | os.PathLike,
     destination: str | os.PathLike,
