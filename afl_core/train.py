@@ -277,6 +277,8 @@ class TrainStep:
         self.device = torch.device(device)
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last and self.device.type == "cuda"
+        if self.channels_last:  # in place: the optimiser keeps the same parameters
+            model.to(memory_format=torch.channels_last)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
 
     def to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -466,8 +468,6 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
     seed_everything(cfg.seed)
     model = build_model(cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes)
     model.to(device)
-    if cfg.channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
     loss_fn = make_loss(cfg.loss, cfg.variant, **cfg.loss_options)
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)

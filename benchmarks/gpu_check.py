@@ -66,7 +66,6 @@ def check_syncs(batch, device, amp_dtype) -> dict[str, dict[str, str]]:
             loss_fn(logits, labels).backward()
 
         model = build_model("resnet50", None, in_channels=images.shape[1], classes=classes).to(device)
-        model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, "sgd", PAPER_SGD["lr"], PAPER_SGD["weight_decay"])
         step = TrainStep(model, loss_fn, optimizer, device=device, amp_dtype=amp_dtype, channels_last=True)
         # Warm-up: lazy initialisation (cuDNN plans, optimizer state) may sync once.

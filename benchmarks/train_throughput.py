@@ -75,8 +75,6 @@ def measure(
     trainers = {}
     for name, spec in losses.items():
         model = copy.deepcopy(two if spec.get("variant") == "reference" else one).to(device)
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
         model.train()
         optimizer = make_optimizer(model, "sgd", PAPER_SGD["lr"], PAPER_SGD["weight_decay"])
         trainers[name] = TrainStep(model, make_loss(**spec), optimizer, device=device, amp_dtype=amp_dtype,

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
 from tqdm.auto import tqdm
 
 from afl_core._io import atomic_write
 from afl_core.data import (
+    _READ_ERRORS,
     FILE_ENDING, IMAGES_DIR, label_path, list_cases, read_dataset_json, write_case, write_dataset_json,
 )
 
@@ -78,13 +77,22 @@ def write_cases(
             write_case(root, case, channels, label, affine)
         except DownloadError:
             raise
-        except (OSError, EOFError, zlib.error, RuntimeError, ValueError, ImageFileError) as exc:
+        except (*_READ_ERRORS, RuntimeError) as exc:  # RuntimeError: SimpleITK's read errors
             raise DownloadError(
                 f"Case {case} could not be read or converted ({type(exc).__name__}: {exc}). Its source "
                 "files are damaged or not in the expected format: delete the downloaded archive or the "
                 "case's files and re-run the same command; converted cases are kept."
             ) from None
     return len(todo)
+
+
+def whole_tumour(label: np.ndarray, kept: tuple[int, ...], path: Path, expected: str) -> np.ndarray:
+    """The 0/1 mask of ``label`` values in ``kept``; any value outside ``{0, *kept}`` is an
+    error naming ``path`` (``expected`` says which values the source uses and what to do)."""
+    values = set(np.unique(label).tolist())
+    if not values <= {0, *kept}:
+        raise DownloadError(f"{path} holds the label values {sorted(values)}, but {expected}")
+    return np.isin(label, kept).astype(np.uint8)
 
 
 def remove_other_cases(root: str | os.PathLike, keep: set[str]) -> list[str]:

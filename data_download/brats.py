@@ -81,17 +81,15 @@ def load_case(case_dir: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]
     images = [nib.load(case_dir / f"{case}_{m}.nii.gz") for m in MODALITIES]
     seg_file = case_dir / f"{case}_seg.nii.gz"
     seg = np.asanyarray(nib.load(seg_file).dataobj)
-    values = set(np.unique(seg).tolist())
-    if not values <= {0, *WHOLE_TUMOUR}:
-        raise DownloadError(f"{seg_file} holds the label values {sorted(values)}, but BraTS 2018 uses only "
-                            "0, 1, 2 and 4. The file is damaged or from another BraTS edition; replace it "
-                            "from your original copy and re-run.")
+    mask = _layout.whole_tumour(seg, WHOLE_TUMOUR, seg_file,
+                                "BraTS 2018 uses only 0, 1, 2 and 4. The file is damaged or from another BraTS "
+                                "edition; replace it from your original copy and re-run.")
     channels = [np.asanyarray(image.dataobj) for image in images]
     shapes = {str(c.shape) for c in channels} | {str(seg.shape)}
     if len(shapes) > 1:
         raise DownloadError(f"The files of {case_dir} have different shapes ({', '.join(sorted(shapes))}); "
                             "a BraTS case is co-registered on one grid. Replace them from your original copy.")
-    return channels, np.isin(seg, WHOLE_TUMOUR).astype(np.uint8), images[0].affine
+    return channels, mask, images[0].affine
 
 
 def convert_brats2018(source: str | os.PathLike, dest: str | os.PathLike, *, max_cases: int | None = None,

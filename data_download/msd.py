@@ -51,12 +51,10 @@ def load_case(image_file: Path, label_file: Path) -> tuple[list[np.ndarray], np.
             f"(X, Y, Z, {len(CHANNEL_NAMES)}) with an (X, Y, Z) label. The copy is damaged: delete "
             "the archive and its extracted folder, then re-run."
         )
-    values = set(np.unique(label).tolist())
-    if not values <= {0, *WHOLE_TUMOUR}:
-        raise DownloadError(f"{label_file} holds the label values {sorted(values)}, but MSD Task01 uses only "
-                            "0-3. The copy is damaged: delete the archive and re-run.")
+    mask = _layout.whole_tumour(label, WHOLE_TUMOUR, label_file,
+                                "MSD Task01 uses only 0-3. The copy is damaged: delete the archive and re-run.")
     channels = [np.ascontiguousarray(data[..., c]) for c in range(data.shape[3])]
-    return channels, np.isin(label, WHOLE_TUMOUR).astype(np.uint8), image.affine
+    return channels, mask, image.affine
 
 
 def convert_msd(task_dir: str | os.PathLike, dest: str | os.PathLike, *, max_cases: int | None = None,
