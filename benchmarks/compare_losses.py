@@ -1,28 +1,41 @@
-"""The paper's loss comparison, CPU-sized, on synthetic small lesions.
+"""The loss comparison and the A-FL ablation, CPU-sized, with enough seeds and cases to rank.
 
-    python benchmarks/compare_losses.py [--out runs/compare] [--seeds 0 1 2] [--epochs 10]
-        [--encoder tu-resnet10t] [--size 64] [--cases 24] [--jobs 2] [--losses ...]
+    python benchmarks/compare_losses.py --study all --seeds 0 1 2 3 4 --epochs 24 \\
+        --runs runs/compare --results results
 
-Writes a synthetic dataset (``--cases`` cases of ``--depth`` x ``--size`` x ``--size``,
-small lesions), trains a U-Net with every loss of :data:`afl_core.losses.LOSS_NAMES` for
-every seed with :func:`afl_core.train.fit` (the same train/validation case split for all;
-the seed changes initialisation, sampling and augmentation), evaluates each run on the
-validation cases in 3D with :func:`afl_core.evaluate.evaluate_run`, and prints:
+Writes one synthetic dataset (``--cases`` cases of ``--depth`` x ``--size`` x ``--size``
+voxels, small lesions of radius 1.5 to 6.4 voxels, 15 % lesion-free cases), splits it once
+(``--val-fraction`` of the cases are scored, never trained on), trains a U-Net for every
+arm and seed with :func:`afl_core.train.fit` (the seed changes the initialisation, the
+sampling and the augmentation, not the split), scores each run per case in 3D with the
+last epoch's weights (:func:`afl_core.evaluate.evaluate_run`), and writes, per study,
 
-* the results table (:func:`afl_core.metrics.results_table`) over all (seed, case) pairs;
-* the paired comparison A-FL vs focal loss (:func:`afl_core.metrics.compare_runs`):
-  per-case scores averaged over seeds, then a bootstrap interval of the mean difference
-  (A-FL minus focal) over cases and a Wilcoxon signed-rank p-value.
+* ``RESULTS/<study>/per_case.csv``: one row per (arm, seed, case): ``loss, seed, case,
+  dice, iou, hd95_mm, lesion_f1, paper_dice, paper_iou, sensitivity, ...``;
+* ``RESULTS/<study>/history.csv``: every run's training curve (``loss, seed, epoch,
+  train_loss, val_loss, val_dice``), to show that the runs converged;
+* ``RESULTS/<study>/config.json``: the exact command, the settings, versions, machine
+  and wall time;
+* ``RESULTS/<study>/results.png``: the spread over seeds per arm beside the mean
+  validation Dice per epoch.
 
-Runs already complete in ``--out`` are reused, so an interrupted comparison continues.
-This is a teaching-scale experiment: a small encoder, few epochs and few cases; its
-numbers say how the losses behave on this synthetic data, not what the paper's full
-configuration gives.
+Studies: ``comparison`` (the registry's eight losses plus A-FL's ``reference`` and
+``scale_aware`` variants) and ``ablation`` (which part of A-FL does what; it shares the
+runs of full A-FL, ``reference`` and ``scale_aware`` with the comparison). Finished runs
+in ``--runs`` are reused, so an interrupted benchmark continues where it stopped; the
+statistics (intervals, tests, corrections) are left to the notebooks, which read the
+committed tables. This is a teaching-scale experiment on synthetic data: it says how
+the losses behave here, not what the paper's full configuration gives.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
+import platform
+import shlex
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -32,114 +45,163 @@ import torch
 
 from afl_core._io import atomic_target, write_json
 from afl_core.evaluate import evaluate_run
-from afl_core.losses import LOSS_NAMES
-from afl_core.metrics import PAPER_RESULTS, compare_runs, export_csv, results_table
 from afl_core.synthetic import make_dataset
 from afl_core.train import TrainConfig, fit
-from afl_core.viz import plot_results_bars
 
-METRICS = ("dice", "paper_dice", "sensitivity", "lesion_f1")
+# arm -> (loss, A-FL variant, A-FL options)
+ARMS: dict[str, tuple[str, str | None, dict]] = {
+    "ce": ("ce", None, {}),
+    "dice": ("dice", None, {}),
+    "iou": ("iou", None, {}),
+    "tversky": ("tversky", None, {}),
+    "focal": ("focal", None, {}),
+    "dice_ce": ("dice_ce", None, {}),
+    "dice_focal": ("dice_focal", None, {}),
+    "afl": ("afl", "paper", {}),
+    "afl_reference": ("afl", "reference", {}),
+    "afl_scale_aware": ("afl", "scale_aware", {}),
+    "afl_gamma_va_only": ("afl", "paper", {"gamma_terms": ["volume"]}),
+    "afl_gamma_msa_only": ("afl", "paper", {"gamma_terms": ["smoothness"]}),
+    "afl_alpha_only": ("afl", "paper", {"gamma": 0.0}),
+    "afl_alpha_half": ("afl", "paper", {"alpha": 0.5}),
+    "afl_gamma_2": ("afl", "paper", {"gamma": 2.0}),
+}
+STUDIES = {
+    "comparison": ["ce", "dice", "iou", "tversky", "focal", "dice_ce", "dice_focal", "afl", "afl_reference",
+                   "afl_scale_aware"],
+    "ablation": ["afl", "afl_gamma_va_only", "afl_gamma_msa_only", "afl_alpha_only", "afl_alpha_half",
+                 "afl_gamma_2", "afl_reference", "afl_scale_aware"],
+}
+PER_CASE_COLUMNS = ["loss", "seed", "case", "dice", "iou", "hd95_mm", "lesion_f1", "paper_dice", "paper_iou"]
+VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
+HISTORY_COLUMNS = ["loss", "seed", "epoch", "train_loss", "val_loss", "val_dice"]
 
 
-def run_one(config: dict, threads: int) -> tuple[str, int, pd.DataFrame, float]:
-    """Train (unless already done) and evaluate one (loss, seed) run; returns its per-case table."""
-    torch.set_num_threads(threads)
-    started = time.perf_counter()
+def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFrame]:
+    """Train (unless finished) and score one (arm, seed) run; one CPU thread per run."""
+    torch.set_num_threads(1)
     run = Path(config["out"])
     history = run / "history.csv"
-    done = history.is_file() and len(pd.read_csv(history)) >= config["epochs"]
-    if not done:
+    if not (history.is_file() and len(pd.read_csv(history)) >= config["epochs"]):
         fit(TrainConfig(**config), resume=(run / "config.json").is_file())
-    per_case = evaluate_run(run, progress=False).per_case
-    return config["loss"], config["seed"], per_case, time.perf_counter() - started
+    per_case = evaluate_run(run, progress=False).per_case.rename(columns={"hd95": "hd95_mm"})
+    curve = pd.read_csv(history)
+    return arm, config["seed"], per_case, curve
 
 
-def main(argv=None) -> pd.DataFrame:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/compare")
-    parser.add_argument("--losses", nargs="+", default=list(LOSS_NAMES), choices=LOSS_NAMES)
-    parser.add_argument("--variant", default="paper", help="A-FL variant (default paper)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--cases", type=int, default=24)
+    parser.add_argument("--study", choices=[*STUDIES, "all"], default="all")
+    parser.add_argument("--only", nargs="+", choices=list(ARMS), metavar="ARM",
+                        help="train and score just these arms of the studies (no tables written)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--cases", type=int, default=40)
+    parser.add_argument("--val-fraction", type=float, default=0.6, help="share of the cases scored (default 24 of 40)")
     parser.add_argument("--depth", type=int, default=8, help="slices per case")
     parser.add_argument("--size", type=int, default=64, help="slice size (a multiple of 32)")
-    parser.add_argument("--val-fraction", type=float, default=0.5)
     parser.add_argument("--encoder", default="tu-resnet10t")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    parser.add_argument("--runs", default="runs/compare", help="run folders (reused when finished)")
+    parser.add_argument("--results", default="results", help="where the study tables go")
     args = parser.parse_args(argv)
-    if "focal" not in args.losses or "afl" not in args.losses:
-        parser.error("--losses must include focal and afl (they are compared)")
 
-    out = Path(args.out)
+    studies = list(STUDIES) if args.study == "all" else [args.study]
+    arms = list(dict.fromkeys(arm for study in studies for arm in STUDIES[study]))
+    arms = [arm for arm in arms if arm in args.only] if args.only else arms
+    runs = Path(args.runs)
     started = time.perf_counter()
-    data = make_dataset(out / "data", args.cases, seed=0, shape=(args.depth, args.size, args.size),
+    data = make_dataset(runs / "data", args.cases, seed=0, shape=(args.depth, args.size, args.size),
                         lesion_radius=(1.5, 0.1 * args.size), irregularity=(0.0, 0.6), empty_fraction=0.15,
                         progress=False)
-    configs = [dict(data=str(data), out=str(out / "runs" / f"{loss}-seed{seed}"), loss=loss,
-                    variant=args.variant if loss == "afl" else None, encoder=args.encoder, encoder_weights=None,
-                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
-                    val_fraction=args.val_fraction, device="cpu", progress=False)
-               for seed in args.seeds for loss in args.losses]
-    per_case: dict[tuple[str, int], pd.DataFrame] = {}
-    print(f"{len(configs)} runs ({len(args.losses)} losses x {len(args.seeds)} seeds), {args.jobs} at a time; "
+    configs = []
+    for seed in args.seeds:  # seed-major: an interrupted benchmark leaves whole seeds
+        for arm in arms:
+            loss, variant, options = ARMS[arm]
+            configs.append((arm, dict(
+                data=str(data), out=str(runs / f"{arm}-seed{seed}"), loss=loss, variant=variant,
+                loss_options=options, encoder=args.encoder, encoder_weights=None, epochs=args.epochs,
+                batch_size=args.batch_size, lr=args.lr, seed=seed, val_fraction=args.val_fraction, device="cpu",
+                progress=False)))
+    print(f"{len(configs)} runs ({len(arms)} arms x {len(args.seeds)} seeds), {args.jobs} at a time; "
           f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
           flush=True)
+    per_case, curves = {}, {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, config, 1) for config in configs]
+        futures = [pool.submit(run_one, arm, config) for arm, config in configs]
         for future in futures:
-            loss, seed, table, seconds = future.result()
-            per_case[loss, seed] = table
-            print(f"  {loss:<11s} seed {seed}: dice {table['dice'].mean():.3f}  ({seconds:.0f} s)", flush=True)
+            arm, seed, table, curve = future.result()
+            per_case[arm, seed], curves[arm, seed] = table, curve
+            print(f"  {arm:<20s} seed {seed}: dice {table['dice'].mean():.3f}  "
+                  f"({curve['seconds'].sum():.0f} s of training)", flush=True)
+    wall = time.perf_counter() - started
 
-    # Results over every (seed, case) pair; the lesion F1 pools their detections.
-    pooled = {loss: pd.concat([per_case[loss, s].assign(case=per_case[loss, s]["case"] + f"@seed{s}")
-                               for s in args.seeds], ignore_index=True)
-              for loss in args.losses}
-    table = results_table(pooled)
-    export_csv(table, out / "results.csv")
-    # Paired by case: each case's scores averaged over seeds.
-    by_case = {loss: pd.concat([per_case[loss, s] for s in args.seeds]).groupby("case", as_index=False)
-               .mean(numeric_only=True) for loss in ("focal", "afl")}
-    comparisons = [compare_runs(by_case["focal"], by_case["afl"], metric) for metric in METRICS]
-    seed_means = pd.DataFrame({loss: [per_case[loss, s]["dice"].mean() for s in args.seeds] for loss in args.losses},
-                              index=pd.Index(args.seeds, name="seed"))
-    write_json(out / "comparison.json", {"afl_vs_focal": comparisons, "dice_per_seed": seed_means.to_dict()})
-    save_figure(table, out / "results.png", title=f"{len(args.seeds)} seeds, {args.encoder}, {args.epochs} epochs, "
-                f"synthetic {args.depth}x{args.size}x{args.size}")
-
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
-        print(f"\nResults ({len(args.seeds)} seeds x {table['Cases'].iloc[0] // len(args.seeds)} validation cases; "
-              f"A-FL variant {args.variant!r}):")
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
-        print("\nMean Dice per seed:")
+    for study in [] if args.only else studies:
+        keys = [(arm, seed) for seed in args.seeds for arm in STUDIES[study]]
+        table = pd.concat([per_case[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
+        table = table[PER_CASE_COLUMNS + [c for c in table if c not in PER_CASE_COLUMNS]]
+        history = pd.concat([curves[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
+        out = Path(args.results) / study
+        write_csv(table, out / "per_case.csv")
+        write_csv(history[HISTORY_COLUMNS], out / "history.csv")
+        write_json(out / "config.json", {
+            "command": "python " + shlex.join(["benchmarks/compare_losses.py", *(sys.argv[1:] if argv is None
+                                                                                 else argv)]),
+            "study": study, "arms": {arm: dict(zip(("loss", "variant", "loss_options"), ARMS[arm]))
+                                     for arm in STUDIES[study]},
+            "settings": {k: v for k, v in vars(args).items() if k not in ("runs", "results", "study")},
+            "val_cases": sorted(table["case"].unique()),
+            "versions": {"python": platform.python_version(),
+                         **{p: importlib.metadata.version(p) for p in VERSIONED}},
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "cpus": os.cpu_count(), "torch_threads_per_run": 1},
+            "wall_seconds_this_call": round(wall, 1),
+            "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
+        })
+        save_figure(table, history, out / "results.png", title=f"{study}: {len(args.seeds)} seeds x "
+                    f"{table['case'].nunique()} cases, {args.encoder}, {args.epochs} epochs, synthetic "
+                    f"{args.depth}x{args.size}x{args.size}")
+        seed_means = table.pivot_table(index="loss", columns="seed", values="dice", aggfunc="mean")
+        seed_means = seed_means.loc[STUDIES[study]]
+        seed_means["mean"], seed_means["sd over seeds"] = seed_means.mean(axis=1), seed_means.std(axis=1)
+        print(f"\n{study}: mean Dice over the {table['case'].nunique()} cases, per seed")
         print(seed_means.to_string(float_format=lambda v: f"{v:.3f}"))
-        print("\nA-FL minus focal loss, paired by case (scores averaged over seeds), 95% bootstrap CI:")
-        print(pd.DataFrame(comparisons).set_index("metric").to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{time.perf_counter() - started:.0f} s; tables in {out}")
-    return table
+    print(f"\n{wall:.0f} s; tables in {args.results}")
 
 
-def save_figure(table: pd.DataFrame, path: Path, *, title: str) -> None:
-    """Standard Dice and the paper's protocol side by side, the paper's PI-CAI numbers as markers."""
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_target(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title: str) -> None:
+    """Left: each seed's mean Dice per arm (dots) and their mean (bar); right: validation Dice per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    scores = table.to_dict(orient="index")
-    paper = PAPER_RESULTS["PICAI"]["DSC"].to_dict()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), layout="constrained")
-    plot_results_bars(scores, metric="DSC", ax=axes[0])
-    axes[0].set_title("standard lesion Dice")
-    plot_results_bars(scores, metric="DSC (paper protocol)", reference=paper, reference_label="paper (PI-CAI)",
-                      ax=axes[1])
-    axes[1].set_title("the paper's protocol (background averaged in)")
+    arms = list(dict.fromkeys(table["loss"]))
+    seed_means = table.groupby(["loss", "seed"])["dice"].mean().unstack("seed").loc[arms]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    left.bar(range(len(arms)), seed_means.mean(axis=1), color="0.85", label="mean over seeds")
+    for column in seed_means:
+        left.plot(range(len(arms)), seed_means[column], "o", ms=3, color="tab:blue", alpha=0.7)
+    left.plot([], [], "o", ms=3, color="tab:blue", label="one seed (mean over cases)")
+    left.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
+    left.set_ylabel("lesion Dice (last epoch)")
+    left.legend(fontsize=7)
+    curve = history.groupby(["loss", "epoch"])["val_dice"].mean().unstack("loss")
+    for arm in arms:
+        right.plot(curve.index, curve[arm], label=arm, lw=1)
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation Dice (mean over seeds)")
+    right.legend(fontsize=6, ncol=2)
     fig.suptitle(title, fontsize=9)
     with atomic_target(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
