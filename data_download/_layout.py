@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 from afl_core._io import atomic_write
 from afl_core.data import (
     _READ_ERRORS,
-    FILE_ENDING, IMAGES_DIR, label_path, list_cases, read_dataset_json, write_case, write_dataset_json,
+    FILE_ENDING, IMAGES_DIR, LABELS_DIR, label_path, list_cases, read_dataset_json, write_case, write_dataset_json,
 )
 
 from .remote import DownloadError
@@ -42,6 +43,18 @@ def is_complete(root: str | os.PathLike, request: dict) -> bool:
     return info.get("download") == _as_json(request) and len(cases) == info["numTraining"]
 
 
+def remove_stale(folder: str | os.PathLike, pattern: str) -> list[str]:
+    """Delete what a killed run of this program left in ``folder`` under ``pattern`` (temporary
+    files and folders; one run per folder at a time is assumed) and return the names."""
+    stale = sorted(Path(folder).glob(pattern))
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return [path.name for path in stale]
+
+
 def write_cases(
     root: str | os.PathLike,
     loaders: Mapping[str, CaseLoader],
@@ -60,6 +73,9 @@ def write_cases(
     wrote the folder, or ``force`` is set, every case is written again.
     """
     marker = Path(root) / CONVERSION_MARKER
+    for folder in (Path(root), Path(root) / IMAGES_DIR, Path(root) / LABELS_DIR):
+        if folder.is_dir():  # the atomic writers' temporaries (.tmp-<hex>-<name>) of a killed run
+            remove_stale(folder, ".tmp-*")
     params = _as_json(params)
     previous = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else params
     force = force or previous != params

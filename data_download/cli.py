@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from . import brats, msd, picai
-from .remote import DownloadError, RemoteFile, describe, remote_size
+from .remote import DownloadError, RemoteFile, check_transfer_options, describe, remote_size
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,8 @@ def _network(parser: argparse.ArgumentParser, official: str) -> None:
     parser.add_argument("--cache", type=Path, help="folder for downloaded archives (default DEST/.downloads)")
     parser.add_argument("--delete-archives", dest="keep_archives", action="store_false",
                         help="delete the downloaded archives after a successful conversion")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry (60)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds without data, or with under 1 KiB/s on average over as long, before a retry (60)")
     parser.add_argument("--retries", type=int, default=2, help="automatic retries of a failed transfer (2)")
 
 
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description=picai.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     _network(p, picai.ZENODO_RECORD_URL)
+    p.add_argument("--record-url", default=picai.ZENODO_RECORD_URL,
+                   help="the Zenodo record (JSON) whose sizes and md5 the archives must match, wherever they come "
+                        "from; an https:// or file:// address (%(default)s)")
     p.add_argument("--folds", type=int, nargs="+", default=list(picai.FOLDS), help="image folds to fetch (0-4; all)")
     p.add_argument("--labels", choices=sorted(picai.LABEL_SETS), default="human",
                    help="human: expert labels only; human+pooch25 / human+ai: expert labels, then "
@@ -110,7 +114,8 @@ def _print_plan(remotes: list[RemoteFile], folder: Path) -> None:
 def _run_picai(args) -> int:
     cache = args.cache or args.dest / ".downloads"
     if args.dry_run:
-        remotes = picai.plan_picai(folds=args.folds, base_url=args.base_url, labels_commit=args.labels_commit,
+        remotes = picai.plan_picai(folds=args.folds, labels=args.labels, base_url=args.base_url,
+                                   record_url=args.record_url, labels_commit=args.labels_commit,
                                    labels_base_url=args.labels_base_url, labels_dir=args.labels_dir,
                                    **_network_options(args))
         print(picai.LICENCE_NOTICE)
@@ -119,7 +124,8 @@ def _run_picai(args) -> int:
               f"{' x '.join(map(str, args.matrix_size))} voxels) into {args.dest}")
         return 0
     done = picai.download_picai(
-        args.dest, folds=args.folds, labels=args.labels, base_url=args.base_url, labels_commit=args.labels_commit,
+        args.dest, folds=args.folds, labels=args.labels, base_url=args.base_url, record_url=args.record_url,
+        labels_commit=args.labels_commit,
         labels_base_url=args.labels_base_url, labels_dir=args.labels_dir, cache=args.cache, spacing=args.spacing,
         matrix_size=args.matrix_size, max_cases=args.max_cases, keep_archives=args.keep_archives,
         force=args.force, progress=args.progress, **_network_options(args))
@@ -128,6 +134,7 @@ def _run_picai(args) -> int:
 
 def _run_msd(args) -> int:
     if args.dry_run:
+        check_transfer_options(**_network_options(args))
         remote = msd.archive(args.base_url)
         sized = RemoteFile(remote.url, remote.name, remote.checksum, remote_size(remote.url, timeout=args.timeout))
         print(msd.LICENCE_NOTICE)

@@ -21,8 +21,8 @@ import nibabel as nib
 import numpy as np
 
 from . import _layout
-from .archives import is_junk, safe_extract
-from .remote import DownloadError, RemoteFile, fetch
+from .archives import is_junk, remove_stale_extractions, safe_extract
+from .remote import DownloadError, RemoteFile, check_transfer_options, check_url, fetch
 
 BASE_URL = "https://msd-for-monai.s3-us-west-2.amazonaws.com"
 TASK = "Task01_BrainTumour"
@@ -37,7 +37,8 @@ LICENCE_NOTICE = (
 
 
 def archive(base_url: str = BASE_URL) -> RemoteFile:
-    return RemoteFile(f"{base_url.rstrip('/')}/{TASK}.tar", f"{TASK}.tar", f"md5:{ARCHIVE_MD5}")
+    """The task's tar under ``base_url``, with the pinned md5 whatever the server."""
+    return RemoteFile(f"{check_url(base_url, option='--base-url')}/{TASK}.tar", f"{TASK}.tar", f"md5:{ARCHIVE_MD5}")
 
 
 def load_case(image_file: Path, label_file: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -86,15 +87,19 @@ def download_msd(dest: str | os.PathLike, *, base_url: str = BASE_URL, cache: st
                  max_cases: int | None = None, keep_archives: bool = True, force: bool = False,
                  progress: bool = True, timeout: float = 60.0, retries: int = 2,
                  retry_wait: float = 2.0) -> Path | None:
-    """Download, verify and convert Task01_BrainTumour into ``dest``; ``None`` if already complete."""
+    """Download, verify and convert Task01_BrainTumour into ``dest``; ``None`` if already complete.
+    The options are checked first, and what a killed run left in ``cache`` is removed."""
+    check_transfer_options(timeout=timeout, retries=retries)
+    remote = archive(base_url)
     dest = Path(dest)
+    cache = Path(cache) if cache else dest / ".downloads"
+    if cache.is_dir():
+        remove_stale_extractions(cache)
     request = {"max_cases": max_cases}
     if not force and _layout.is_complete(dest, request):
         return None
     _layout.check_dest_source(dest, "msd-brain")
     print(LICENCE_NOTICE, flush=True)
-    cache = Path(cache) if cache else dest / ".downloads"
-    remote = archive(base_url)
     # fetch() checks free space against the server's Content-Length (S3 sends it).
     tar = fetch(remote, cache, progress=progress, timeout=timeout, retries=retries, retry_wait=retry_wait)
     extracted = safe_extract(tar, cache / TASK, progress=progress,

@@ -1,10 +1,22 @@
 """PI-CAI 2022 public training data: bpMRI of the prostate with csPCa lesion masks.
 
 Images come from Zenodo record 6624726 (five ``picai_public_images_fold{k}.zip``, one
-folder per patient with ``<patient>_<study>_{t2w,adc,hbv,sag,cor}.mha``); their md5
-checksums and sizes are read from the record's API at run time. Labels come from the
-``DIAGNijmegen/picai_labels`` repository at a pinned commit. Licence: CC BY-NC 4.0
-(non-commercial use, with attribution).
+folder per patient with ``<patient>_<study>_{t2w,adc,hbv,sag,cor}.mha``). Labels come from
+the ``DIAGNijmegen/picai_labels`` repository at a pinned commit. Licence: CC BY-NC 4.0
+(non-commercial use, with attribution). Conversion needs SimpleITK: install the extra
+``afl-tutorial[picai]``.
+
+Trust. The md5 and size of each fold archive are read from Zenodo's own record
+(``--record-url``, by default ``https://zenodo.org/api/records/6624726``; a published Zenodo
+record never changes its files), never from a mirror: ``--base-url`` says only where the
+archives are fetched from, so a mirror is checked against Zenodo whatever it serves. (No
+copy of the published values was available when this was written to pin them in the
+code; the record is the primary source.) Without Zenodo access, save the record's JSON
+where it can be reached and pass it, e.g. ``--record-url file:///data/record-6624726.json``.
+GitHub publishes no checksum for its picai_labels archive: the download is accepted only
+as a complete zip (every CRC checked) and its sha256 is recorded in dataset.json. Every
+``.mha`` is checked before SimpleITK reads it (:mod:`data_download.metaimage`): voxels in
+the file itself and of exactly the size its header claims.
 
 Conversion follows the PI-CAI U-Net baseline (picai_prep's ``Sample.preprocess``):
 labels are binarised (``label >= 1``: every ISUP >= 2 lesion), every scan is resampled to
@@ -14,24 +26,31 @@ grid (B-spline for scans, nearest neighbour for labels). Here the resampling and
 are one interpolation onto the final grid. The layout's channels are 0 = T2W, 1 = ADC,
 2 = HBV; the affine is the SimpleITK geometry turned from LPS into NIfTI's RAS.
 
-``--base-url`` replaces ``https://zenodo.org/api/records/6624726``: the record's JSON is
-read from the base URL itself and the files from ``<base>/files/<name>/content``.
+``--base-url`` replaces ``https://zenodo.org/api/records/6624726`` as the place the files
+are fetched from, as ``<base>/files/<name>/content``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
 from . import _layout
-from .archives import is_junk, safe_extract
-from .remote import DownloadError, RemoteFile, bytes_to_fetch, ensure_free_space, fetch, file_checksum, read_json
+from .archives import archive_problem, is_junk, remove_stale_extractions, safe_extract
+from .metaimage import check_metaimage
+from .remote import (
+    DownloadError, RemoteFile, bytes_to_fetch, check_transfer_options, check_url, ensure_free_space, fetch,
+    file_checksum, parse_checksum, read_json,
+)
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 ZENODO_RECORD_URL = "https://zenodo.org/api/records/6624726"
 LABELS_ARCHIVE_URL = "https://github.com/DIAGNijmegen/picai_labels/archive"
@@ -58,21 +77,54 @@ DEFAULT_SPACING = (3.0, 0.5, 0.5)
 DEFAULT_MATRIX_SIZE = (20, 256, 256)
 
 
+def _simpleitk():
+    """SimpleITK, imported on first use: only the conversion needs it (the ``picai`` extra)."""
+    try:
+        import SimpleITK
+    except ImportError:
+        raise DownloadError(
+            "Converting PI-CAI needs SimpleITK, which is not installed here. Install the PI-CAI extra, "
+            "pip install 'afl-tutorial[picai]' (or pip install SimpleITK), then re-run the same command."
+        ) from None
+    return SimpleITK
+
+
+def _read_image(path: Path) -> sitk.Image:
+    """``path`` read by SimpleITK, after :func:`check_metaimage` for a MetaImage."""
+    if path.suffix.lower() in (".mha", ".mhd"):
+        check_metaimage(path)
+    return _simpleitk().ReadImage(str(path))
+
+
 def fold_archive_name(fold: int) -> str:
     return f"picai_public_images_fold{fold}.zip"
 
 
-def image_archives(
-    folds: Sequence[int] = FOLDS, *, base_url: str = ZENODO_RECORD_URL, **read_options
-) -> list[RemoteFile]:
-    """The fold archives with sizes and checksums read from the Zenodo record's JSON
-    (both the current API, ``key`` + ``"md5:<hex>"``, and the legacy one, ``filename`` +
-    bare hex, are understood)."""
-    base_url = base_url.rstrip("/")
+def _check_folds(folds: Sequence[int]) -> None:
     bad = sorted(set(folds) - set(FOLDS))
     if bad or not folds:
         raise DownloadError(f"PI-CAI has folds {list(FOLDS)}; got {list(folds)}. Choose some of them with --folds.")
-    record = read_json(base_url, **read_options)
+
+
+def image_archives(
+    folds: Sequence[int] = FOLDS, *, base_url: str = ZENODO_RECORD_URL, record_url: str = ZENODO_RECORD_URL,
+    **read_options,
+) -> list[RemoteFile]:
+    """The fold archives at ``<base_url>/files/<name>/content``, with the sizes and md5 that
+    the record at ``record_url`` (Zenodo's, unless told otherwise) lists for them. The
+    current API (``key`` + ``"md5:<hex>"``) and the legacy one (``filename`` + bare hex) are
+    understood; a size or checksum that cannot be read is an error naming the record."""
+    _check_folds(folds)
+    base_url = check_url(base_url, option="--base-url")
+    record_url = check_url(record_url, option="--record-url", schemes=("http", "https", "file"))
+    try:
+        record = read_json(record_url, **read_options)
+    except DownloadError as exc:
+        raise DownloadError(
+            f"{exc} The sizes and md5 the fold archives must match come from this record, whichever --base-url "
+            "serves them. Without access to it, save the JSON of https://zenodo.org/api/records/6624726 on a "
+            "machine that has access and pass it with --record-url file:///path/to/record.json."
+        ) from None
     files = record.get("files", [])
     if isinstance(files, dict):  # some InvenioRDM endpoints nest the list
         files = files.get("entries", [])
@@ -80,18 +132,37 @@ def image_archives(
     remotes = []
     for fold in folds:
         name = fold_archive_name(fold)
-        entry = entries.get(name)
-        if entry is None or not entry.get("checksum"):
-            raise DownloadError(
-                f"The record at {base_url} does not list {name} with a checksum (it lists: "
-                f"{', '.join(sorted(entries)) or 'no files'}). If you used --base-url, point it at a "
-                "copy of the Zenodo record API (JSON at the base URL, files under <base>/files/<name>/content); "
-                "otherwise the record has changed: check https://zenodo.org/records/6624726."
-            )
-        checksum = entry["checksum"] if ":" in entry["checksum"] else f"md5:{entry['checksum']}"
-        size = entry.get("size", entry.get("filesize"))
-        remotes.append(RemoteFile(f"{base_url}/files/{name}/content", name, checksum, int(size) if size else None))
+        size, checksum = _record_entry(entries, name, record_url)
+        remotes.append(RemoteFile(f"{base_url}/files/{name}/content", name, checksum, size))
     return remotes
+
+
+def _record_entry(entries: dict[str, dict], name: str, record_url: str) -> tuple[int, str]:
+    """``(size, "md5:<hex>")`` of ``name`` in a record's file list, checked."""
+    entry = entries.get(name)
+    if entry is None or not entry.get("checksum"):
+        raise DownloadError(
+            f"The record at {record_url} does not list {name} with a checksum (it lists: "
+            f"{', '.join(sorted(map(str, entries))) or 'no files'}). With --record-url, point it at a copy of "
+            "https://zenodo.org/api/records/6624726 (the JSON itself); otherwise the record has changed: "
+            "check https://zenodo.org/records/6624726."
+        )
+    size, checksum = entry.get("size", entry.get("filesize")), entry["checksum"]
+    problem = None
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        problem = f"the size {size!r} is not a positive whole number of bytes"
+    else:
+        try:
+            algorithm, digest = parse_checksum(checksum if ":" in str(checksum) else f"md5:{checksum}")
+            return size, f"{algorithm}:{digest}"
+        except (ValueError, AttributeError):
+            problem = (f"the checksum {checksum!r} is not '<algorithm>:<hex digest>' with algorithm md5, sha1, "
+                       "sha256 or sha512 and a digest of its length")
+    raise DownloadError(
+        f"The record at {record_url} lists {name}, but {problem}, so the download could not be verified and "
+        "nothing was fetched. The record is damaged or is not Zenodo's: leave --record-url out to use "
+        "https://zenodo.org/api/records/6624726, or pass an unaltered copy of it."
+    )
 
 
 def labels_archive(commit: str = LABELS_COMMIT, *, base_url: str = LABELS_ARCHIVE_URL) -> RemoteFile:
@@ -162,6 +233,7 @@ def reference_grid(t2w: sitk.Image, spacing_zyx: Sequence[float], matrix_size_zy
     start = np.where(resampled_size >= matrix, (resampled_size - matrix) // 2, -((matrix - resampled_size) // 2))
     direction = np.asarray(t2w.GetDirection()).reshape(3, 3)
     origin = np.asarray(t2w.GetOrigin()) + direction @ (spacing * start)
+    sitk = _simpleitk()
     grid = sitk.Image([int(n) for n in matrix], sitk.sitkUInt8)
     grid.SetSpacing(spacing.tolist())
     grid.SetOrigin(origin.tolist())
@@ -175,7 +247,7 @@ def sitk_to_nifti(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     SimpleITK maps index i to the LPS point ``origin + D diag(spacing) i``; RAS negates the
     first two world axes, so ``affine = diag(-1, -1, 1, 1) [D diag(spacing) | origin]``.
     """
-    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    array = _simpleitk().GetArrayFromImage(image).transpose(2, 1, 0)
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     affine = np.eye(4)
     affine[:3, :3] = direction * np.asarray(image.GetSpacing())
@@ -191,16 +263,17 @@ def convert_case(
     matrix_size: Sequence[int] = DEFAULT_MATRIX_SIZE,
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """One case's ``(channels [t2w, adc, hbv], binary label, affine)`` on the output grid."""
-    t2w = sitk.ReadImage(str(scans["t2w"]))
+    sitk = _simpleitk()
+    t2w = _read_image(scans["t2w"])
     grid = reference_grid(t2w, spacing, matrix_size)
     channels = []
     for modality in MODALITIES:
-        scan = t2w if modality == "t2w" else sitk.ReadImage(str(scans[modality]))
+        scan = t2w if modality == "t2w" else _read_image(scans[modality])
         resampled = sitk.Resample(sitk.Cast(scan, sitk.sitkFloat32), grid, sitk.Transform(),
                                   sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
         channels.append(sitk_to_nifti(resampled)[0])
     # Binarise before resampling: any ISUP >= 2 lesion (expert values 2..5, AI/Pooch25 value 1).
-    lesion = sitk.ReadImage(str(label_file)) >= 1
+    lesion = _read_image(label_file) >= 1
     label, affine = sitk_to_nifti(sitk.Resample(lesion, grid, sitk.Transform(), sitk.sitkNearestNeighbor,
                                                 0, sitk.sitkUInt8))
     return channels, label, affine
@@ -229,6 +302,7 @@ def convert_picai(
     are filled in by :func:`download_picai`.
     """
     _check_label_set(labels)
+    _simpleitk()
     _layout.check_dest_source(dest, "picai")
     labels_root = find_labels_root(labels_dir) / _DELINEATIONS
     scans, incomplete = find_scans(images_dir)
@@ -268,11 +342,34 @@ def convert_picai(
 # --------------------------------------------------------------------------- download
 
 
-def plan_picai(*, folds: Sequence[int] = FOLDS, base_url: str = ZENODO_RECORD_URL,
-               labels_commit: str = LABELS_COMMIT, labels_base_url: str = LABELS_ARCHIVE_URL,
-               labels_dir: str | os.PathLike | None = None, **read_options) -> list[RemoteFile]:
-    """The files :func:`download_picai` fetches (reads the Zenodo record for sizes)."""
-    remotes = image_archives(folds, base_url=base_url, **read_options)
+def _check_inputs(*, folds: Sequence[int], labels: str, labels_commit: str, labels_dir, base_url: str,
+                  labels_base_url: str, record_url: str, timeout: float, retries: int) -> None:
+    """Everything that can be checked without the network, so that a typo is reported before
+    gigabytes are downloaded rather than after."""
+    _check_folds(folds)
+    _check_label_set(labels)
+    check_transfer_options(timeout=timeout, retries=retries)
+    check_url(base_url, option="--base-url")
+    check_url(labels_base_url, option="--labels-base-url")
+    check_url(record_url, option="--record-url", schemes=("http", "https", "file"))
+    # The commit names a file in the cache: a name, never a path.
+    if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]*", labels_commit):
+        raise DownloadError(f"--labels-commit {labels_commit!r} is not a commit or tag name of picai_labels "
+                            f"(letters, digits, '.', '_', '-'); the default is {LABELS_COMMIT}.")
+    if labels_dir is not None:
+        find_labels_root(labels_dir)
+
+
+def plan_picai(*, folds: Sequence[int] = FOLDS, labels: str = "human", base_url: str = ZENODO_RECORD_URL,
+               record_url: str = ZENODO_RECORD_URL, labels_commit: str = LABELS_COMMIT,
+               labels_base_url: str = LABELS_ARCHIVE_URL, labels_dir: str | os.PathLike | None = None,
+               timeout: float = 60.0, retries: int = 2, retry_wait: float = 2.0) -> list[RemoteFile]:
+    """The files :func:`download_picai` fetches (reads the record for sizes), after the same
+    checks of the options."""
+    _check_inputs(folds=folds, labels=labels, labels_commit=labels_commit, labels_dir=labels_dir, base_url=base_url,
+                  labels_base_url=labels_base_url, record_url=record_url, timeout=timeout, retries=retries)
+    remotes = image_archives(folds, base_url=base_url, record_url=record_url, timeout=timeout, retries=retries,
+                             retry_wait=retry_wait)
     if labels_dir is None:
         remotes.append(labels_archive(labels_commit, base_url=labels_base_url))
     return remotes
@@ -284,6 +381,7 @@ def download_picai(
     folds: Sequence[int] = FOLDS,
     labels: str = "human",
     base_url: str = ZENODO_RECORD_URL,
+    record_url: str = ZENODO_RECORD_URL,
     labels_commit: str = LABELS_COMMIT,
     labels_base_url: str = LABELS_ARCHIVE_URL,
     labels_dir: str | os.PathLike | None = None,
@@ -300,33 +398,42 @@ def download_picai(
 ) -> Path | None:
     """Download the chosen folds and the labels, verify them, and convert them into ``dest``.
 
-    Returns ``dest``, or ``None`` when ``dest`` already held this exact dataset (nothing
-    is done then unless ``force``). Archives go to ``cache`` (default ``dest/.downloads``)
-    and are kept for re-runs unless ``keep_archives`` is false; the extracted files are
-    removed once the conversion is complete.
+    The archives are fetched from ``base_url`` and checked against the sizes and md5 of
+    the record at ``record_url`` (see the module docstring). Every option, ``labels_dir``
+    and SimpleITK are checked before anything is downloaded. Returns ``dest``, or ``None``
+    when ``dest`` already held this exact dataset (nothing is done then unless ``force``).
+    Archives go to ``cache`` (default ``dest/.downloads``) and are kept for re-runs unless
+    ``keep_archives`` is false; the extracted files are removed once the conversion is
+    complete, and those a killed run left behind at the next start.
     """
+    _check_inputs(folds=folds, labels=labels, labels_commit=labels_commit, labels_dir=labels_dir, base_url=base_url,
+                  labels_base_url=labels_base_url, record_url=record_url, timeout=timeout, retries=retries)
     dest = Path(dest)
+    cache = Path(cache) if cache else dest / ".downloads"
+    for folder in (cache, cache / "images"):
+        if folder.is_dir():
+            remove_stale_extractions(folder)
     request = {"folds": sorted(folds), "labels": labels,
                "labels_source": labels_commit if labels_dir is None else str(Path(labels_dir).resolve()),
                "spacing": list(spacing), "matrix_size": list(matrix_size), "max_cases": max_cases}
     if not force and _layout.is_complete(dest, request):
         return None
-    _check_label_set(labels)
+    _simpleitk()
     _layout.check_dest_source(dest, "picai")
     print(LICENCE_NOTICE, flush=True)
-    cache = Path(cache) if cache else dest / ".downloads"
     net = dict(timeout=timeout, retries=retries, retry_wait=retry_wait)
-    remotes = image_archives(folds, base_url=base_url, **net)
+    remotes = image_archives(folds, base_url=base_url, record_url=record_url, **net)
     ensure_free_space(cache, bytes_to_fetch(remotes, cache), what=f"the PI-CAI archives of folds {sorted(folds)}")
     downloads = [fetch(remote, cache, progress=progress, **net) for remote in remotes]
     labels_note, extracted = {}, []
     if labels_dir is None:
         remote = labels_archive(labels_commit, base_url=labels_base_url)
-        archive = fetch(remote, cache, progress=progress, **net)
+        archive = fetch(remote, cache, progress=progress, verify=archive_problem, **net)
         downloads.append(archive)
         digest = file_checksum(archive, "sha256")
-        print(f"picai_labels @ {labels_commit}: no checksum is published for GitHub's archive; "
-              f"its sha256 is {digest} (recorded in dataset.json as labels_archive_sha256).", flush=True)
+        print(f"picai_labels @ {labels_commit}: no checksum is published for GitHub's archive; it was "
+              f"checked as a complete zip and its sha256 is {digest} (recorded in dataset.json as "
+              "labels_archive_sha256).", flush=True)
         labels_note = {"labels_archive": remote.url, "labels_archive_sha256": digest}
         # Only the lesion delineations (all sets: small); not the 6000 anatomical masks.
         labels_dir = safe_extract(archive, cache / archive.name.removesuffix(".zip"),
@@ -345,7 +452,8 @@ def download_picai(
     summary = convert_picai(
         images_dir, labels_dir, dest, labels=labels, spacing=spacing, matrix_size=matrix_size,
         max_cases=max_cases, request=request, force=force, progress=progress,
-        extra={"images_record": "https://doi.org/10.5281/zenodo.6624726", "image_archives_md5": {r.name: r.checksum for r in remotes}, **labels_note},
+        extra={"images_record": "https://doi.org/10.5281/zenodo.6624726", "images_checksums_from": record_url,
+               "image_archives_md5": {r.name: r.checksum for r in remotes}, **labels_note},
     )
     print(f"PI-CAI: {len(summary.cases)} labelled cases in {dest} ({summary.written} written now); "
           f"{len(summary.unlabelled)} cases have no label in the {labels!r} set and were skipped"

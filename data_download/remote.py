@@ -1,11 +1,21 @@
-"""HTTP downloads that can be trusted: resumable, verified, never half-written.
+"""HTTP downloads that can be trusted: resumable, verified, bounded, never half-written.
 
 A file is streamed to ``<name>.part``. An existing ``.part`` is resumed with an HTTP
 ``Range`` request (used only when the server answers ``206 Partial Content`` for the
-right offset; a ``200`` restarts from zero). When the transfer is complete its checksum
-is compared with the expected one and only then is it renamed to ``<name>``: a file under
-its final name is always whole and verified. Every failure becomes a
-:class:`DownloadError` whose message says what happened and what to do.
+right offset; a ``200`` restarts from zero). When the transfer is complete it is verified
+and only then renamed to ``<name>``, so a file under its final name is always whole:
+
+- against its checksum, when one is known;
+- by ``verify(path)``, when given (e.g. an archive's own CRCs, for a file published without
+  a checksum), so a body cut short without ``Content-Length`` is never taken as complete.
+
+A resumed file that fails verification (a ``.part`` of another origin) is deleted and
+downloaded again from zero. Every transfer is bounded: an HTML page is refused as soon as
+it arrives; no more than the expected size (or ``max_bytes`` for a file of unknown size)
+is accepted; free disk space is checked before and while writing; and a transfer slower
+than ``min_rate`` bytes/s over any ``timeout`` seconds counts as stalled, like silence for
+``timeout`` seconds. Every failure becomes a :class:`DownloadError` whose message says what
+happened and what to do.
 """
 
 from __future__ import annotations
@@ -13,22 +23,35 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import shutil
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "afl-tutorial-data-download/0.1"
+# Slower than this on average over a whole --timeout window counts as a stalled transfer.
+MIN_RATE = 1024
+# A file of unknown size larger than this is refused (the largest unsized download, GitHub's
+# picai_labels archive, is far smaller); a known size is its own ceiling.
+MAX_UNSIZED_BYTES = 4 << 30
+# While the size is unknown, free space is checked again after every this many bytes.
+SPACE_CHECK_BYTES = 64 << 20
+# A JSON record (e.g. Zenodo's) larger than this is not a record.
+MAX_JSON_BYTES = 16 << 20
 _HEX = re.compile(r"^[0-9a-f]+$")
-_DIGEST_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+_DIGEST_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
 
 
 class DownloadError(RuntimeError):
@@ -37,6 +60,10 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """A completed transfer does not have the expected checksum."""
+
+
+class OptionError(DownloadError, ValueError):
+    """An option has a value that cannot work (``--retries -1``, ``--base-url notaurl``)."""
 
 
 class _TransientError(Exception):
@@ -49,26 +76,52 @@ class RemoteFile:
 
     ``checksum`` is ``"<algorithm>:<hex>"`` (``"md5:..."``, ``"sha256:..."``) or a bare hex
     digest whose length names the algorithm; ``None`` when no trustworthy value is known.
-    ``size`` in bytes, when known in advance (used for the free-disk check and progress).
+    ``size`` in bytes, when known in advance (used for the free-disk check and progress, and
+    the most bytes accepted); ``max_bytes`` is the most bytes accepted when it is not.
     """
 
     url: str
     name: str
     checksum: str | None = None
     size: int | None = None
+    max_bytes: int = MAX_UNSIZED_BYTES
 
 
 def parse_checksum(checksum: str) -> tuple[str, str]:
-    """``"md5:ABC..."`` or bare ``"abc..."`` -> ``("md5", "abc...")``."""
+    """``"md5:ABC..."`` or bare ``"abc..."`` -> ``("md5", "abc...")``; md5, sha1, sha256 or
+    sha512, with a hex digest of that algorithm's length (else :class:`ValueError`)."""
     algorithm, _, digest = checksum.strip().lower().rpartition(":")
     if not algorithm:
-        algorithm = _DIGEST_LENGTHS.get(len(digest), "")
-    if not _HEX.match(digest) or algorithm not in hashlib.algorithms_available:
+        algorithm = next((name for name, length in _DIGEST_LENGTHS.items() if length == len(digest)), "")
+    if not _HEX.match(digest) or _DIGEST_LENGTHS.get(algorithm) != len(digest):
         raise ValueError(
             f"Cannot read the checksum {checksum!r}: expected '<algorithm>:<hex digest>' "
-            "(e.g. 'md5:240a19d7...') or a bare md5/sha1/sha256/sha512 hex digest."
+            "(e.g. 'md5:240a19d7...') or a bare hex digest, with algorithm md5, sha1, sha256 or "
+            "sha512 and a digest of that algorithm's length."
         )
     return algorithm, digest
+
+
+def check_url(url: str, *, option: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``url`` without a trailing ``/`` if it is an absolute address of one of ``schemes``,
+    else :class:`OptionError` naming ``option``."""
+    parsed = urllib.parse.urlsplit(str(url))
+    if parsed.scheme.lower() not in schemes or not (parsed.netloc or parsed.scheme == "file"):
+        raise OptionError(
+            f"{option} {url!r} is not a {' or '.join(s + '://' for s in schemes)} address. Give the full "
+            f"address, e.g. {option} https://example.org/mirror, or leave {option} out to use the "
+            "official source."
+        )
+    return str(url).rstrip("/")
+
+
+def check_transfer_options(*, timeout: float, retries: int) -> None:
+    """:class:`OptionError` unless ``timeout`` is a positive number of seconds and
+    ``retries`` a whole number >= 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
+        raise OptionError(f"--timeout must be a positive number of seconds (e.g. --timeout 60), not {timeout!r}.")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise OptionError(f"--retries must be a whole number, 0 or more (e.g. --retries 2), not {retries!r}.")
 
 
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256", *, progress: bool = False) -> str:
@@ -114,12 +167,17 @@ def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, *, what: str
             f"Not enough free disk space for {what}: it needs about {format_bytes(required)} "
             f"(including a safety margin) in {folder}, but only {format_bytes(free)} is free. "
             "Free some space or choose a folder on a larger disk with --dest (or --cache for "
-            "the downloaded archives), then re-run the same command; completed downloads are kept."
+            "the downloaded archives), then re-run the same command; completed downloads are kept "
+            "and a partial one resumes."
         )
 
 
 def _request(url: str, *, method: str = "GET", headers: dict | None = None, timeout: float):
-    request = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    try:
+        request = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    except ValueError as exc:  # "unknown url type"
+        raise OptionError(f"Cannot download from {url!r} ({exc}): it is not a web address. Check --base-url "
+                          "(and the other address options), or leave them out to use the official source.") from None
     return urllib.request.urlopen(request, timeout=timeout)
 
 
@@ -150,31 +208,59 @@ def _network_error(url: str, reason: object) -> _TransientError:
     )
 
 
+def _stream(response, write: Callable[[bytes], None], *, timeout: float, min_rate: float) -> None:
+    """Hand the body of ``response`` to ``write`` as it arrives. :class:`TimeoutError` when
+    less than ``min_rate * t`` bytes arrive in a window of ``t >= timeout`` seconds: the
+    socket's own timeout only notices silence, not a trickle."""
+    window_start, window_bytes = time.monotonic(), 0
+    while chunk := response.read1(CHUNK_BYTES):  # read1: whatever has arrived, never waits for a full chunk
+        write(chunk)
+        window_bytes += len(chunk)
+        elapsed = time.monotonic() - window_start
+        if elapsed >= timeout:
+            if window_bytes < min_rate * elapsed:
+                raise TimeoutError(f"only {format_bytes(window_bytes)} arrived in {elapsed:.0f} s, below the "
+                                   f"minimum of {format_bytes(min_rate)}/s")
+            window_start, window_bytes = time.monotonic(), 0
+
+
 def read_json(url: str, *, timeout: float = 60.0, retries: int = 2, retry_wait: float = 2.0) -> dict:
-    """GET a JSON document (e.g. a Zenodo record) with the same error handling as :func:`fetch`."""
+    """GET a JSON object (e.g. a Zenodo record) with the same error handling as :func:`fetch`."""
+    check_transfer_options(timeout=timeout, retries=retries)
+
+    def keep(body: bytearray, chunk: bytes) -> None:
+        if len(body) + len(chunk) > MAX_JSON_BYTES:
+            raise DownloadError(f"The answer from {url} is larger than {format_bytes(MAX_JSON_BYTES)}, far more "
+                                "than a record: check --base-url (and --record-url) and re-run.")
+        body.extend(chunk)
 
     def attempt() -> dict:
+        body = bytearray()
         try:
             with _request(url, headers={"Accept": "application/json"}, timeout=timeout) as response:
-                body = response.read()
+                _stream(response, lambda chunk: keep(body, chunk), timeout=timeout, min_rate=MIN_RATE)
         except urllib.error.HTTPError as exc:
             raise _http_error(url, exc.code, exc.reason) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise _network_error(url, getattr(exc, "reason", exc)) from None
         try:
-            return json.loads(body)
+            record = json.loads(body)
         except ValueError:
+            record = None
+        if not isinstance(record, dict):
             raise DownloadError(
-                f"The answer from {url} is not valid JSON (got {len(body)} bytes starting "
-                f"{body[:60]!r}). The server may be showing an error page; check --base-url "
+                f"The answer from {url} is not a JSON record (got {len(body)} bytes starting "
+                f"{bytes(body[:60])!r}). The server may be showing an error page; check --base-url "
                 "(it must point at the record's API address) and re-run."
-            ) from None
+            )
+        return record
 
     return _with_retries(attempt, retries=retries, retry_wait=retry_wait)
 
 
 def remote_size(url: str, *, timeout: float = 30.0) -> int | None:
     """Content-Length from a HEAD request, or ``None`` when the server does not say."""
+    check_transfer_options(timeout=timeout, retries=0)
     try:
         with _request(url, method="HEAD", timeout=timeout) as response:
             length = response.headers.get("Content-Length")
@@ -206,16 +292,22 @@ def fetch(
     retries: int = 2,
     retry_wait: float = 2.0,
     progress: bool = True,
+    verify: Callable[[Path], str | None] | None = None,
+    min_rate: float = MIN_RATE,
 ) -> Path:
     """Download ``remote`` into ``folder`` and return the verified file's path.
 
-    A file already present under its final name is re-verified (when a checksum is known)
-    and kept; a ``.part`` left by an interrupted run is resumed. An interrupted transfer,
-    a network failure or an HTTP 5xx is retried ``retries`` times (resuming each time);
-    after that, or on an HTTP 4xx, a :class:`DownloadError` explains what to do, and the
-    ``.part`` is kept so that the next run resumes. A checksum mismatch deletes the
-    ``.part`` and raises :class:`ChecksumError`.
+    ``verify(path)`` (optional) returns ``None`` for a good file, else what is wrong with it
+    as a phrase completing "the file ..." (e.g. ``"is not a zip or tar archive"``).
+    A file already present under its final name is re-verified and kept; a ``.part`` left by
+    an interrupted run is resumed. An interrupted or stalled transfer (see :func:`_stream`),
+    a network failure or an HTTP 5xx is retried ``retries`` times (resuming each time), and
+    so is a file that fails verification after a resume or without a checksum (from zero:
+    the ``.part`` is deleted); after that, or on an HTTP 4xx, a :class:`DownloadError`
+    explains what to do. A fresh download with the wrong checksum is deleted and raises
+    :class:`ChecksumError` at once.
     """
+    check_transfer_options(timeout=timeout, retries=retries)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / remote.name
@@ -223,38 +315,62 @@ def fetch(
     expected = parse_checksum(remote.checksum) if remote.checksum else None
 
     if final.exists():
-        if expected is None or file_checksum(final, expected[0], progress=progress) == expected[1]:
+        if _problem(final, expected, verify, progress) is None:
             return final
         # Verified once, different now: the file was changed on disk or upstream re-published it.
         final.unlink()
 
-    _with_retries(lambda: _transfer(remote, part, timeout=timeout, progress=progress),
-                  retries=retries, retry_wait=retry_wait)
-
-    if expected is not None:
-        algorithm, digest = expected
-        actual = file_checksum(part, algorithm, progress=progress)
-        if actual != digest:
-            part.unlink()
-            raise ChecksumError(
-                f"The downloaded file {remote.name} from {remote.url} has {algorithm} {actual}, "
-                f"but {digest} was expected, so it was deleted. Either the transfer was corrupted "
-                "(re-run the same command to download it again), or the server or mirror (--base-url) "
-                "serves a different file, or the file changed upstream; if re-running gives the same "
-                "mismatch, try another mirror or report it to the maintainers of this package."
+    def attempt() -> None:
+        continued = _transfer(remote, part, timeout=timeout, min_rate=min_rate, progress=progress)
+        problem = _problem(part, expected, verify, progress)
+        if problem is None:
+            return
+        part.unlink()
+        message = f"The downloaded file {remote.name} from {remote.url} {problem}, so it was deleted."
+        if continued or expected is None:
+            # Resumed bytes may come from another file, and a body without a checksum may have
+            # been cut short: both are cured by a transfer from zero.
+            raise _TransientError(
+                f"{message} The transfer was cut short or the partial download it resumed came from another "
+                "file: the download starts again from the beginning (automatically while retries remain, "
+                "otherwise when you re-run the same command). If it keeps failing, the address serves "
+                "something else: check --base-url (or the other address options)."
             )
+        raise ChecksumError(
+            f"{message} Either the transfer was corrupted (re-run the same command to download it again), "
+            "or the server or mirror (--base-url) serves a different file, or the file changed upstream; "
+            "if re-running gives the same mismatch, try another mirror or report it to the maintainers "
+            "of this package."
+        )
+
+    _with_retries(attempt, retries=retries, retry_wait=retry_wait)
     os.replace(part, final)
     return final
 
 
-def _transfer(remote: RemoteFile, part: Path, *, timeout: float, progress: bool) -> None:
-    """One attempt to bring ``part`` to the full size of ``remote``."""
+def _problem(path: Path, expected: tuple[str, str] | None, verify, progress: bool) -> str | None:
+    if expected is not None:
+        algorithm, digest = expected
+        actual = file_checksum(path, algorithm, progress=progress)
+        if actual != digest:
+            return f"has {algorithm} {actual}, but {digest} was expected"
+    return verify(path) if verify is not None else None
+
+
+class _Refused(Exception):
+    """The body is not the file (a web page, or more bytes than the file can have)."""
+
+
+def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float, progress: bool) -> bool:
+    """One attempt to bring ``part`` to the full size of ``remote``. True when it kept bytes
+    already on disk, whose origin only verification can confirm."""
     offset = part.stat().st_size if part.exists() else 0
-    if remote.size is not None and offset > remote.size:
+    limit = remote.size if remote.size is not None else remote.max_bytes
+    if offset > limit:
         part.unlink()
         offset = 0
     if remote.size is not None and offset == remote.size:
-        return  # a previous run received every byte but stopped before the check
+        return True  # a previous run received every byte but stopped before the check
 
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
@@ -267,7 +383,7 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, progress: bool)
                 part.unlink()
                 raise _TransientError(f"The partial download of {remote.name} was longer than the file "
                                       "on the server; it was deleted and the download restarts.") from None
-            return
+            return True
         raise _http_error(remote.url, exc.code, exc.reason) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise _network_error(remote.url, getattr(exc, "reason", exc)) from None
@@ -279,26 +395,61 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, progress: bool)
                                   "the partial file was deleted and the download restarts.")
         if offset and response.status != 206:
             offset = 0  # the server ignored the range: the body is the whole file
+        if response.headers.get_content_type() == "text/html":
+            raise DownloadError(_web_page(remote))
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None and length.isdigit() else remote.size
-        if total is not None:
-            ensure_free_space(part.parent, total - offset, what=f"downloading {remote.name}")
-        received = offset
+        if total is not None and total > limit:
+            raise DownloadError(_too_large(remote, total, limit))
+        ensure_free_space(part.parent, (SPACE_CHECK_BYTES if total is None else total) - offset,
+                          what=f"downloading {remote.name}")
+        received = checked = offset
+
+        def write(chunk: bytes) -> None:
+            nonlocal received, checked
+            if received == 0 and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
+                raise _Refused(_web_page(remote))
+            if received + len(chunk) > limit:
+                raise _Refused(_too_large(remote, received + len(chunk), limit))
+            fh.write(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+            if received - checked >= SPACE_CHECK_BYTES:  # a size announced or not, the disk may fill meanwhile
+                ensure_free_space(part.parent, SPACE_CHECK_BYTES if total is None else total - received,
+                                  what=f"downloading {remote.name}")
+                checked = received
+
         try:
             with open(part, "ab" if offset else "wb") as fh, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=remote.name, disable=not progress,
             ) as bar:
-                while chunk := response.read(CHUNK_BYTES):
-                    fh.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
+                _stream(response, write, timeout=timeout, min_rate=min_rate)
+        except _Refused as exc:
+            part.unlink()
+            raise DownloadError(str(exc)) from None
         except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, socket.timeout)):
+            if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
                 raise  # a local disk error is not a network problem; let it surface as such
             raise _interrupted(remote, part, received, total, exc) from None
     if total is not None and received < total:
         raise _interrupted(remote, part, received, total, "the connection closed early")
+    return offset > 0
+
+
+def _web_page(remote: RemoteFile) -> str:
+    return (f"The server answered {remote.url} with a web page (HTML) instead of the file {remote.name}: "
+            "an error or sign-in page, or the address points at a page about the file. Nothing was kept. "
+            "Open the address in a browser to see what it says, and check --base-url (or the other "
+            "address options); then re-run the same command.")
+
+
+def _too_large(remote: RemoteFile, size: int, limit: int) -> str:
+    expected = (f"the file is {format_bytes(limit)}" if remote.size is not None
+                else f"no more than {format_bytes(limit)} is accepted for it")
+    return (f"The server sends {format_bytes(size)} or more for {remote.name} from {remote.url}, but {expected}; "
+            "the download was stopped and deleted. The address serves something else (or an endless "
+            "stream): check --base-url (or the other address options) and re-run.")
 
 
 def _interrupted(remote: RemoteFile, part: Path, received: int, total: int | None, reason) -> _TransientError:

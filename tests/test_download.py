@@ -268,7 +268,8 @@ def serve_picai(server, picai_files, *, corrupt: str | None = None):
             data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
         server.add(f"{ZENODO}/files/{name}/content", data)
     server.add(f"{LABELS}/{picai.LABELS_COMMIT}.zip", labels)
-    return ["--base-url", server.url + ZENODO, "--labels-base-url", server.url + LABELS]
+    return ["--base-url", server.url + ZENODO, "--record-url", server.url + ZENODO,
+            "--labels-base-url", server.url + LABELS]
 
 
 def _t2w_xyz(image):
@@ -395,7 +396,7 @@ def test_picai_dry_run_lists_sizes_and_fetches_nothing(server, picai_files, tmp_
 
 def test_picai_record_without_the_fold_is_explained(server, tmp_path, capsys):
     server.add(ZENODO, json.dumps({"files": []}).encode())
-    code = main(["picai", "--dest", str(tmp_path / "p"), "--base-url", server.url + ZENODO, "--folds", "3"])
+    code = main(["picai", "--dest", str(tmp_path / "p"), "--record-url", server.url + ZENODO, "--folds", "3"])
     assert code == 1
     assert "does not list picai_public_images_fold3.zip" in words(capsys.readouterr().err)
 
