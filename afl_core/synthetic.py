@@ -13,10 +13,12 @@ stratify by lesion size and outline. A case is built as an MR scanner would see 
   dark, darker and bright), and of different sharpness (DWI is blurrier);
 * a smooth multiplicative intensity inhomogeneity (bias field) and Rician noise;
 * intensities stored as int16 (as scanners do), on a grid of ``spacing`` mm (default
-  0.5 x 0.5 x 3.0, the common PI-CAI T2W grid).
+  3.0 x 0.5 x 0.5: 3 mm slices of 0.5 mm voxels, the common PI-CAI T2W grid).
 
-Orientation: ``shape=(D, H, W)`` gives arrays ``(H, W, D)`` in NIfTI axis order, so the
-third NIfTI axis is the slice axis and a slice ``volume[:, :, k]`` is ``H x W``.
+Axis order: ``shape`` and ``spacing`` are both ``(D, H, W)``, the array order of the whole
+Python API (slices first). On disk the arrays are ``(H, W, D)`` in NIfTI axis order, so the
+third NIfTI axis is the slice axis, a slice ``volume[:, :, k]`` is ``H x W``, and the NIfTI
+header's zooms read ``(sy, sx, sz)`` for ``spacing=(sz, sy, sx)``.
 
 The lesion outline is a perturbed ellipse in-plane (see :class:`Outline`)::
 
@@ -56,9 +58,12 @@ from afl_core.data import (
 )
 from afl_core.shape import boundary_irregularity
 
-__all__ = ["Outline", "lesion_mask_2d", "make_case", "make_dataset", "LESION_COLUMNS", "GENERATOR_VERSION"]
+__all__ = [
+    "Outline", "lesion_mask_2d", "make_case", "make_dataset", "default_lesion_radius", "LESION_COLUMNS",
+    "GENERATOR_VERSION",
+]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: spacing recorded in (D, H, W) order, like shape
 LESIONS_CSV = "lesions.csv"
 LESION_COLUMNS = (
     "case",
@@ -258,16 +263,16 @@ def make_case(
     irregularity: tuple[float, float] = (0.0, 0.6),
     n_lesions: int = 1,
     n_channels: int = 3,
-    spacing: tuple[float, float, float] = (0.5, 0.5, 3.0),
+    spacing: tuple[float, float, float] = (3.0, 0.5, 0.5),
 ) -> tuple[list[np.ndarray], np.ndarray, list[dict]]:
     """One synthetic case: ``(channels, label, lesions)``.
 
-    ``channels`` are int16 arrays ``(H, W, D)`` for ``shape=(D, H, W)``, ``label`` uint8
-    ``(H, W, D)``, ``lesions`` one dict of facts per lesion (the columns of
-    ``lesions.csv`` but ``case``). Lesions never touch each other (not even diagonally),
-    so each is one connected component of the label and its facts are those of that
-    component. A lesion that finds no free place after a few tries is left out, so a case
-    may have fewer than ``n_lesions``.
+    ``shape`` and ``spacing`` (mm) are ``(D, H, W)``. ``channels`` are int16 arrays
+    ``(H, W, D)`` (NIfTI order), ``label`` uint8 ``(H, W, D)``, ``lesions`` one dict of
+    facts per lesion (the columns of ``lesions.csv`` but ``case``). Lesions never touch
+    each other (not even diagonally), so each is one connected component of the label and
+    its facts are those of that component. A lesion that finds no free place after a few
+    tries is left out, so a case may have fewer than ``n_lesions``.
     """
     depth, height, width = shape
     grid = (height, width, depth)
@@ -299,7 +304,7 @@ def make_case(
         radius = float(rng.uniform(*lesion_radius))
         amplitude = float(rng.uniform(*irregularity))
         outline = Outline.random(rng, radius, amplitude)
-        half_depth = max(radius * spacing[0] / spacing[2], 0.5) + 0.5
+        half_depth = max(radius * spacing[1] / spacing[0], 0.5) + 0.5  # in-plane radius in slices
         reach = outline.max_radius + 2.0
         for _attempt in range(20):
             angle, frac = rng.uniform(0, 2 * math.pi), math.sqrt(rng.uniform(0, 0.5))
@@ -394,18 +399,26 @@ def _check_range(
     return a, b
 
 
+def default_lesion_radius(shape: Sequence[int]) -> tuple[float, float]:
+    """The lesion radius range (voxels) that :func:`make_dataset` uses for ``shape=(D, H, W)``:
+    ``(3, 12) * min(H, W) / 128`` (low end at least 1 voxel), i.e. lesions from about 2 % to
+    9 % of the image width, which fits any irregularity below 1 (``12 / 128 * 2 < 0.2``)."""
+    scale = min(shape[1:]) / 128
+    return max(3.0 * scale, 1.0), 12.0 * scale
+
+
 def make_dataset(
     root: str | os.PathLike,
     n_cases: int,
     *,
     seed: int,
     shape: tuple[int, int, int] = (16, 128, 128),
-    lesion_radius: tuple[float, float] = (3.0, 12.0),
+    lesion_radius: tuple[float, float] | None = None,
     irregularity: tuple[float, float] = (0.0, 0.6),
     empty_fraction: float = 0.2,
     n_channels: int = 3,
     max_lesions: int = 3,
-    spacing: tuple[float, float, float] = (0.5, 0.5, 3.0),
+    spacing: tuple[float, float, float] = (3.0, 0.5, 0.5),
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -418,27 +431,32 @@ def make_dataset(
         seed: the same arguments give the same arrays (and bytes); case ``i`` depends
             only on ``seed`` and ``i`` (and on which cases are lesion-free).
         shape: ``(D, H, W)``: D slices of H x W voxels (stored as ``(H, W, D)``).
-        lesion_radius: in-plane radius range in voxels, drawn uniformly per lesion.
+        lesion_radius: in-plane radius range in voxels, drawn uniformly per lesion; by
+            default :func:`default_lesion_radius` of ``shape`` ((3, 12) at 128 x 128). A
+            range given must fit the organ: ``lesion_radius[1] * (1 + irregularity[1])
+            <= 0.2 min(H, W)``, else :class:`ValueError`.
         irregularity: outline perturbation amplitude range in [0, 1), drawn uniformly per
             lesion (0: smooth ellipse, ~0.6: strongly zigzag); see :class:`Outline`.
         empty_fraction: share of lesion-free cases (``round(empty_fraction * n_cases)``).
         n_channels: number of channels; they cycle through T2W-, ADC- and HBV-like contrasts.
         max_lesions: at most this many lesions per case (mostly one).
-        spacing: voxel size in mm along the stored axes ``(H, W, D)``.
+        spacing: voxel size in mm, ``(D, H, W)`` like ``shape``: slice thickness first.
         overwrite: replace a dataset already in ``root`` that differs from these
             arguments. When ``root`` already holds exactly this dataset it is kept and
             nothing is written.
         progress: show a progress bar.
 
-    ``dataset.json`` records the arguments (``generator``), ``source="synthetic"`` and the
-    spacing; ``lesions.csv`` has the columns :data:`LESION_COLUMNS`, the volume and
-    :func:`afl_core.shape.boundary_irregularity` measured on each lesion's own mask (3D,
-    and 2D on its largest slice).
+    ``dataset.json`` records the arguments (``generator``, with the lesion radius range used),
+    ``source="synthetic"`` and the spacing ``(D, H, W)``; ``lesions.csv`` has the columns
+    :data:`LESION_COLUMNS`, the volume and :func:`afl_core.shape.boundary_irregularity`
+    measured on each lesion's own mask (3D, and 2D on its largest slice).
     """
     if int(n_cases) < 1:
         raise ValueError(f"n_cases must be at least 1, got {n_cases}")
     if len(shape) != 3 or min(shape) < 1 or min(shape[1:]) < 16:
         raise ValueError(f"shape must be (D, H, W) with D >= 1 and H, W >= 16, got {shape}")
+    if lesion_radius is None:
+        lesion_radius = default_lesion_radius(shape)
     lesion_radius = _check_range("lesion_radius", lesion_radius, 1.0, math.inf)
     irregularity = _check_range("irregularity", irregularity, 0.0, 1.0, hi_open=True)
     if not 0.0 <= empty_fraction <= 1.0:
@@ -446,7 +464,7 @@ def make_dataset(
     if n_channels < 1 or max_lesions < 1:
         raise ValueError("n_channels and max_lesions must be at least 1")
     if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be three positive numbers (mm), got {spacing}")
+        raise ValueError(f"spacing must be three positive numbers (mm), (D, H, W) like shape, got {spacing}")
     # The organ (radius 0.22 min(H, W)) must be able to hold the largest lesion.
     if lesion_radius[1] * (1 + irregularity[1]) > 0.2 * min(shape[1:]):
         raise ValueError(
@@ -479,8 +497,10 @@ def make_dataset(
     top = np.random.SeedSequence(int(seed))
     n_empty = round(empty_fraction * n_cases)
     empty = set(np.random.default_rng(top).permutation(n_cases)[:n_empty].tolist())
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = -0.5 * (np.array([shape[1], shape[2], shape[0]]) - 1) * np.array(spacing)  # centred
+    # NIfTI axes are (H, W, D): the affine takes shape and spacing in that order, centred on the origin.
+    stored_shape, stored_spacing = np.array(shape)[[1, 2, 0]], np.array(spacing, dtype=float)[[1, 2, 0]]
+    affine = np.diag([*stored_spacing, 1.0])
+    affine[:3, 3] = -0.5 * (stored_shape - 1) * stored_spacing
     rows = []
     for i, (case_id, case_seed) in enumerate(
         tqdm(list(zip(case_ids, top.spawn(n_cases))), desc="synthetic cases", disable=not progress, leave=False)
@@ -509,7 +529,7 @@ def make_dataset(
         licence="CC0-1.0 (generated by afl_core.synthetic)",
         spacing=[float(s) for s in spacing],
         label_mapping={"0": 0, "1": 1},
-        axes="NIfTI axes (H, W, D): the third axis is the slice axis",
+        axes="shape and spacing (D, H, W); NIfTI arrays (H, W, D): the third axis is the slice axis",
         lesions_csv=LESIONS_CSV,
         generator=arguments,
     )

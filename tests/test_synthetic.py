@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from afl_core import data as D
 from afl_core.shape import boundary_irregularity
-from afl_core.synthetic import LESION_COLUMNS, lesion_mask_2d, make_dataset
+from afl_core.synthetic import LESION_COLUMNS, default_lesion_radius, lesion_mask_2d, make_dataset
 
 SMALL = dict(shape=(6, 64, 64), lesion_radius=(2.0, 6.0), irregularity=(0.0, 0.6), progress=False)
 
@@ -104,7 +104,9 @@ def test_irregularity_argument_raises_the_descriptor(tmp_path):
     common["progress"] = False
     smooth = make_dataset(tmp_path / "smooth", irregularity=(0.0, 0.05), **common)
     zigzag = make_dataset(tmp_path / "zigzag", irregularity=(0.5, 0.6), **common)
-    smooth_mean, zigzag_mean = (np.mean([float(r["boundary_irregularity_2d"]) for r in _rows(root)]) for root in (smooth, zigzag))
+    smooth_mean, zigzag_mean = (
+        np.mean([float(r["boundary_irregularity_2d"]) for r in _rows(root)]) for root in (smooth, zigzag)
+    )
     assert zigzag_mean > smooth_mean + 0.15
     # The same outline family in 2D, for the notebooks: a disc-like shape at 0, a star at 0.6.
     masks = {a: [lesion_mask_2d((64, 64), 12.0, a, seed=s) for s in range(10)] for a in (0.0, 0.3, 0.6)}
@@ -153,9 +155,43 @@ def test_existing_dataset_is_kept_or_replaced(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [dict(irregularity=(0.0, 1.0)), dict(lesion_radius=(2.0, 20.0)), dict(empty_fraction=1.5), dict(shape=(4, 8, 64))],
+    "kwargs, match",
+    [
+        (dict(irregularity=(0.0, 1.0)), "irregularity"),
+        (dict(lesion_radius=(2.0, 20.0)), "does not fit an image of 64x64"),
+        (dict(empty_fraction=1.5), "empty_fraction"),
+        (dict(shape=(4, 8, 64)), "H, W >= 16"),
+        (dict(spacing=(3.0, 0.5)), r"\(D, H, W\) like shape"),
+    ],
 )
-def test_bad_arguments(tmp_path, kwargs):
-    with pytest.raises(ValueError):
+def test_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
         make_dataset(tmp_path, 2, seed=0, **{**SMALL, **kwargs})
+
+
+def test_default_lesion_radius_scales_with_the_image(tmp_path):
+    assert default_lesion_radius((16, 128, 128)) == (3.0, 12.0)  # the documented default size
+    assert default_lesion_radius((8, 64, 32)) == (1.0, 3.0)  # the smaller side, low end at least one voxel
+    # The call: a 64 x 64 image with every other argument left at its default.
+    root = make_dataset(tmp_path / "small", 6, seed=0, shape=(8, 64, 64), progress=False)
+    lo, hi = default_lesion_radius((8, 64, 64))
+    radii = [float(r["radius_vox"]) for r in _rows(root)]
+    assert radii and all(lo <= r <= hi for r in radii) and (lo, hi) == (1.5, 6.0)
+    assert D.read_dataset_json(root)["generator"]["lesion_radius"] == [1.5, 6.0]
+
+
+def test_spacing_is_d_h_w_like_shape(tmp_path):
+    common = dict(n_cases=4, seed=2, shape=(12, 48, 48), lesion_radius=(4.0, 5.0), empty_fraction=0.0, progress=False)
+    root = make_dataset(tmp_path / "thick", spacing=(4.0, 0.5, 0.8), **common)
+    zooms = nib.load(D.channel_path(root, "synth_0000", 0)).header.get_zooms()
+    assert zooms == pytest.approx((0.5, 0.8, 4.0))  # NIfTI stores (H, W, D)
+    assert D.read_dataset_json(root)["spacing"] == [4.0, 0.5, 0.8]
+    affine = nib.load(D.channel_path(root, "synth_0000", 0)).affine
+    centre = affine @ [23.5, 23.5, 5.5, 1.0]  # the middle voxel (H, W, D) is at the origin
+    np.testing.assert_allclose(centre, [0.0, 0.0, 0.0, 1.0], atol=1e-5)
+    # A lesion spans about radius * (in-plane / slice spacing) slices either side of its centre:
+    # with 4 mm slices of 0.5 mm pixels a 4-5 voxel radius covers at most 3 slices, isotropic many more.
+    thin = make_dataset(tmp_path / "thin", spacing=(0.5, 0.5, 0.5), **common)
+    thick_slices = [int(r["n_slices"]) for r in _rows(root)]
+    thin_slices = [int(r["n_slices"]) for r in _rows(thin)]
+    assert max(thick_slices) <= 3 and min(thin_slices) >= 6
