@@ -69,7 +69,6 @@ def data_root(data_dir: str | os.PathLike | None = None, default: str | os.PathL
     return Path(chosen).expanduser().resolve()
 
 
-
 def check_close(name: str, actual: Any, expected: Any, *, atol: float = 1e-6) -> None:
     """Compare two computations of the same quantity, print the largest absolute
     difference and raise ``AssertionError`` above ``atol``."""
@@ -84,29 +83,36 @@ def check_close(name: str, actual: Any, expected: Any, *, atol: float = 1e-6) ->
         raise AssertionError(f"{name}: max abs difference {diff:.3g} exceeds {atol:.0e}")
 
 
-REAL_EXAMPLE_FILES = (
-    "brain1_image.nii.gz", "brain1_label.nii.gz", "breast1_image.nii.gz", "breast1_label.nii.gz",
-    "LICENSE-pyradiomics.txt",
-)
+# The two real MRI examples (pyradiomics' brain1 and breast1, BSD-3) and their licence: name -> sha256.
+REAL_EXAMPLE_FILES = {
+    "brain1_image.nii.gz": "d9236f05325d61524348ad6b1dce940f64e89f79852d10c3ddd450970ef8345b",
+    "brain1_label.nii.gz": "421adc71d049db62ccc1076dd92f297ebc3a4bd7940b7eddc0c7b966cab6df03",
+    "breast1_image.nii.gz": "c69bfd5ad98dfd100ea58a4803e35286f9533de35007a461793b85ffad6d790f",
+    "breast1_label.nii.gz": "98907279e7eced28792b05264496041360899bc4dd0ef3da10f443d553abb280",
+    "LICENSE-pyradiomics.txt": "5c1fc504fb0865a72a29e035b25ef3513e6d7e9c7169cb445eae855f03b006e2",
+}
+REAL_EXAMPLES_PATH = "tests/data/real-mri"
 
 
-def real_examples_dir(cache: str | os.PathLike = "~/.cache/afl-tutorial/real-mri") -> Path:
+def real_examples_dir(
+    cache: str | os.PathLike = "~/.cache/afl-tutorial/real-mri", *, base_url: str | None = None
+) -> Path:
     """Folder holding the two real MRI examples (pyradiomics' brain1 and breast1, BSD-3).
 
     In a clone of the repository they are ``tests/data/real-mri``; where only the package
-    is installed (Colab) they are downloaded once from the repository into ``cache``.
+    is installed (Colab) they are downloaded once into ``cache`` from ``base_url`` (default:
+    that folder of the repository on GitHub) with :func:`data_download.remote.fetch`, which
+    retries, resumes and keeps a file only when its sha256 is the one in
+    :data:`REAL_EXAMPLE_FILES` (else :class:`data_download.remote.DownloadError`).
     """
-    from afl_core._io import atomic_target
-    from afl_core.links import raw_url
-
-    in_repo = Path(__file__).resolve().parent.parent / "tests" / "data" / "real-mri"
+    in_repo = Path(__file__).resolve().parent.parent / REAL_EXAMPLES_PATH
     if all((in_repo / name).is_file() for name in REAL_EXAMPLE_FILES):
         return in_repo
-    target = Path(cache).expanduser()
-    for name in REAL_EXAMPLE_FILES:
-        if not (target / name).is_file():
-            import urllib.request
+    from afl_core.links import raw_url
+    from data_download.remote import RemoteFile, fetch
 
-            with atomic_target(target / name) as tmp:
-                urllib.request.urlretrieve(raw_url(f"tests/data/real-mri/{name}"), tmp)
+    base = (base_url or raw_url(REAL_EXAMPLES_PATH)).rstrip("/")
+    target = Path(cache).expanduser()
+    for name, sha256 in REAL_EXAMPLE_FILES.items():
+        fetch(RemoteFile(f"{base}/{name}", name, checksum=f"sha256:{sha256}"), target, progress=False)
     return target
