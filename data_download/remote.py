@@ -108,9 +108,9 @@ def check_url(url: str, *, option: str, schemes: tuple[str, ...] = ("http", "htt
     parsed = urllib.parse.urlsplit(str(url))
     if parsed.scheme.lower() not in schemes or not (parsed.netloc or parsed.scheme == "file"):
         raise OptionError(
-            f"{option} {url!r} is not a {' or '.join(s + '://' for s in schemes)} address. Give the full "
-            f"address, e.g. {option} https://example.org/mirror, or leave {option} out to use the "
-            "official source."
+            f"{option} {url!r} is not a full address starting with {' or '.join(s + '://' for s in schemes)}. "
+            f"Give the whole address, e.g. {option} https://example.org/mirror, or leave {option} out to use "
+            "the official source."
         )
     return str(url).rstrip("/")
 

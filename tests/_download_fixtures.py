@@ -16,7 +16,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
+
+try:
+    import SimpleITK as sitk
+except ImportError:  # the picai extra is not installed: the PI-CAI tests skip (see HAVE_SITK)
+    sitk = None
+
+HAVE_SITK = sitk is not None
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
 
@@ -130,6 +136,35 @@ def picai_labels_zip(cases: dict[str, PicaiCase], commit: str, scratch: Path) ->
             zf.writestr(f"{top}/anatomical_delineations/whole_gland/AI/Bosma22b/{name}.nii.gz",
                         _sitk_bytes(case.label, ".nii.gz", scratch))
     return buffer.getvalue()
+
+
+def rezip(data: bytes, replace: dict[str, bytes]) -> bytes:
+    """The zip ``data`` with the members named in ``replace`` given new contents (or added)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info in source.infolist():
+            if info.filename not in replace:
+                zf.writestr(info.filename, source.read(info))
+        for name, content in replace.items():
+            zf.writestr(name, content)
+    return buffer.getvalue()
+
+
+def metaimage(fields: dict[str, str], data: bytes = b"") -> bytes:
+    """A MetaImage file written by hand: ``Key = Value`` lines (``ElementDataFile`` last), then ``data``."""
+    return "".join(f"{key} = {value}\n" for key, value in fields.items()).encode() + data
+
+
+def zip_flagged_encrypted(data: bytes) -> bytes:
+    """``data`` (a zip) with the "encrypted" flag (bit 0) set on every member, in the local and
+    central headers, as a password-protected archive has (zipfile cannot write one)."""
+    patched = bytearray(data)
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (start := patched.find(signature, start)) >= 0:
+            patched[start + flag_offset] |= 0x1
+            start += 4
+    return bytes(patched)
 
 
 def zenodo_record(archives: dict[str, bytes], digest) -> bytes:

@@ -7,12 +7,21 @@ path are used one per request:
 - ``"404"``, ``"500"``: answer with that status;
 - ``"truncate"``: announce the full Content-Length, send half of the body, close;
 - ``"ignore-range"``: answer ``200`` with the whole file even when a range was asked;
-- ``"wrong-range"``: answer a range with ``206`` but from another offset (the middle).
+- ``"wrong-range"``: answer a range with ``206`` but from another offset (the middle);
+- ``"html"``: answer ``200`` with an HTML error page (``Content-Type: text/html``);
+- ``"html-as-binary"``: the same page, announced as ``application/octet-stream``;
+- ``"unsized"``: the whole file without ``Content-Length`` (the end is the connection's close);
+- ``"unsized-truncate"``: half the file without ``Content-Length``, then close;
+- ``"endless"``: an endless body of zeros without ``Content-Length``;
+- ``"trickle"``: announce the full ``Content-Length``, then send one byte every 20 ms.
+
+The streaming faults stop as soon as the client hangs up.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +92,9 @@ def _handler_for(owner: FileServer):
             faults = owner.faults[self.path]
             fault = faults.popleft() if faults else None
             data = owner.files.get(self.path)
+            if data is not None and fault in _STREAMING:
+                self._stream(fault, data)
+                return
             if fault in ("404", "500") or data is None:
                 code = int(fault) if fault else 404
                 message = b"error\n"
@@ -116,4 +128,32 @@ def _handler_for(owner: FileServer):
             if body:
                 self.wfile.write(payload)
 
+        def _stream(self, fault: str, data: bytes) -> None:
+            html = fault.startswith("html")
+            self._status(200, {"Content-Type": "text/html" if fault == "html" else "application/octet-stream",
+                               "Connection": "close"})
+            if html:
+                data = HTML_PAGE
+            if html or fault == "trickle":
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.close_connection = True
+            try:
+                if fault == "endless":
+                    while True:
+                        self.wfile.write(bytes(1 << 16))
+                elif fault == "trickle":
+                    for index in range(len(data)):
+                        self.wfile.write(data[index:index + 1])
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                else:
+                    self.wfile.write(data[: len(data) // 2] if fault == "unsized-truncate" else data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
+
     return Handler
+
+
+HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in.</body></html>\n"
+_STREAMING = frozenset({"html", "html-as-binary", "unsized", "unsized-truncate", "endless", "trickle"})

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ._download_fixtures import (
-    ADC_GRADIENT, CASE_A, CASE_B, CASE_C, HBV_GRADIENT, MATRIX_SIZE, SPACING, BRATS_MODALITIES, brats_folder,
+    HAVE_SITK, ADC_GRADIENT, CASE_A, CASE_B, CASE_C, HBV_GRADIENT, MATRIX_SIZE, SPACING, BRATS_MODALITIES, brats_folder,
     msd_cases, msd_tar, picai_cases, picai_fold_zip, picai_labels_zip, ramp, zenodo_record,
 )
 from ._http_server import FileServer
@@ -31,6 +31,7 @@ from data_download.remote import ChecksumError, DownloadError, RemoteFile, fetch
 from data_download.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+needs_sitk = pytest.mark.skipif(not HAVE_SITK, reason="SimpleITK (the picai extra) is not installed")
 NET = dict(retries=0, retry_wait=0.0, timeout=10.0)
 
 
@@ -252,6 +253,8 @@ LABELS = "/picai_labels/archive"
 
 @pytest.fixture(scope="module")
 def picai_files(tmp_path_factory):
+    if not HAVE_SITK:
+        pytest.skip("SimpleITK (the picai extra) is not installed")
     scratch = tmp_path_factory.mktemp("picai-build")
     cases = picai_cases(np.random.default_rng(1))
     folds = {picai.fold_archive_name(0): picai_fold_zip(cases, [CASE_A, CASE_C], scratch),
@@ -394,6 +397,7 @@ def test_picai_dry_run_lists_sizes_and_fetches_nothing(server, picai_files, tmp_
     assert not (tmp_path / "p").exists()
 
 
+@needs_sitk
 def test_picai_record_without_the_fold_is_explained(server, tmp_path, capsys):
     server.add(ZENODO, json.dumps({"files": []}).encode())
     code = main(["picai", "--dest", str(tmp_path / "p"), "--record-url", server.url + ZENODO, "--folds", "3"])
