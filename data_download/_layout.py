@@ -15,7 +15,14 @@ from tqdm.auto import tqdm
 from afl_core._io import atomic_write
 from afl_core.data import (
     _READ_ERRORS,
-    FILE_ENDING, IMAGES_DIR, LABELS_DIR, label_path, list_cases, read_dataset_json, write_case, write_dataset_json,
+    FILE_ENDING,
+    IMAGES_DIR,
+    LABELS_DIR,
+    label_path,
+    list_cases,
+    read_dataset_json,
+    write_case,
+    write_dataset_json,
 )
 
 from .remote import DownloadError
@@ -70,7 +77,8 @@ def write_cases(
     A case whose label exists is complete (write_case writes the label last) and is
     skipped, so an interrupted conversion resumes where it stopped; but when ``params``
     (what shapes each case's content, e.g. spacing) differ from those of the run that
-    wrote the folder, or ``force`` is set, every case is written again.
+    wrote the folder, or ``force`` is set, every case is written again. Temporary files
+    that a killed run's atomic writes left behind are removed first.
     """
     marker = Path(root) / CONVERSION_MARKER
     for folder in (Path(root), Path(root) / IMAGES_DIR, Path(root) / LABELS_DIR):

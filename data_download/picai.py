@@ -45,8 +45,16 @@ from . import _layout
 from .archives import archive_problem, is_junk, remove_stale_extractions, safe_extract
 from .metaimage import check_metaimage
 from .remote import (
-    DownloadError, RemoteFile, bytes_to_fetch, check_transfer_options, check_url, ensure_free_space, fetch,
-    file_checksum, parse_checksum, read_json,
+    DownloadError,
+    RemoteFile,
+    bytes_to_fetch,
+    check_transfer_options,
+    check_url,
+    ensure_free_space,
+    fetch,
+    file_checksum,
+    parse_checksum,
+    read_json,
 )
 
 if TYPE_CHECKING:

@@ -27,7 +27,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.parse

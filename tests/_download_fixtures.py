@@ -17,6 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from data_download.picai import LABELS_COMMIT, fold_archive_name
+
 try:
     import SimpleITK as sitk
 except ImportError:  # the picai extra is not installed: the PI-CAI tests skip (see HAVE_SITK)
@@ -136,6 +138,14 @@ def picai_labels_zip(cases: dict[str, PicaiCase], commit: str, scratch: Path) ->
             zf.writestr(f"{top}/anatomical_delineations/whole_gland/AI/Bosma22b/{name}.nii.gz",
                         _sitk_bytes(case.label, ".nii.gz", scratch))
     return buffer.getvalue()
+
+
+def picai_archives(scratch: Path) -> tuple[dict[str, PicaiCase], dict[str, bytes], bytes]:
+    """``(cases, {fold archive name: zip}, picai_labels zip)``: cases A and C in fold 0, B in fold 1."""
+    cases = picai_cases(np.random.default_rng(1))
+    folds = {fold_archive_name(0): picai_fold_zip(cases, [CASE_A, CASE_C], scratch),
+             fold_archive_name(1): picai_fold_zip(cases, [CASE_B], scratch)}
+    return cases, folds, picai_labels_zip(cases, LABELS_COMMIT, scratch)
 
 
 def rezip(data: bytes, replace: dict[str, bytes]) -> bytes:

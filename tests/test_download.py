@@ -19,16 +19,29 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ._download_fixtures import (
-    HAVE_SITK, ADC_GRADIENT, CASE_A, CASE_B, CASE_C, HBV_GRADIENT, MATRIX_SIZE, SPACING, BRATS_MODALITIES, brats_folder,
-    msd_cases, msd_tar, picai_cases, picai_fold_zip, picai_labels_zip, ramp, zenodo_record,
-)
-from ._http_server import FileServer
-
 from afl_core.data import channel_path, label_path, list_cases, read_dataset_json
 from data_download import archives, brats, msd, picai, remote
-from data_download.remote import ChecksumError, DownloadError, RemoteFile, fetch, format_bytes, parse_checksum
 from data_download.cli import main
+from data_download.remote import ChecksumError, DownloadError, RemoteFile, fetch, format_bytes, parse_checksum
+
+from ._download_fixtures import (
+    ADC_GRADIENT,
+    BRATS_MODALITIES,
+    CASE_A,
+    CASE_B,
+    CASE_C,
+    HAVE_SITK,
+    HBV_GRADIENT,
+    MATRIX_SIZE,
+    SPACING,
+    brats_folder,
+    msd_cases,
+    msd_tar,
+    picai_archives,
+    ramp,
+    zenodo_record,
+)
+from ._http_server import FileServer
 
 REPO = Path(__file__).resolve().parents[1]
 needs_sitk = pytest.mark.skipif(not HAVE_SITK, reason="SimpleITK (the picai extra) is not installed")
@@ -255,11 +268,7 @@ LABELS = "/picai_labels/archive"
 def picai_files(tmp_path_factory):
     if not HAVE_SITK:
         pytest.skip("SimpleITK (the picai extra) is not installed")
-    scratch = tmp_path_factory.mktemp("picai-build")
-    cases = picai_cases(np.random.default_rng(1))
-    folds = {picai.fold_archive_name(0): picai_fold_zip(cases, [CASE_A, CASE_C], scratch),
-             picai.fold_archive_name(1): picai_fold_zip(cases, [CASE_B], scratch)}
-    return cases, folds, picai_labels_zip(cases, picai.LABELS_COMMIT, scratch)
+    return picai_archives(tmp_path_factory.mktemp("picai-build"))
 
 
 def serve_picai(server, picai_files, *, corrupt: str | None = None):

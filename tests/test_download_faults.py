@@ -19,20 +19,39 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from ._download_fixtures import (
-    CASE_A, HAVE_SITK, MATRIX_SIZE, metaimage, rezip, zenodo_record, zip_flagged_encrypted,
-)
-from ._http_server import HTML_PAGE
-from .test_download import (  # noqa: F401  (server and picai_files are fixtures)
-    LABELS, NET, REPO, ZENODO, md5, picai_files, run_cli, serve_picai, server, words,
-)
-
 from afl_core.data import list_cases
 from data_download import archives, picai, remote
 from data_download.archives import UnsafeArchiveError, archive_problem, safe_extract
 from data_download.cli import main
 from data_download.metaimage import check_metaimage
 from data_download.remote import ChecksumError, DownloadError, OptionError, RemoteFile, fetch
+
+from ._download_fixtures import (
+    CASE_A,
+    HAVE_SITK,
+    MATRIX_SIZE,
+    metaimage,
+    picai_archives,
+    rezip,
+    zenodo_record,
+    zip_flagged_encrypted,
+)
+from ._http_server import HTML_PAGE, FileServer
+from .test_download import LABELS, NET, REPO, ZENODO, md5, run_cli, serve_picai, words
+
+
+@pytest.fixture
+def server():
+    with FileServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def picai_files(tmp_path_factory):
+    if not HAVE_SITK:
+        pytest.skip("SimpleITK (the picai extra) is not installed")
+    return picai_archives(tmp_path_factory.mktemp("picai-build"))
+
 
 needs_sitk = pytest.mark.skipif(not HAVE_SITK, reason="SimpleITK (the picai extra) is not installed")
 LABELS_ZIP_NAME = f"picai_labels-{picai.LABELS_COMMIT}.zip"
@@ -57,9 +76,7 @@ def small_zip(entries: dict[str, bytes], compression=zipfile.ZIP_STORED) -> byte
     return buffer.getvalue()
 
 
-LABELS_LIKE = small_zip({f"top/file{i}.nii.gz": bytes(np.random.default_rng(i).integers(0, 256, 40_000,
-                                                                                        dtype=np.uint8))
-                         for i in range(4)})
+LABELS_LIKE = small_zip({f"top/file{i}.nii.gz": np.random.default_rng(i).bytes(40_000) for i in range(4)})
 
 
 def unsized(server, data: bytes = LABELS_LIKE, name: str = "labels.zip", **options) -> RemoteFile:
@@ -85,7 +102,8 @@ def test_bad_network_options_fail_before_any_transfer(server, tmp_path, option, 
 @pytest.mark.parametrize("args, says", [
     (["--timeout", "nan"], "--timeout must be a positive number"),
     (["--timeout", "inf"], "--timeout must be a positive number"),
-    (["--record-url", "notaurl"], "--record-url 'notaurl' is not a full address starting with http:// or https:// or file://"),
+    (["--record-url", "notaurl"], "--record-url 'notaurl' is not a full address starting with http:// or https:// "
+                                  "or file://"),
     (["--labels-base-url", "ftp://example.org"], "--labels-base-url 'ftp://example.org' is not a full address"),
     (["--labels-commit", "../../escape"], "--labels-commit '../../escape' is not a commit"),
 ])
@@ -465,3 +483,13 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_start(server, picai
     assert main([*args, "--force"]) == 0
     assert not any(path.exists() for path in stale)
     assert list_cases(dest) == ["10001_1000001"]
+
+
+def test_a_saved_record_can_stand_in_for_zenodo(server, tmp_path, capsys):
+    name = picai.fold_archive_name(2)
+    record = tmp_path / "record-6624726.json"
+    record.write_bytes(zenodo_record({name: b"x" * 5000}, md5))
+    assert main(["picai", "--dest", str(tmp_path / "d"), "--record-url", record.as_uri(), "--base-url", server.url,
+                 "--folds", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}  4.9 KiB" in out and f"md5:{md5(b'x' * 5000)}" in out and server.log == []
