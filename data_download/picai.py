@@ -145,6 +145,15 @@ def image_archives(
     return remotes
 
 
+def _whole_bytes(size) -> int | None:
+    """A record's file size as the API versions write it (123, 123.0 or "123"), else ``None``."""
+    if isinstance(size, str) and size.isdigit():
+        return int(size)
+    if isinstance(size, (int, float)) and not isinstance(size, bool) and float(size).is_integer():
+        return int(size)
+    return None
+
+
 def _record_entry(entries: dict[str, dict], name: str, record_url: str) -> tuple[int, str]:
     """``(size, "md5:<hex>")`` of ``name`` in a record's file list, checked."""
     entry = entries.get(name)
@@ -155,17 +164,17 @@ def _record_entry(entries: dict[str, dict], name: str, record_url: str) -> tuple
             "https://zenodo.org/api/records/6624726 (the JSON itself); otherwise the record has changed: "
             "check https://zenodo.org/records/6624726."
         )
-    size, checksum = entry.get("size", entry.get("filesize")), entry["checksum"]
-    problem = None
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+    size, checksum = entry.get("size", entry.get("filesize")), str(entry["checksum"])
+    whole = _whole_bytes(size)
+    if whole is None or whole <= 0:
         problem = f"the size {size!r} is not a positive whole number of bytes"
     else:
         try:
-            algorithm, digest = parse_checksum(checksum if ":" in str(checksum) else f"md5:{checksum}")
-            return size, f"{algorithm}:{digest}"
-        except (ValueError, AttributeError):
-            problem = (f"the checksum {checksum!r} is not '<algorithm>:<hex digest>' with algorithm md5, sha1, "
-                       "sha256 or sha512 and a digest of its length")
+            algorithm, digest = parse_checksum(checksum if ":" in checksum else f"md5:{checksum}")
+            return whole, f"{algorithm}:{digest}"
+        except ValueError:
+            problem = (f"the checksum {entry['checksum']!r} is not '<algorithm>:<hex digest>' with algorithm md5, "
+                       "sha1, sha256 or sha512 and a digest of its length")
     raise DownloadError(
         f"The record at {record_url} lists {name}, but {problem}, so the download could not be verified and "
         "nothing was fetched. The record is damaged or is not Zenodo's: leave --record-url out to use "

@@ -87,15 +87,23 @@ def unsized(server, data: bytes = LABELS_LIKE, name: str = "labels.zip", **optio
 # ----------------------------------------------------------------------------- options, before any transfer
 
 
-@pytest.mark.parametrize("option, value, says", [
-    ("--retries", "-1", "--retries must be a whole number, 0 or more"),
-    ("--timeout", "-1", "--timeout must be a positive number of seconds"),
-    ("--base-url", "notaurl", "--base-url 'notaurl' is not a full address starting with http:// or https://"),
-])
-def test_bad_network_options_fail_before_any_transfer(server, tmp_path, option, value, says):
+def test_bad_retries_fail_before_any_transfer(server, tmp_path):
     dest = tmp_path / "d"
-    result = run_cli("msd-brain", "--dest", str(dest), "--base-url", server.url, option, value, "--no-progress")
-    failed_cleanly(result, says)
+    result = run_cli("msd-brain", "--dest", str(dest), "--base-url", server.url, "--retries", "-1", "--no-progress")
+    failed_cleanly(result, "--retries must be a whole number, 0 or more (e.g. --retries 2), not -1.")
+    assert server.log == [] and not dest.exists()
+
+
+@pytest.mark.parametrize("source", ["msd-brain", "picai"])
+@pytest.mark.parametrize("args, says", [
+    (["--timeout", "-1"], "--timeout must be a positive number of seconds"),
+    (["--base-url", "notaurl"], "--base-url 'notaurl' is not a full address starting with http:// or https://"),
+])
+def test_bad_network_options_fail_before_any_transfer(server, tmp_path, capsys, source, args, says):
+    dest = tmp_path / "d"
+    record = ["--record-url", server.url + ZENODO] if source == "picai" else []
+    assert main([source, "--dest", str(dest), *record, *args]) == 1
+    assert says in words(capsys.readouterr().err)
     assert server.log == [] and not dest.exists()
 
 
@@ -168,6 +176,7 @@ def test_a_mirror_is_checked_against_zenodo_whatever_its_own_record_says(server,
     ({"size": "big"}, "the size 'big' is not a positive whole number of bytes"),
     ({"size": -5}, "the size -5 is not a positive whole number"),
     ({"size": True}, "the size True is not"),
+    ({"size": 12.5}, "the size 12.5 is not"),
     ({"checksum": "crc32:1234abcd"}, "the checksum 'crc32:1234abcd' is not"),
     ({"checksum": "md5:not-hex"}, "the checksum 'md5:not-hex' is not"),
     ({"checksum": "md5:abc123"}, "the checksum 'md5:abc123' is not"),  # too short for md5
@@ -183,6 +192,16 @@ def test_unreadable_record_entries_are_explained(server, tmp_path, capsys, entry
     message = words(capsys.readouterr().err)
     assert f"lists {name}, but {says}" in message and "nothing was fetched" in message
     assert [r.path for r in server.log] == [ZENODO]
+
+
+@pytest.mark.parametrize("size", [5000, 5000.0, "5000"])
+def test_record_sizes_of_every_api_version_are_read(server, size):
+    name = picai.fold_archive_name(3)
+    record = {"files": [{"filename": name, "filesize": size, "checksum": "ab" * 16}]}
+    server.add(ZENODO, json.dumps(record).encode())
+    (remote_file,) = picai.image_archives([3], base_url=server.url, record_url=server.url + ZENODO, **NET)
+    assert (remote_file.size, remote_file.checksum) == (5000, "md5:" + "ab" * 16)
+    assert remote_file.url == f"{server.url}/files/{name}/content"
 
 
 def test_unreachable_record_names_record_url(tmp_path, capsys):
@@ -292,12 +311,13 @@ def test_garbage_part_resumed_with_206_gives_a_verified_file(server, tmp_path, c
 
 
 @needs_sitk
-def test_labels_served_as_a_web_page_via_cli(server, picai_files, tmp_path):
+def test_labels_served_as_a_web_page_via_cli(server, picai_files, tmp_path, capsys):
     urls = serve_picai(server, picai_files)
     server.fail(f"{LABELS}/{picai.LABELS_COMMIT}.zip", "html")
     dest = tmp_path / "d"
-    result = run_cli("picai", "--dest", str(dest), *urls, "--folds", "1", "--no-progress")
-    failed_cleanly(result, "with a web page (HTML) instead of the file " + LABELS_ZIP_NAME, "--base-url")
+    assert main(["picai", "--dest", str(dest), *urls, "--folds", "1", "--no-progress"]) == 1
+    message = words(capsys.readouterr().err)
+    assert "with a web page (HTML) instead of the file " + LABELS_ZIP_NAME in message and "--base-url" in message
     assert sorted(p.name for p in (dest / ".downloads").iterdir()) == [picai.fold_archive_name(1)]
 
 
