@@ -37,6 +37,7 @@ __all__ = [
     "plot_results_bars",
     "plot_case_distributions",
     "plot_adaptive_example",
+    "lesion_window",
     "adaptive_example",
     "adaptive_explorer",
     "show_cases",
@@ -330,6 +331,29 @@ def plot_case_distributions(
     return ax
 
 
+def lesion_window(
+    mask: Any, *, margin: float = 1.0, min_half: int = 6
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Display limits ``((x0, x1), (y0, y1))`` of a square window around a 2D mask's lesion.
+
+    The window is centred on the lesion's bounding box and extends ``margin`` times the
+    box's half-size beyond it (at least ``min_half`` voxels from the centre), clipped to
+    the image; limits are voxel edges (``index +- 0.5``), as ``imshow`` draws them. A mask
+    without lesion gives the whole image.
+    """
+    mask = _as_numpy(mask) > 0
+    if mask.ndim != 2:
+        raise ValueError(f"lesion_window needs a 2D mask, got shape {mask.shape}")
+    if not mask.any():
+        return (-0.5, mask.shape[0] - 0.5), (-0.5, mask.shape[1] - 0.5)
+    lo = np.array([np.flatnonzero(mask.any(axis=1 - a)).min() for a in (0, 1)], dtype=float)
+    hi = np.array([np.flatnonzero(mask.any(axis=1 - a)).max() for a in (0, 1)], dtype=float)
+    centre = (lo + hi) / 2
+    half = max(((hi - lo).max() / 2 + 0.5) * (1 + margin), float(min_half))  # square: the longer side rules
+    limits = [(max(c - half, -0.5), min(c + half, n - 0.5)) for c, n in zip(centre, mask.shape)]
+    return limits[0], limits[1]
+
+
 def plot_adaptive_example(
     mask: Any,
     weight: Any,
@@ -339,7 +363,8 @@ def plot_adaptive_example(
     title: str = "",
     axes: Sequence[Axes] | None = None,
 ) -> Figure:
-    """A lesion outline beside its per-pixel loss weight map.
+    """A lesion outline beside its per-pixel loss weight map, both zoomed on the lesion
+    (:func:`lesion_window`); the left title gives the whole image's size.
 
     ``weight`` is the A-FL loss divided by the plain cross-entropy at each pixel for a
     fixed imperfect prediction: below 1 where the loss is down-weighted.
@@ -350,12 +375,18 @@ def plot_adaptive_example(
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.3), layout="constrained")
     fig = axes[0].figure
-    show_slice(mask.astype(float), mask, ax=axes[0], title=f"{title}\ngamma={gamma:.4f}  alpha={alpha:.4f}")
+    image_size = " x ".join(str(n) for n in mask.shape)
+    show_slice(mask.astype(float), mask, ax=axes[0],
+               title=f"{title}\ngamma={gamma:.4f}  alpha={alpha:.4f}\n(zoomed; image {image_size} voxels)")
     im = axes[1].imshow(weight.T, origin="lower", cmap="magma", interpolation="nearest")
     axes[1].contour(mask.T.astype(float), levels=[0.5], colors=LABEL_COLOUR, linewidths=0.8, origin="lower")
     axes[1].set_title("loss weight vs cross-entropy", fontsize=9)
     axes[1].set_axis_off()
-    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    xlim, ylim = lesion_window(mask)
+    for ax in axes[:2]:
+        ax.set(xlim=xlim, ylim=ylim)  # imshow is transposed: array axis 0 across, axis 1 up
+    bar = fig.colorbar(im, ax=axes[1], shrink=0.8)
+    bar.set_label("A-FL / cross-entropy per voxel\n" + r"$\alpha_t\,(1-p_t)^\gamma$", fontsize=8)
     return fig
 
 

@@ -36,6 +36,12 @@ NBVAL_CHECKED = ("02_focal_loss.ipynb", "03_adaptive_focusing.ipynb")
 EXPECTED = ("00_setup", "01_data", "02_focal_loss", "03_adaptive_focusing", "04_training",
             "05_evaluation", "06_ablation")
 COMMON_PARAMETERS = {"quick", "seed"}
+CHECK_TAG, IGNORE_TAG, SOLUTION_TAG = "nbval-check-output", "nbval-ignore-output", "solution"
+# Issue 8: at least two exercises, each with a self-checking solution, in each of these notebooks.
+MIN_EXERCISES = {"02_focal_loss": 2, "03_adaptive_focusing": 2}
+EXERCISE_HEADING = re.compile(r"### Exercise (\d+): \S")
+SELF_CHECK = re.compile(r"^\s*assert\b|check_close\(|np\.testing\.assert_", re.M)
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's "  40%|####      | 4/10"
 SKIP_RUN = pytest.mark.skipif(os.environ.get("AFL_SKIP_NOTEBOOK_RUN") == "1",
                               reason="AFL_SKIP_NOTEBOOK_RUN=1")
 
@@ -58,6 +64,10 @@ def _read(path: Path):
 
 def _code(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _tagged(cell, tag: str) -> bool:
+    return tag in cell.metadata.get("tags", [])
 
 
 # --------------------------------------------------------------------------- skeleton
@@ -107,7 +117,7 @@ def test_outputs_only_where_nbval_compares_them(path):
     assert not [o for o in outputs if o.output_type == "error"]
     if path.name in NBVAL_CHECKED:
         # Only the cells nbval compares keep their outputs, from one run top to bottom.
-        checked = [c for c in _code(nb) if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+        checked = [c for c in _code(nb) if _tagged(c, CHECK_TAG)]
         assert checked and all(c.outputs for c in checked)
         counts = [c.execution_count for c in checked]
         assert counts == sorted(counts) and len(set(counts)) == len(counts) and counts[0] > 2
@@ -123,7 +133,40 @@ def test_widget_cells_are_not_compared():
         for cell in _code(_read(path)):
             if "slice_viewer(" in cell.source or "adaptive_explorer(" in cell.source:
                 if not cell.source.startswith("from ") and "import" not in cell.source:
-                    assert cell.source.startswith("# NBVAL_IGNORE_OUTPUT"), cell.source
+                    assert _tagged(cell, IGNORE_TAG) and not _tagged(cell, CHECK_TAG), cell.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.stem)
+def test_nbval_markers_are_tags_not_comments(path):
+    """A learner reads the cells: nbval's markers live in the cell tags, which nbval reads too."""
+    for cell in _read(path).cells:
+        assert "NBVAL_" not in cell.source, f"use the tag nbval-check-output / nbval-ignore-output: {cell.source[:80]}"
+        assert not (_tagged(cell, CHECK_TAG) and _tagged(cell, IGNORE_TAG)), cell.source[:80]
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.stem)
+def test_exercises_have_collapsed_self_checking_solutions(path):
+    """Each "### Exercise N: ..." is followed (before the next exercise) by one code cell tagged
+    ``solution``, collapsed, that asserts its answer, so executing the notebook checks it."""
+    exercises = []
+    for cell in _read(path).cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if re.match(r"#+ .*Exercise \d", line):
+                    heading = EXERCISE_HEADING.match(line)
+                    assert heading, f"write '### Exercise N: title', not {line!r}"
+                    exercises.append((int(heading.group(1)), []))
+        elif _tagged(cell, SOLUTION_TAG):
+            assert exercises, f"a solution before any exercise: {cell.source[:80]}"
+            exercises[-1][1].append(cell)
+    assert [n for n, _ in exercises] == list(range(1, len(exercises) + 1)), "exercises numbered 1, 2, ..."
+    assert len(exercises) >= MIN_EXERCISES.get(path.stem, 0)
+    for number, cells in exercises:
+        assert len(cells) == 1, f"exercise {number}: {len(cells)} solution cells"
+        solution = cells[0]
+        assert solution.metadata.get("jupyter", {}).get("source_hidden") is True, f"exercise {number}: not collapsed"
+        assert SELF_CHECK.search(solution.source), f"exercise {number}: the solution checks nothing"
+        assert not _tagged(solution, CHECK_TAG), f"exercise {number}: a stored output would give the answer away"
 
 
 # --------------------------------------------------------------------------- links
@@ -288,7 +331,13 @@ def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
     assert summary.count("| ok |") == len(EXPECTED)
     for executed in out.glob("*.ipynb"):
         nb = _read(executed)
-        assert not [o for c in _code(nb) for o in c.outputs if o.output_type == "error"]
+        outputs = [o for c in _code(nb) for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        # no progress bar frozen in the saved notebook, neither as text nor as a tqdm widget
+        texts = [o.get("text", "") for o in outputs] + [str(o.get("data", {}).get("text/plain", "")) for o in outputs]
+        assert not [t for t in texts if PROGRESS_BAR.search(t)], executed.name
+        widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert not widgets, f"{executed.name}: widget outputs (a tqdm bar?) in a static run"
     assert (out / "runs" / "synthetic" / "afl" / "history.csv").is_file()
     assert (out / "runs" / "synthetic" / "afl" / "eval" / "per_case.csv").is_file()
     assert (data / "synthetic" / "dataset.json").is_file()
@@ -296,8 +345,8 @@ def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
 
 @SKIP_RUN
 def test_committed_outputs_still_match_nbval():
-    """nbval --nbval-lax on the committed notebooks: cells marked NBVAL_CHECK_OUTPUT must
-    print what is stored (after sanitising), and no cell may fail."""
+    """nbval --nbval-lax on the committed notebooks: cells tagged nbval-check-output must
+    print what is stored (after sanitising), and no cell may fail (solutions assert)."""
     env = os.environ | {"AFL_STATIC_WIDGETS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",

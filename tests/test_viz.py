@@ -164,7 +164,11 @@ def test_plot_adaptive_example_and_explorer_wiring(monkeypatch):
     weight = np.linspace(0, 1, 256).reshape(16, 16)
     fig = viz.plot_adaptive_example(mask, weight, gamma=0.0123, alpha=0.9)
     np.testing.assert_allclose(np.asarray(fig.axes[1].images[0].get_array()), weight.T)
-    assert "gamma=0.0123" in fig.axes[0].get_title()
+    assert "gamma=0.0123" in fig.axes[0].get_title() and "image 16 x 16" in fig.axes[0].get_title()
+    for ax in fig.axes[:2]:  # both panels zoomed on the lesion's window
+        assert ax.get_xlim() == pytest.approx(viz.lesion_window(mask)[0])
+        assert ax.get_ylim() == pytest.approx(viz.lesion_window(mask)[1])
+    assert "(1-p_t)" in fig.axes[2].get_ylabel()  # the colour bar says what it shows
     with pytest.raises(ValueError):
         viz.plot_adaptive_example(mask, weight[:-1], gamma=0, alpha=1)
 
@@ -214,6 +218,25 @@ def test_static_widgets_draw_the_default_view_once_and_return_none(monkeypatch):
     assert viz.slice_viewer(image, label) is None
     assert calls == [(3, "all", True)]
     seen = []
-    example = lambda **kw: seen.append(kw) or {"mask": np.ones((4, 4)), "weight": np.ones((4, 4)), "gamma": 0, "alpha": 1}
+    def example(**kw):
+        seen.append(kw)
+        return {"mask": np.ones((4, 4)), "weight": np.ones((4, 4)), "gamma": 0, "alpha": 1}
+
     assert viz.adaptive_explorer(example, defaults={"radius": 5.0, "variant": "scale_aware"}) is None
     assert seen == [{"radius": 5.0, "irregularity": 0.0, "variant": "scale_aware"}]
+
+
+def test_lesion_window_frames_the_lesion_with_a_margin():
+    mask = np.zeros((100, 80), bool)
+    mask[40:50, 20:24] = True  # rows 40..49 (centre 44.5), columns 20..23 (centre 21.5)
+    (x0, x1), (y0, y1) = viz.lesion_window(mask, margin=1.0)
+    half = (10 / 2) * 2  # the box's larger half-size (5 voxels) doubled by the margin
+    assert (x0, x1) == pytest.approx((44.5 - half, 44.5 + half))
+    assert (y0, y1) == pytest.approx((21.5 - half, 21.5 + half))
+    assert x0 < 39.5 and x1 > 49.5 and y0 < 19.5 and y1 > 23.5  # the whole lesion is inside
+    # a lesion at the border: the window stops at the image's edge; a tiny one gets min_half
+    corner = np.zeros((30, 30), bool); corner[0, 0] = True
+    assert viz.lesion_window(corner, min_half=6) == ((-0.5, 6.0), (-0.5, 6.0))
+    assert viz.lesion_window(np.zeros((5, 7))) == ((-0.5, 4.5), (-0.5, 6.5))
+    with pytest.raises(ValueError, match="2D"):
+        viz.lesion_window(np.zeros((2, 3, 4)))

@@ -3,7 +3,7 @@
 
     python tools/refresh_checked_outputs.py notebooks/02_focal_loss.ipynb notebooks/03_adaptive_focusing.ipynb
 
-Run it after changing such a notebook: cells marked ``# NBVAL_CHECK_OUTPUT`` keep their
+Run it after changing such a notebook: cells tagged ``nbval-check-output`` keep their
 fresh outputs (the reference `make test` compares against), every other cell is stored
 without outputs, so the committed notebooks stay small and free of timings.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"
 
 
 def refresh(path: Path) -> None:
@@ -26,7 +26,7 @@ def refresh(path: Path) -> None:
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
-        if cell.cell_type == "code" and not cell.source.startswith(CHECK_MARKER):
+        if cell.cell_type == "code" and CHECK_TAG not in cell.metadata.get("tags", []):
             cell.outputs, cell.execution_count = [], None
     nbformat.write(notebook, path)
     print(f"{path}: {path.stat().st_size} bytes")
