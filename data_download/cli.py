@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--empty-fraction", type=float, help="fraction of cases without a lesion")
     p.add_argument("--channels", dest="n_channels", type=int, help="number of image channels")
     p.add_argument("--max-lesions", type=int, help="at most this many lesions per case")
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("H", "W", "D"),
-                   help="voxel size in mm along the stored axes (in-plane H, W, then slices D)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("D", "H", "W"),
+                   help="voxel size in mm, in the order of --shape (slice thickness first)")
     return parser
 
 

@@ -579,9 +579,13 @@ def test_synthetic_via_cli_matches_the_generator(tmp_path, capsys):
     from afl_core.synthetic import make_dataset
 
     args = ["synthetic", "--dest", str(tmp_path / "cli"), "--cases", "3", "--seed", "7", "--shape", "2", "32", "32",
-            "--lesion-radius", "2", "4", "--no-progress"]
+            "--lesion-radius", "2", "4", "--spacing", "4", "0.5", "0.75", "--no-progress"]
     assert main(args) == 0
-    make_dataset(tmp_path / "api", 3, seed=7, shape=(2, 32, 32), lesion_radius=(2.0, 4.0), progress=False)
+    make_dataset(tmp_path / "api", 3, seed=7, shape=(2, 32, 32), lesion_radius=(2.0, 4.0), spacing=(4.0, 0.5, 0.75),
+                 progress=False)
+    # (D, H, W) on the command line as in the API: the NIfTI zooms are stored (H, W, D).
+    first = label_path(tmp_path / "cli", list_cases(tmp_path / "cli")[0])
+    np.testing.assert_allclose(nib.load(first).header.get_zooms(), (0.5, 0.75, 4.0))
     assert list_cases(tmp_path / "cli") == list_cases(tmp_path / "api")
     for case in list_cases(tmp_path / "api"):
         assert label_path(tmp_path / "cli", case).read_bytes() == label_path(tmp_path / "api", case).read_bytes()
