@@ -2,21 +2,25 @@
 
 Four groups of functions:
 
-* **Standard metrics** (:func:`segmentation_scores`, :func:`hd95`): hard Dice, IoU,
-  sensitivity, specificity and the 95th-percentile Hausdorff distance of a binary
-  prediction against a binary ground truth.
+* **Standard metrics** (:func:`segmentation_scores`, :func:`hd95`, :func:`hd95_penalty`):
+  hard Dice, IoU, sensitivity, specificity and the 95th-percentile Hausdorff distance of
+  a binary prediction against a binary ground truth, with and without a penalty for a
+  missed or hallucinated lesion.
 * **The authors' protocol** (:func:`paper_protocol_scores`): the soft Dice and soft IoU
   the A-FL paper reports, with squared predictions in the denominator and the
   background channel averaged in. For small lesions the background channel scores about
   0.99, so this number sits roughly halfway between the foreground Dice and 1
   (a foreground Dice of 0.55 reads as about 0.77). Compare the paper's table only with
-  numbers computed this way.
+  numbers computed this way. A two-channel network is scored from its own background
+  channel, as the authors' code does.
 * **Lesion-wise detection** (:func:`lesion_detection`, :func:`recall_by_bucket`):
-  connected components (26-connectivity in 3D, 8 in 2D), lesion TP/FP/FN and F1,
-  recall by lesion size or boundary irregularity.
+  connected components (26-connectivity in 3D, 8 in 2D), lesion TP/FP/FN and F1 under
+  two matching rules (the authors' any-overlap rule and PI-CAI's one-to-one rule with
+  IoU >= 0.1), recall by lesion size or boundary irregularity.
 * **Comparing runs** (:func:`per_case_scores`, :func:`results_table`,
   :func:`paired_bootstrap_ci`, :func:`wilcoxon_signed_rank`, :func:`compare_runs`,
-  :func:`export_csv`, :data:`PAPER_RESULTS`).
+  :func:`seed_summary`, :func:`seed_averaged`, :func:`compare_to_reference`,
+  :func:`adjust_p_values`, :func:`export_csv`, :data:`PAPER_RESULTS`).
 
 Inputs are NumPy arrays or torch tensors (converted with ``.detach().cpu().numpy()``),
 two- or three-dimensional, without batch or channel axes.
@@ -27,14 +31,14 @@ Chosen so that a mean over cases stays meaningful: a score is either well define
 NaN, and NaN values are left out of means (:func:`results_table` reports how many
 cases have a lesion, the denominator of the sensitivity mean).
 
-==========================  ======  ======  ===========  ===========  ======
-case                        dice    iou     sensitivity  specificity  hd95
-==========================  ======  ======  ===========  ===========  ======
-both empty                  1       1       NaN          1            0
-target empty, pred not      0       0       NaN          < 1          NaN
-pred empty, target not      0       0       0            1            NaN
-target fills the image      ...     ...     ...          NaN          ...
-==========================  ======  ======  ===========  ===========  ======
+==========================  ======  ======  ===========  ===========  ======  ==============
+case                        dice    iou     sensitivity  specificity  hd95    hd95_penalised
+==========================  ======  ======  ===========  ===========  ======  ==============
+both empty                  1       1       NaN          1            0       0
+target empty, pred not      0       0       NaN          < 1          NaN     diagonal
+pred empty, target not      0       0       0            1            NaN     diagonal
+target fills the image      ...     ...     ...          NaN          ...     ...
+==========================  ======  ======  ===========  ===========  ======  ==============
 
 * Sensitivity ``TP / (TP + FN)`` has no denominator without a lesion: NaN whatever the
   prediction (false positives are specificity's business), as MONAI's confusion-matrix
@@ -44,8 +48,12 @@ target fills the image      ...     ...     ...          NaN          ...
   empty case scores 0.
 * HD95 with one side empty is undefined (MONAI: ``inf`` distances, NaN once a
   percentile is taken); it is NaN here, so a mean HD95 is over the cases where both
-  masks are present (the Dice already punishes a missed or hallucinated lesion). Two
-  empty masks agree perfectly: 0 (MONAI: NaN).
+  masks are present, and :func:`results_table` says how many cases that leaves out.
+  Beside it, ``hd95_penalised`` counts such a case at the largest distance the image
+  allows, its diagonal ``sqrt(sum((n_i * s_i) ** 2))`` in the units of the spacing
+  (:func:`hd95_penalty`), as BraTS-style evaluations do (their 373.13 mm is the
+  diagonal of the 240 x 240 x 155 grid at 1 mm). Two empty masks agree perfectly: 0 in
+  both columns (MONAI: NaN).
 * Lesion F1 follows Dice: 1 when there is no lesion and no predicted component;
   lesion recall is NaN without a lesion, lesion precision NaN without a prediction.
 """
@@ -54,13 +62,15 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage, stats
+from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from afl_core._io import atomic_target
@@ -70,12 +80,23 @@ __all__ = [
     "segmentation_scores",
     "overlap_scores",
     "hd95",
+    "hd95_penalty",
     "paper_protocol_scores",
     "lesion_detection",
+    "LESION_MATCHING",
+    "PICAI_MIN_IOU",
     "recall_by_bucket",
     "paired_bootstrap_ci",
     "wilcoxon_signed_rank",
     "compare_runs",
+    "FewCasesWarning",
+    "MIN_PAIRED_CASES",
+    "BOOTSTRAP_METHODS",
+    "P_VALUE_CORRECTIONS",
+    "seed_averaged",
+    "seed_summary",
+    "adjust_p_values",
+    "compare_to_reference",
     "per_case_scores",
     "evaluate_cases",
     "results_table",
@@ -160,21 +181,26 @@ def segmentation_scores(pred: Any, target: Any, spacing: float | Sequence[float]
         \\text{specificity} = \\frac{TN}{TN + FP}
 
     counted over all voxels of the case, and ``hd95`` from :func:`hd95` in the units of
-    ``spacing`` (millimetres for NIfTI spacing; voxels when ``spacing`` is ``None``).
-    Empty masks follow the conventions in the module docstring.
+    ``spacing`` (millimetres for NIfTI spacing; voxels when ``spacing`` is ``None``):
+    NaN when exactly one mask is empty, where ``hd95_penalised`` takes
+    :func:`hd95_penalty` instead. Empty masks follow the conventions in the module
+    docstring.
 
     Args:
         pred, target: binary 2D or 3D arrays or tensors of the same shape (bool or 0/1).
         spacing: voxel size per axis, or one isotropic value; ``None`` means 1.
 
     Returns:
-        ``{"dice", "iou", "sensitivity", "specificity", "hd95"}`` as Python floats.
+        ``{"dice", "iou", "sensitivity", "specificity", "hd95", "hd95_penalised"}`` as
+        Python floats.
     """
     p = _binary(pred, "pred")
     t = _binary(target, "target")
     _same_shape(p, t, "pred and target")
     sampling = _spacing(spacing, p.ndim)
-    return _overlap_scores(p, t) | {"hd95": _hd95(p, t, sampling)}
+    distance = _hd95(p, t, sampling)
+    penalised = _diagonal(p.shape, sampling) if math.isnan(distance) else distance
+    return _overlap_scores(p, t) | {"hd95": distance, "hd95_penalised": penalised}
 
 
 def overlap_scores(pred: Any, target: Any) -> dict[str, float]:
@@ -219,6 +245,27 @@ def hd95(pred: Any, target: Any, spacing: float | Sequence[float] | None = None)
     return _hd95(p, t, _spacing(spacing, p.ndim))
 
 
+def hd95_penalty(shape: Sequence[int], spacing: float | Sequence[float] | None = None) -> float:
+    """The distance that ``hd95_penalised`` gives a case where exactly one mask is empty.
+
+    The image diagonal, the largest distance two points of the image can have:
+
+    .. math::  \sqrt{\sum_i (n_i s_i)^2}
+
+    for ``shape`` ``(n_i)`` and ``spacing`` ``(s_i)`` in the array's axis order (units of
+    the spacing, voxels when ``None``). BraTS-style evaluations use the same rule: the
+    240 x 240 x 155 BraTS grid at 1 mm gives their 373.13 mm.
+    """
+    dims = tuple(int(n) for n in shape)
+    if len(dims) not in (2, 3) or min(dims) < 1:
+        raise ValueError(f"shape must give 2 or 3 positive sizes (the image's spatial shape), got {tuple(shape)}")
+    return _diagonal(dims, _spacing(spacing, len(dims)))
+
+
+def _diagonal(shape: tuple[int, ...], sampling: tuple[float, ...]) -> float:
+    return float(math.hypot(*(n * s for n, s in zip(shape, sampling))))
+
+
 def _hd95(p: np.ndarray, t: np.ndarray, sampling: tuple[float, ...]) -> float:
     has_p, has_t = bool(p.any()), bool(t.any())
     if not has_p and not has_t:
@@ -245,11 +292,13 @@ def _grow(box: tuple[slice, ...], margin: int, shape: tuple[int, ...]) -> tuple[
 # --------------------------------------------------------------------------- the authors' protocol
 
 
-def paper_protocol_scores(prob: Any, target: Any) -> dict[str, float]:
+def paper_protocol_scores(prob: Any, target: Any, *, background: Any = None) -> dict[str, float]:
     """Soft Dice and soft IoU as the A-FL authors evaluate (``1 - MONAI DiceLoss``).
 
-    The foreground probability ``p`` becomes two channels ``[1 - p, p]`` against the
-    one-hot target ``[1 - t, t]``. For each channel ``c``, with
+    The prediction is two channels ``[b, p]`` against the one-hot target ``[1 - t, t]``:
+    ``p`` the foreground probability, ``b`` the background probability, which is the
+    network's own background channel for a two-output network (``background=``) and
+    ``1 - p`` for a one-output network. For each channel ``c``, with
     ``I = sum(p_c * t_c)``, ``P = sum(p_c ** 2)``, ``T = sum(t_c ** 2)`` and MONAI's
     default smoothing ``s_nr = s_dr = 1e-5``:
 
@@ -262,38 +311,50 @@ def paper_protocol_scores(prob: Any, target: Any) -> dict[str, float]:
     ``jaccard=True`` form. The reported value is the mean over the two channels: the
     background channel is averaged in.
 
-    The authors' networks have two output channels passed through a sigmoid each; a
-    one-output network's ``sigmoid(logit)`` gives exactly ``[1 - p, p]``.
+    The authors' networks have two output channels passed through a sigmoid each
+    (``utils.py:10-18``: ``DiceLoss(to_onehot_y=True, sigmoid=True, squared_pred=True)``
+    on the logits): pass ``prob=sigmoid(logits[1])`` and ``background=sigmoid(logits[0])``.
+    The two sigmoids need not sum to 1, so the background channel can score well below
+    the ``1 - p`` of a one-output network.
 
     Args:
         prob: foreground probabilities in [0, 1], 2D or 3D.
         target: binary mask of the same shape.
+        background: the background channel's probabilities (same shape), or ``None``
+            for ``1 - prob``.
 
     Returns:
         ``dice`` and ``iou`` (the paper's numbers), and the per-channel values
         ``dice_foreground``, ``iou_foreground``, ``dice_background``, ``iou_background``
         so the effect of averaging in the background can be shown.
     """
-    p = _to_numpy(prob, "prob").astype(np.float64)
     t = _binary(target, "target").astype(np.float64)
-    _same_shape(p, t, "prob and target")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("prob holds non-finite values (NaN or inf); check the network output")
-    if p.min() < 0 or p.max() > 1:
+    p = _probabilities(prob, "prob", t.shape)
+    b = 1.0 - p if background is None else _probabilities(background, "background", t.shape)
+    foreground_scores = _soft_scores(p, t)
+    background_scores = _soft_scores(b, 1.0 - t)
+    return {
+        "dice": (foreground_scores[0] + background_scores[0]) / 2,
+        "iou": (foreground_scores[1] + background_scores[1]) / 2,
+        "dice_foreground": foreground_scores[0],
+        "iou_foreground": foreground_scores[1],
+        "dice_background": background_scores[0],
+        "iou_background": background_scores[1],
+    }
+
+
+def _probabilities(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    a = _to_numpy(x, name).astype(np.float64)
+    if a.shape != shape:
+        raise ValueError(f"{name} and target must have the same shape, got {a.shape} and {shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds non-finite values (NaN or inf); check the network output")
+    if a.min() < 0 or a.max() > 1:
         raise ValueError(
-            f"prob must hold probabilities in [0, 1], found values in [{p.min():.3g}, {p.max():.3g}]; "
+            f"{name} must hold probabilities in [0, 1], found values in [{a.min():.3g}, {a.max():.3g}]; "
             "apply torch.sigmoid to logits first"
         )
-    foreground = _soft_scores(p, t)
-    background = _soft_scores(1.0 - p, 1.0 - t)
-    return {
-        "dice": (foreground[0] + background[0]) / 2,
-        "iou": (foreground[1] + background[1]) / 2,
-        "dice_foreground": foreground[0],
-        "iou_foreground": foreground[1],
-        "dice_background": background[0],
-        "iou_background": background[1],
-    }
+    return a
 
 
 def _soft_scores(p: np.ndarray, t: np.ndarray) -> tuple[float, float]:
@@ -313,21 +374,43 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(count)
 
 
+LESION_MATCHING = ("any_overlap", "picai")
+# PI-CAI's min_overlap: a predicted component must reach this IoU with a lesion to detect it.
+PICAI_MIN_IOU = 0.1
+
+
 def lesion_detection(
     pred: Any,
     target: Any,
     *,
     spacing: float | Sequence[float] | None = None,
     lesions: Any = None,
+    matching: str = "any_overlap",
 ) -> dict[str, Any]:
-    """Lesion-wise detection counts, as in the authors' evaluation.
+    """Lesion-wise detection counts under one of two matching rules.
 
     Ground-truth lesions are the connected components of ``target`` (26-connectivity in
     3D, 8 in 2D), or the labels of ``lesions`` when given (useful when two lesions
-    touch). A lesion is a true positive when any predicted voxel overlaps it; a
-    connected component of ``pred`` that overlaps no lesion is a false positive; an
-    undetected lesion is a false negative. So one predicted blob covering two lesions
-    detects both, and a lesion hit by two blobs counts once.
+    touch); predicted lesions are the connected components of ``pred``, with the same
+    connectivity.
+
+    ``matching="any_overlap"`` (the authors' rule, their ``lession_wise_seg``): a lesion
+    is a true positive when any predicted voxel overlaps it; a predicted component that
+    overlaps no lesion is a false positive; an undetected lesion is a false negative.
+    One predicted blob covering two lesions detects both, and a lesion hit by two blobs
+    counts once.
+
+    ``matching="picai"`` (PI-CAI's ``picai_eval.evaluate_case`` with its defaults): a
+    lesion and a predicted component may be matched when their IoU (of the two
+    components alone) is at least :data:`PICAI_MIN_IOU` = 0.1; matching is one-to-one,
+    the Hungarian assignment that maximises the sum of ``1 + IoU`` over matched pairs
+    (PI-CAI's weighting, which puts the number of matches before the overlap). Matched
+    lesions are true positives, unmatched lesions false negatives, and a predicted
+    component that reaches IoU 0.1 with no lesion is a false positive; one that reaches
+    it but lost the assignment to another component is neither (PI-CAI's
+    ``allow_unmatched_candidates_with_minimal_overlap=True``). So one blob covering two
+    lesions detects at most one of them, and a lesion split into two blobs counts once.
+    PI-CAI scores 3D volumes; on 2D images the same rule runs with 8-connectivity.
 
     .. math::  F_1 = \\frac{TP}{TP + (FP + FN) / 2}
 
@@ -337,46 +420,91 @@ def lesion_detection(
             is NaN without it).
         lesions: optional integer label map of the ground-truth lesions (0 background,
             one positive id per lesion) whose foreground must equal ``target``.
+        matching: ``"any_overlap"`` or ``"picai"``.
 
     Returns:
-        ``tp``, ``fp``, ``fn`` (ints), ``precision``, ``recall``, ``f1`` (floats, see the
-        module docstring for empty cases) and ``per_lesion``, a DataFrame with one row
-        per ground-truth lesion: ``lesion`` (id), ``volume_voxels``, ``volume_mm3``,
-        ``irregularity`` (:func:`afl_core.shape.boundary_irregularity` of the lesion
-        alone, in voxel units), ``overlap_voxels`` (predicted voxels inside it) and
-        ``detected``.
+        ``matching``, ``tp``, ``fp``, ``fn`` (ints), ``precision``, ``recall``, ``f1``
+        (floats, see the module docstring for empty cases) and ``per_lesion``, a
+        DataFrame with one row per ground-truth lesion: ``lesion`` (id),
+        ``volume_voxels``, ``volume_mm3``, ``irregularity``
+        (:func:`afl_core.shape.boundary_irregularity` of the lesion alone, in voxel
+        units), ``overlap_voxels`` (predicted voxels inside it), ``best_iou`` (its
+        highest IoU with one predicted component) and ``detected`` (under ``matching``).
     """
+    if matching not in LESION_MATCHING:
+        raise ValueError(f"matching must be one of {LESION_MATCHING}, got {matching!r}")
     p = _binary(pred, "pred")
     t = _binary(target, "target")
     _same_shape(p, t, "pred and target")
-    voxel_volume = math.prod(_spacing(spacing, p.ndim)) if spacing is not None else math.nan
+    per_lesion, overlap = _lesions_and_overlap(p, t, spacing, lesions)
+    detected, fp = _match(overlap, matching)
+    per_lesion["detected"] = detected
+    return {"matching": matching, **_detection_counts(detected, fp), "per_lesion": per_lesion}
 
-    if lesions is None:
-        gt_labels, _ = _components(t)
-    else:
-        gt_labels = _lesion_labels(lesions, t)
+
+class _Overlap(NamedTuple):
+    """Voxel counts of lesions (rows) against predicted components (columns)."""
+
+    intersection: np.ndarray  # (lesions, components)
+    lesion_voxels: np.ndarray  # (lesions,)
+    component_voxels: np.ndarray  # (components,)
+
+    @property
+    def iou(self) -> np.ndarray:
+        union = self.lesion_voxels[:, None] + self.component_voxels[None, :] - self.intersection
+        return self.intersection / np.maximum(union, 1)
+
+
+def _lesions_and_overlap(
+    p: np.ndarray, t: np.ndarray, spacing: float | Sequence[float] | None, lesions: Any
+) -> tuple[pd.DataFrame, _Overlap]:
+    """The per-lesion table (without ``detected``) and the lesion/component overlap counts."""
+    voxel_volume = math.prod(_spacing(spacing, p.ndim)) if spacing is not None else math.nan
+    gt_labels = _components(t)[0] if lesions is None else _lesion_labels(lesions, t)
     pred_labels, n_pred = _components(p)
 
     ids = np.unique(gt_labels[gt_labels > 0])
     volumes = np.bincount(gt_labels.ravel(), minlength=int(gt_labels.max()) + 1)
-    overlaps = np.bincount(gt_labels[p], minlength=volumes.size)
+    both = p & t
+    pairs = np.bincount(gt_labels[both] * (n_pred + 1) + pred_labels[both], minlength=volumes.size * (n_pred + 1))
+    overlap = _Overlap(
+        intersection=pairs.reshape(volumes.size, n_pred + 1)[ids, 1:],
+        lesion_voxels=volumes[ids],
+        component_voxels=np.bincount(pred_labels.ravel(), minlength=n_pred + 1)[1:],
+    )
     boxes = ndimage.find_objects(gt_labels)
     irregularity = [_lesion_irregularity(gt_labels, int(i), boxes[i - 1]) for i in ids]
+    iou = overlap.iou
     per_lesion = pd.DataFrame(
         {
             "lesion": ids.astype(int),
             "volume_voxels": volumes[ids].astype(int),
             "volume_mm3": volumes[ids] * voxel_volume,
             "irregularity": np.asarray(irregularity, dtype=float),
-            "overlap_voxels": overlaps[ids].astype(int),
-            "detected": overlaps[ids] > 0,
+            "overlap_voxels": overlap.intersection.sum(axis=1).astype(int),
+            "best_iou": iou.max(axis=1) if n_pred else np.zeros(ids.size),
         }
     )
+    return per_lesion, overlap
 
-    tp = int(per_lesion["detected"].sum())
-    fn = len(ids) - tp
-    hitting = np.unique(pred_labels[p & t])
-    fp = n_pred - int(np.count_nonzero(hitting))
+
+def _match(overlap: _Overlap, matching: str) -> tuple[np.ndarray, int]:
+    """Which lesions are detected, and how many predicted components are false positives."""
+    if matching == "any_overlap":
+        touching = overlap.intersection > 0
+        return touching.any(axis=1), int(np.count_nonzero(~touching.any(axis=0)))
+    iou = overlap.iou
+    eligible = iou >= PICAI_MIN_IOU
+    # PI-CAI's weights: 1 + IoU for an eligible pair, so a further match counts more than more overlap.
+    rows, cols = linear_sum_assignment(np.where(eligible, 1.0 + iou, 0.0), maximize=True)
+    detected = np.zeros(iou.shape[0], dtype=bool)
+    detected[rows[eligible[rows, cols]]] = True
+    return detected, int(np.count_nonzero(~eligible.any(axis=0)))
+
+
+def _detection_counts(detected: np.ndarray, fp: int) -> dict[str, Any]:
+    tp = int(np.count_nonzero(detected))
+    fn = detected.size - tp
     return {
         "tp": tp,
         "fp": fp,
@@ -384,7 +512,6 @@ def lesion_detection(
         "precision": _ratio(tp, tp + fp, empty=math.nan),
         "recall": _ratio(tp, tp + fn, empty=math.nan),
         "f1": _ratio(tp, tp + (fp + fn) / 2, empty=1.0),
-        "per_lesion": per_lesion,
     }
 
 
@@ -442,6 +569,21 @@ def recall_by_bucket(per_lesion_table: pd.DataFrame, column: str, bins: int | Se
 
 # --------------------------------------------------------------------------- statistics
 
+# Below this many paired cases a bootstrap interval and a Wilcoxon p-value say little.
+MIN_PAIRED_CASES = 10
+BOOTSTRAP_METHODS = ("BCa", "percentile")
+P_VALUE_CORRECTIONS = ("holm", "bonferroni")
+
+
+class FewCasesWarning(UserWarning):
+    """A paired comparison on fewer than :data:`MIN_PAIRED_CASES` cases.
+
+    With ``n`` cases the bootstrap can draw only ``C(2n - 1, n)`` distinct resamples (10
+    at n = 3, 126 at n = 5), so its interval is coarse and too narrow, and the exact
+    Wilcoxon test cannot go below ``p = 2 / 2**n`` (0.25 at n = 3). Silence it with
+    ``warnings.simplefilter("ignore", FewCasesWarning)`` once the learner has seen it.
+    """
+
 
 def _paired(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(a, dtype=float)
@@ -455,36 +597,76 @@ def _paired(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def paired_bootstrap_ci(
-    a: Any, b: Any, n_boot: int = 10000, ci: float = 0.95, seed: int = 0
-) -> dict[str, float]:
-    """Percentile bootstrap interval of the mean paired difference ``mean(b - a)``.
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(y - x, axis=axis)
 
-    Cases are resampled with replacement (the pairs stay together), ``n_boot`` times;
-    the interval is given by the ``(1 - ci) / 2`` and ``(1 + ci) / 2`` quantiles of the
-    resampled means. Reproducible for a given ``seed`` (``numpy.random.default_rng``).
+
+def paired_bootstrap_ci(
+    a: Any, b: Any, n_boot: int = 10000, ci: float = 0.95, seed: int = 0, *, method: str = "BCa"
+) -> dict[str, Any]:
+    """Bootstrap interval of the mean paired difference ``mean(b - a)`` over cases.
+
+    Cases are resampled with replacement, the pairs staying together, ``n_boot`` times
+    (:func:`scipy.stats.bootstrap` with ``paired=True``, seeded with
+    ``numpy.random.default_rng(seed)``, so reproducible). ``method``:
+
+    * ``"percentile"``: the ``(1 - ci) / 2`` and ``(1 + ci) / 2`` quantiles of the
+      resampled means;
+    * ``"BCa"`` (default, as in SciPy): those quantile levels shifted for the bias of the
+      resampled means (``z0``, from the share of them below the observed mean) and for
+      their skew (the acceleration ``a``, from a jackknife over cases):
+      ``level = Phi(z0 + (z0 + z) / (1 - a (z0 + z)))`` for ``z = Phi^-1`` of each
+      percentile level. Closer to the nominal coverage for skewed per-case differences.
+
+    The interval describes the variation from **case to case**: it treats the cases as
+    a sample from a population of cases. It says nothing about the training seed; for
+    several seeds, average them per case first (:func:`seed_averaged`) and show their
+    spread separately (:func:`seed_summary`). When every difference is the same (to
+    rounding), every resample has the same mean and the interval is that value.
+
+    Warns :class:`FewCasesWarning` below :data:`MIN_PAIRED_CASES` (10) cases.
 
     Returns:
-        ``mean_diff`` (of the original cases), ``low``, ``high``, ``n`` (cases).
+        ``mean_diff`` (of the original cases), ``low``, ``high``, ``n`` (cases) and
+        ``method``.
     """
     x, y = _paired(a, b)
     if not 0 < ci < 1:
         raise ValueError(f"ci must lie strictly between 0 and 1, got {ci}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be positive, got {n_boot}")
+    if method not in BOOTSTRAP_METHODS:
+        raise ValueError(f"method must be one of {BOOTSTRAP_METHODS}, got {method!r}")
     diff = y - x
-    rng = np.random.default_rng(seed)
-    resampled = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
-    low, high = np.quantile(resampled, [(1 - ci) / 2, (1 + ci) / 2])
-    return {"mean_diff": float(diff.mean()), "low": float(low), "high": float(high), "n": int(diff.size)}
+    if diff.size < MIN_PAIRED_CASES:
+        warnings.warn(
+            f"only {diff.size} paired case(s): the bootstrap has at most {math.comb(2 * diff.size - 1, diff.size)} "
+            f"distinct resamples, so its interval is coarse and too narrow; compare on at least "
+            f"{MIN_PAIRED_CASES} cases or show the per-case differences instead",
+            FewCasesWarning,
+            stacklevel=2,
+        )
+    if np.ptp(diff) <= 1e-12:  # equal to rounding: every resample has this mean (and BCa is undefined)
+        low = high = float(diff.mean())
+    else:
+        result = stats.bootstrap(
+            (x, y), _mean_difference, paired=True, vectorized=True, n_resamples=n_boot, confidence_level=ci,
+            method=method, random_state=np.random.default_rng(seed),
+        )
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {"mean_diff": float(diff.mean()), "low": low, "high": high, "n": int(diff.size), "method": method}
 
 
 def wilcoxon_signed_rank(a: Any, b: Any) -> float:
     """Two-sided Wilcoxon signed-rank p-value of the paired differences ``b - a``.
 
     :func:`scipy.stats.wilcoxon` with its defaults (zero differences dropped; exact
-    distribution for small samples). Note: when every difference is zero the test has
-    no data; the p-value is then 1.0 (no evidence of a difference) rather than NaN.
+    distribution for small samples). The test ranks the absolute differences and asks
+    whether the positive ones carry more (or less) than half of the rank sum; with ``n``
+    cases and no ties its smallest two-sided p-value is ``2 / 2**n`` (0.25 at n = 3,
+    0.002 at n = 10), so a handful of cases can never give a small p. Note: when every
+    difference is zero the test has no data; the p-value is then 1.0 (no evidence of a
+    difference) rather than NaN.
     """
     x, y = _paired(a, b)
     diff = y - x
@@ -499,7 +681,10 @@ def _by_case(per_case: pd.DataFrame, metric: str, name: str) -> pd.Series:
             raise KeyError(f"{name} has no column {needed!r} (columns: {list(per_case.columns)})")
     duplicated = per_case["case"][per_case["case"].duplicated()].unique()
     if len(duplicated):
-        raise ValueError(f"{name} lists cases more than once: {list(duplicated)[:5]}")
+        raise ValueError(
+            f"{name} lists cases more than once: {list(duplicated)[:5]}; for several seeds, average them per case "
+            "first (seed_averaged)"
+        )
     return per_case.set_index("case")[metric].astype(float)
 
 
@@ -511,17 +696,19 @@ def compare_runs(
     n_boot: int = 10000,
     ci: float = 0.95,
     seed: int = 0,
+    method: str = "BCa",
 ) -> dict[str, Any]:
     """Paired comparison of two runs on the same cases (difference ``b - a``).
 
-    The per-case tables (from :func:`per_case_scores`) are aligned on ``case``; they
-    must hold the same cases. Cases where ``metric`` is NaN in either run (e.g.
-    sensitivity without a lesion) are left out and ``n`` says how many remain.
+    The per-case tables (from :func:`per_case_scores`, or :func:`seed_averaged` for
+    several seeds) are aligned on ``case``; they must hold the same cases. Cases where
+    ``metric`` is NaN in either run (e.g. sensitivity without a lesion) are left out
+    and ``n`` says how many remain.
 
     Returns:
         ``metric``, ``n``, ``mean_a``, ``mean_b``, ``mean_diff``, ``low``, ``high``
-        (bootstrap interval, :func:`paired_bootstrap_ci`) and ``p_value``
-        (:func:`wilcoxon_signed_rank`).
+        (bootstrap interval, :func:`paired_bootstrap_ci` with ``method``), ``method`` and
+        ``p_value`` (:func:`wilcoxon_signed_rank`).
     """
     a = _by_case(per_case_a, metric, "per_case_a")
     b = _by_case(per_case_b, metric, "per_case_b")
@@ -535,7 +722,7 @@ def compare_runs(
     b = b.loc[a.index]
     both = a.notna() & b.notna()
     x, y = a[both].to_numpy(), b[both].to_numpy()
-    interval = paired_bootstrap_ci(x, y, n_boot=n_boot, ci=ci, seed=seed)
+    interval = paired_bootstrap_ci(x, y, n_boot=n_boot, ci=ci, seed=seed, method=method)
     return {
         "metric": metric,
         "n": interval["n"],
@@ -544,45 +731,207 @@ def compare_runs(
         "mean_diff": interval["mean_diff"],
         "low": interval["low"],
         "high": interval["high"],
+        "method": method,
         "p_value": wilcoxon_signed_rank(x, y),
     }
+
+
+def _long_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``table`` checked to be one row per (loss, seed, case), as ``results/comparison/per_case.csv``."""
+    missing = [c for c in ("loss", "seed", "case", metric) if c not in table.columns]
+    if missing:
+        raise KeyError(
+            f"the table lacks columns {missing} (columns: {list(table.columns)}); give one row per loss x seed x case, "
+            "e.g. pandas.read_csv('results/comparison/per_case.csv')"
+        )
+    repeated = table.duplicated(["loss", "seed", "case"])
+    if repeated.any():
+        first = table.loc[repeated, ["loss", "seed", "case"]].iloc[0].tolist()
+        raise ValueError(f"the table repeats (loss, seed, case) rows, e.g. {first}; keep one row per run and case")
+    return table
+
+
+def seed_averaged(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """``metric`` averaged over the training seeds, one row per (loss, case).
+
+    Seeds and cases are two sources of variation: the seed changes the training run
+    (initialisation, sampling, augmentation), the case is what the run is tested on.
+    Averaging the seeds per case first and then bootstrapping the cases
+    (:func:`compare_runs`, :func:`compare_to_reference`) gives an interval for the
+    loss's expected score over training runs, with the case-to-case variation as its
+    uncertainty; the seed-to-seed spread is shown by :func:`seed_summary`.
+
+    A case whose ``metric`` is NaN in any seed (e.g. ``hd95`` after a missed lesion) is
+    NaN here, so a comparison leaves it out rather than average unlike runs.
+
+    Args:
+        table: one row per loss x seed x case (columns ``loss``, ``seed``, ``case``,
+            ``metric``), as ``results/comparison/per_case.csv``.
+
+    Returns:
+        Columns ``loss``, ``case``, ``metric`` and ``seeds`` (how many were averaged),
+        in the table's order of losses and cases.
+    """
+    grouped = _long_table(table, metric).groupby(["loss", "case"], sort=False)[metric]
+    out = grouped.agg(["mean", "count", "size"]).reset_index()
+    out[metric] = out["mean"].where(out["count"] == out["size"])
+    return out.rename(columns={"size": "seeds"})[["loss", "case", metric, "seeds"]]
+
+
+def seed_summary(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """The seed-to-seed spread of each loss's mean ``metric``, to show before a ranking.
+
+    For each loss and seed the mean over cases (NaN cases left out, as in
+    :func:`results_table`); then, over the seeds, their ``mean``, standard deviation
+    ``sd`` (``ddof=1``), ``min`` and ``max``. When the spread over seeds is as large as
+    the gaps between losses, one seed's ranking is noise.
+
+    Returns:
+        One row per loss (in the table's order): a column ``seed <s>`` per seed, then
+        ``mean``, ``sd``, ``min``, ``max``, ``seeds`` and ``cases``.
+    """
+    table = _long_table(table, metric)
+    per_seed = table.pivot_table(index="loss", columns="seed", values=metric, aggfunc="mean", sort=False)
+    out = per_seed.rename(columns=lambda s: f"seed {s}").rename_axis(columns=None)
+    for statistic in ("mean", "std", "min", "max"):
+        out["sd" if statistic == "std" else statistic] = per_seed.agg(statistic, axis=1)
+    out["seeds"] = per_seed.shape[1]
+    out["cases"] = table.groupby("loss", sort=False)["case"].nunique()
+    return out
+
+
+def adjust_p_values(p_values: Any, method: str = "holm") -> np.ndarray:
+    """p-values adjusted for comparing several losses at once (family-wise error).
+
+    With ``m`` comparisons at level 0.05 each, the chance of at least one false
+    "significant" result grows to ``1 - 0.95**m`` (34 % for m = 8). The adjusted values
+    keep it at most 0.05 when compared with 0.05:
+
+    * ``"bonferroni"``: ``min(1, m p_i)``;
+    * ``"holm"`` (default; never larger than Bonferroni): sort ascending,
+      ``p_(1) <= ... <= p_(m)``, then ``adj_(k) = max_{j <= k} min(1, (m - j + 1) p_(j))``,
+      returned in the input order.
+
+    Returns:
+        A float array in the order of ``p_values``.
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"p_values must be a non-empty 1D sequence, got shape {p.shape}")
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p_values must lie in [0, 1] (no NaN), got {p.tolist()}")
+    if method not in P_VALUE_CORRECTIONS:
+        raise ValueError(f"method must be one of {P_VALUE_CORRECTIONS}, got {method!r}")
+    m = p.size
+    if method == "bonferroni":
+        return np.minimum(1.0, m * p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    return adjusted
+
+
+def compare_to_reference(
+    table: pd.DataFrame,
+    reference: str,
+    metric: str = "dice",
+    *,
+    correction: str = "holm",
+    method: str = "BCa",
+    n_boot: int = 10000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every loss of a multi-seed table against ``reference``, corrected for multiple comparisons.
+
+    Seeds are averaged per case (:func:`seed_averaged`), then each other loss is compared
+    with ``reference`` over the cases (:func:`compare_runs`: difference ``loss -
+    reference``, bootstrap interval, Wilcoxon p-value), and the p-values are adjusted
+    together (:func:`adjust_p_values` with ``correction``). The intervals are per
+    comparison at level ``ci``; for intervals that hold jointly use
+    ``ci = 1 - (1 - ci) / m`` for ``m`` comparisons (Bonferroni).
+
+    Returns:
+        One row per other loss (index ``loss``, in the table's order): ``n`` (cases),
+        ``seeds``, ``mean_reference``, ``mean``, ``mean_diff``, ``low``, ``high``,
+        ``p_value`` and ``p_adjusted``.
+    """
+    averaged = seed_averaged(table, metric)
+    losses = averaged["loss"].unique()
+    if reference not in losses:
+        raise ValueError(f"reference {reference!r} is not a loss of the table ({list(losses)})")
+    if losses.size < 2:
+        raise ValueError("the table holds only the reference loss: there is nothing to compare")
+    base = averaged[averaged["loss"] == reference]
+    rows = {}
+    for loss, other in averaged.groupby("loss", sort=False):
+        if loss == reference:
+            continue
+        c = compare_runs(base, other, metric, n_boot=n_boot, ci=ci, seed=seed, method=method)
+        rows[loss] = {
+            "n": c["n"], "seeds": int(other["seeds"].min()), "mean_reference": c["mean_a"], "mean": c["mean_b"],
+            "mean_diff": c["mean_diff"], "low": c["low"], "high": c["high"], "p_value": c["p_value"],
+        }
+    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("loss")
+    out["p_adjusted"] = adjust_p_values(out["p_value"].to_numpy(), correction)
+    return out
 
 
 # --------------------------------------------------------------------------- tables
 
 
+# Per matching rule: the prefix of its per-case counts and its per-lesion column.
+_MATCHING_COLUMNS = (("any_overlap", "lesion", "detected"), ("picai", "lesion_picai", "detected_picai"))
+
+
 def evaluate_cases(
-    cases: Iterable[tuple[str, Any, Any, Any, float | Sequence[float] | None]], *, progress: bool = True
+    cases: Iterable[tuple[Any, ...]], *, progress: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score many cases: one row per case, and one row per ground-truth lesion.
 
     Args:
-        cases: ``(case_id, pred, target, prob, spacing)`` tuples; ``prob`` (foreground
-            probabilities for :func:`paper_protocol_scores`) may be ``None``, which
-            leaves the ``paper_*`` columns NaN.
+        cases: ``(case_id, pred, target, prob, spacing)`` tuples, or
+            ``(case_id, pred, target, prob, spacing, background)`` for a two-output
+            network; ``prob`` (foreground probabilities) and ``background`` (the
+            network's background channel) feed :func:`paper_protocol_scores`; ``prob``
+            may be ``None``, which leaves the ``paper_*`` columns NaN.
         progress: show a progress bar.
 
     Returns:
         ``(per_case, per_lesion)``. ``per_case`` columns: ``case``, the
-        :func:`segmentation_scores`, ``paper_dice``, ``paper_iou``,
-        ``paper_dice_foreground``, ``paper_iou_foreground``, ``target_voxels``,
-        ``pred_voxels``, ``lesion_tp``, ``lesion_fp``, ``lesion_fn``, ``lesion_f1``.
-        ``per_lesion``: ``case`` and the columns of :func:`lesion_detection`'s table.
+        :func:`segmentation_scores` (``hd95`` and ``hd95_penalised`` in the units of
+        ``spacing``), ``paper_dice``, ``paper_iou``, ``paper_dice_foreground``,
+        ``paper_iou_foreground``, ``target_voxels``, ``pred_voxels``, then the
+        :func:`lesion_detection` counts under both matching rules: ``lesion_tp``,
+        ``lesion_fp``, ``lesion_fn``, ``lesion_f1`` (the authors' any-overlap rule) and
+        ``lesion_picai_tp``, ``lesion_picai_fp``, ``lesion_picai_fn``,
+        ``lesion_picai_f1`` (PI-CAI's one-to-one rule). ``per_lesion``: ``case``, the
+        columns of :func:`lesion_detection`'s table with ``detected`` under the
+        any-overlap rule, and ``detected_picai``.
     """
     rows, lesion_tables = [], []
-    for case_id, pred, target, prob, spacing in tqdm(cases, desc="scoring cases", disable=not progress):
+    for case in tqdm(cases, desc="scoring cases", disable=not progress):
+        if len(case) not in (5, 6):
+            raise ValueError(
+                f"each case must be (case_id, pred, target, prob, spacing[, background]), got {len(case)} items"
+            )
+        case_id, pred, target, prob, spacing, background = (*case, None)[:6]
         p, t = _binary(pred, "pred"), _binary(target, "target")
         row: dict[str, Any] = {"case": str(case_id)}
         row |= segmentation_scores(p, t, spacing)
-        paper = paper_protocol_scores(prob, t) if prob is not None else {}
+        paper = paper_protocol_scores(prob, t, background=background) if prob is not None else {}
         for key in ("dice", "iou", "dice_foreground", "iou_foreground"):
             row[f"paper_{key}"] = paper.get(key, math.nan)
         row["target_voxels"] = int(np.count_nonzero(t))
         row["pred_voxels"] = int(np.count_nonzero(p))
-        detection = lesion_detection(p, t, spacing=spacing)
-        row |= {f"lesion_{key}": detection[key] for key in ("tp", "fp", "fn", "f1")}
+        per_lesion, overlap = _lesions_and_overlap(p, t, spacing, None)
+        for matching, prefix, column in _MATCHING_COLUMNS:
+            detected, fp = _match(overlap, matching)
+            counts = _detection_counts(detected, fp)
+            row |= {f"{prefix}_{key}": counts[key] for key in ("tp", "fp", "fn", "f1")}
+            per_lesion[column] = detected
         rows.append(row)
-        lesion_tables.append(detection["per_lesion"])
+        lesion_tables.append(per_lesion)
         lesion_tables[-1].insert(0, "case", str(case_id))
     if not rows:
         raise ValueError("cases is empty: give (case_id, pred, target, prob, spacing) tuples")
@@ -591,9 +940,7 @@ def evaluate_cases(
     return per_case, per_lesion
 
 
-def per_case_scores(
-    cases: Iterable[tuple[str, Any, Any, Any, float | Sequence[float] | None]], *, progress: bool = True
-) -> pd.DataFrame:
+def per_case_scores(cases: Iterable[tuple[Any, ...]], *, progress: bool = True) -> pd.DataFrame:
     """The per-case table of :func:`evaluate_cases` (one row per case)."""
     return evaluate_cases(cases, progress=progress)[0]
 
@@ -606,30 +953,57 @@ _RESULT_COLUMNS = {
     "IoU (paper protocol)": "paper_iou",
     "DSC (paper protocol)": "paper_dice",
     "HD95": "hd95",
+    "HD95 (penalised)": "hd95_penalised",
 }
+_LESION_F1 = {"Lesion F1": "lesion", "Lesion F1 (PI-CAI)": "lesion_picai"}
+# benchmarks/compare_losses.py names the HD95 columns by their unit.
+_COLUMN_ALIASES = {"hd95_mm": "hd95", "hd95_penalised_mm": "hd95_penalised"}
 
 
-def results_table(per_case_by_loss: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def results_table(per_case_by_loss: Mapping[str, pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:
     """One row per loss in the paper's format, from per-case tables.
 
     Columns ``IoU``, ``DSC``, ``Sensitivity``, ``Specificity`` (standard protocol) and
     ``IoU (paper protocol)``, ``DSC (paper protocol)`` are means over cases, NaN cases
-    left out; then ``HD95`` (mean over cases where both masks are present), ``Lesion F1``
-    (pooled: from the summed lesion TP/FP/FN of all cases), ``Cases`` and
-    ``Cases with lesion`` (the cases behind the sensitivity mean).
+    left out; ``HD95`` is the mean over the cases where both masks are present,
+    ``HD95 (penalised)`` the mean over all cases with :func:`hd95_penalty` for the
+    others, and ``HD95 left out`` how many rows the first mean leaves out. ``Lesion F1``
+    (the authors' any-overlap rule) and ``Lesion F1 (PI-CAI)`` (one-to-one, IoU >= 0.1;
+    see :func:`lesion_detection`) are pooled: from the summed lesion TP/FP/FN of all
+    rows. Then ``Cases``, ``Cases with lesion`` (the cases behind the sensitivity mean)
+    and ``Seeds``.
+
+    Args:
+        per_case_by_loss: ``{loss: per-case table}`` (from :func:`per_case_scores`), or
+            one long table with a ``loss`` column and optionally a ``seed`` column, such
+            as ``results/comparison/per_case.csv`` (``hd95_mm`` and
+            ``hd95_penalised_mm`` read as ``hd95`` and ``hd95_penalised``). With several
+            seeds, means and pooled counts run over every (seed, case) row.
     """
+    if isinstance(per_case_by_loss, pd.DataFrame):
+        if "loss" not in per_case_by_loss.columns:
+            raise KeyError("a single table needs a 'loss' column; else give {loss: per-case table}")
+        per_case_by_loss = dict(tuple(per_case_by_loss.groupby("loss", sort=False)))
     if not per_case_by_loss:
         raise ValueError("per_case_by_loss is empty: give one per-case table per loss")
+    counts = [f"{prefix}_{k}" for prefix in _LESION_F1.values() for k in ("tp", "fp", "fn")]
     rows = {}
     for loss, df in per_case_by_loss.items():
-        missing = [c for c in (*_RESULT_COLUMNS.values(), "lesion_tp", "lesion_fp", "lesion_fn") if c not in df]
+        df = df.rename(columns=_COLUMN_ALIASES)
+        missing = [c for c in ("case", *_RESULT_COLUMNS.values(), *counts) if c not in df]
         if missing:
-            raise KeyError(f"the table for {loss!r} lacks columns {missing}; build it with per_case_scores")
+            raise KeyError(
+                f"the table for {loss!r} lacks columns {missing}; build it with per_case_scores (a table written by an "
+                "older version needs scoring again)"
+            )
         row = {label: df[column].astype(float).mean() for label, column in _RESULT_COLUMNS.items()}
-        tp, fp, fn = (int(df[f"lesion_{k}"].sum()) for k in ("tp", "fp", "fn"))
-        row["Lesion F1"] = _ratio(tp, tp + (fp + fn) / 2, empty=1.0)
-        row["Cases"] = len(df)
-        row["Cases with lesion"] = int(df["sensitivity"].notna().sum())
+        row["HD95 left out"] = int(df["hd95"].isna().sum())
+        for label, prefix in _LESION_F1.items():
+            tp, fp, fn = (int(df[f"{prefix}_{k}"].sum()) for k in ("tp", "fp", "fn"))
+            row[label] = _ratio(tp, tp + (fp + fn) / 2, empty=1.0)
+        row["Cases"] = df["case"].nunique()
+        row["Cases with lesion"] = df.loc[df["sensitivity"].notna(), "case"].nunique()
+        row["Seeds"] = df["seed"].nunique() if "seed" in df else 1
         rows[loss] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("loss")
 
