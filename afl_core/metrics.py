@@ -791,7 +791,8 @@ def seed_summary(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
         ``mean``, ``sd``, ``min``, ``max``, ``seeds`` and ``cases``.
     """
     table = _long_table(table, metric)
-    per_seed = table.pivot_table(index="loss", columns="seed", values=metric, aggfunc="mean", sort=False)
+    per_seed = table.pivot_table(index="loss", columns="seed", values=metric, aggfunc="mean")
+    per_seed = per_seed.loc[table["loss"].unique()]
     out = per_seed.rename(columns=lambda s: f"seed {s}").rename_axis(columns=None)
     for statistic in ("mean", "std", "min", "max"):
         out["sd" if statistic == "std" else statistic] = per_seed.agg(statistic, axis=1)

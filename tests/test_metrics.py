@@ -175,6 +175,29 @@ def test_empty_mask_conventions():
         assert math.isnan(monai_metrics.compute_hausdorff_distance(_bc(empty), _bc(empty), True, percentile=95))
 
 
+def test_hd95_penalty_is_the_image_diagonal():
+    # BraTS-style evaluations give a missed tumour 373.13 mm: the diagonal of 240 x 240 x 155 at 1 mm.
+    assert metrics.hd95_penalty((155, 240, 240), 1.0) == pytest.approx(373.13, abs=5e-3)
+    assert metrics.hd95_penalty((10, 20, 30), (3.0, 0.5, 0.5)) == pytest.approx(35.0)  # sqrt(30^2 + 10^2 + 15^2)
+    assert metrics.hd95_penalty((3, 4)) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="2 or 3 positive sizes"):
+        metrics.hd95_penalty((1, 2, 3, 4))
+
+
+def test_hd95_penalised_replaces_only_undefined_distances():
+    spacing = (3.0, 0.5, 0.5)
+    empty = np.zeros((10, 20, 30), bool)
+    lesion = empty.copy()
+    lesion[2:5, 3:9, 4:12] = True
+    shifted = np.roll(lesion, 2, axis=2)
+    for pred, target in [(empty, lesion), (lesion, empty)]:
+        s = metrics.segmentation_scores(pred, target, spacing)
+        assert math.isnan(s["hd95"]) and s["hd95_penalised"] == pytest.approx(35.0)
+    assert metrics.segmentation_scores(empty, empty, spacing)["hd95_penalised"] == 0.0
+    both = metrics.segmentation_scores(shifted, lesion, spacing)
+    assert both["hd95_penalised"] == both["hd95"] == pytest.approx(1.0)  # 2 voxels of 0.5 mm
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -201,6 +224,9 @@ def test_torch_and_numpy_inputs_agree():
         (lambda z: metrics.paper_protocol_scores(z * 1.5, z), r"\[0, 1\]"),
         (lambda z: metrics.paper_protocol_scores(np.full(z.shape, np.nan), z), "non-finite"),
         (lambda z: metrics.paper_protocol_scores(z, z * 0.3), "binary"),
+        (lambda z: metrics.paper_protocol_scores(z, z, background=z[:-1]), "background and target"),
+        (lambda z: metrics.paper_protocol_scores(z, z, background=z - 1), r"background must hold .*\[0, 1\]"),
+        (lambda z: metrics.lesion_detection(z, z, matching="iou"), "any_overlap"),
         (lambda z: metrics.lesion_detection(z, z, lesions=z * 2 + 1), "foreground"),
     ],
 )
@@ -236,6 +262,24 @@ def test_paper_protocol_matches_monai_dice_loss(shape):
         assert s["dice_foreground"] == pytest.approx(one_minus(include_background=False), rel=1e-10)
         assert s["iou_foreground"] == pytest.approx(one_minus(include_background=False, jaccard=True), rel=1e-10)
         assert s["dice"] == pytest.approx((s["dice_foreground"] + s["dice_background"]) / 2)
+
+
+@pytest.mark.parametrize("shape", [(24, 28), (6, 16, 18)])
+def test_paper_protocol_of_a_two_channel_network_matches_the_authors_metric(shape):
+    # utils.py:10-18: 1 - DiceLoss(to_onehot_y=True, sigmoid=True, squared_pred=True) on the raw
+    # 2-channel logits and the label map; the background channel is the network's own.
+    rng = np.random.default_rng(16)
+    t = _blob(rng, shape, threshold=0.4)
+    logits = torch.from_numpy(rng.normal(0.0, 2.0, (1, 2, *shape)))
+    label = torch.from_numpy(t.astype(np.float64))[None, None]
+    prob = torch.sigmoid(logits[0])
+    s = metrics.paper_protocol_scores(prob[1], t, background=prob[0])
+    for key, jaccard in (("dice", False), ("iou", True)):
+        loss = monai_losses.DiceLoss(to_onehot_y=True, sigmoid=True, squared_pred=True, jaccard=jaccard)
+        assert s[key] == pytest.approx(1 - loss(logits, label).item(), rel=1e-6)  # MONAI's one-hot is float32
+    # The two sigmoids do not sum to one: 1 - p is not the network's background channel.
+    assert abs(metrics.paper_protocol_scores(prob[1], t)["dice_background"] - s["dice_background"]) > 1e-3
+    assert metrics.paper_protocol_scores(prob[1], t)["dice_foreground"] == s["dice_foreground"]
 
 
 def test_paper_protocol_inflates_small_lesion_dice():
@@ -302,6 +346,99 @@ def test_one_blob_over_two_lesions_detects_both_and_two_blobs_on_one_lesion_coun
     p = np.zeros_like(t)
     p[3, 3] = p[9, 9] = True
     assert (lambda d: (d["tp"], d["fp"], d["fn"]))(metrics.lesion_detection(p, t)) == (1, 0, 0)
+
+
+def _counts(detection):
+    return detection["tp"], detection["fp"], detection["fn"]
+
+
+def test_picai_matching_one_blob_over_two_lesions_detects_one():
+    t = np.zeros((12, 14), bool)
+    t[2:5, 2:5] = t[2:5, 8:11] = True  # lesions A (9 voxels) and B (9 voxels)
+    p = np.zeros_like(t)
+    p[2:5, 2:10] = True  # IoU 9/24 with A, 6/27 with B
+    assert _counts(metrics.lesion_detection(p, t)) == (2, 0, 0)
+    d = metrics.lesion_detection(p, t, matching="picai")
+    assert d["matching"] == "picai" and _counts(d) == (1, 0, 1)
+    assert d["per_lesion"]["detected"].tolist() == [True, False]  # matched to A, the larger IoU
+    assert d["per_lesion"]["best_iou"].tolist() == pytest.approx([9 / 24, 6 / 27])
+    assert d["f1"] == pytest.approx(1 / (1 + 1 / 2))
+
+
+def test_picai_matching_lesion_split_in_two_counts_once():
+    t = np.zeros((14, 14), bool)
+    t[2:12, 2:12] = True  # 100 voxels
+    halves = np.zeros_like(t)
+    halves[2:12, 2:6] = halves[2:12, 8:12] = True  # two components, IoU 0.4 each
+    assert _counts(metrics.lesion_detection(halves, t)) == (1, 0, 0)
+    # The second half reaches IoU 0.1 but lost the assignment: neither TP nor FP (PI-CAI's default).
+    assert _counts(metrics.lesion_detection(halves, t, matching="picai")) == (1, 0, 0)
+    crumb = np.zeros_like(t)
+    crumb[2:12, 2:7] = True  # IoU 0.5
+    crumb[11, 9:11] = True  # IoU 0.02: overlaps, but too little to count as a detection
+    assert _counts(metrics.lesion_detection(crumb, t)) == (1, 0, 0)
+    assert _counts(metrics.lesion_detection(crumb, t, matching="picai")) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("inside,outside,detected", [(9, 0, False), (10, 0, True), (11, 0, True), (10, 1, False)])
+def test_picai_matching_iou_threshold_is_inclusive_at_one_tenth(inside, outside, detected):
+    t = np.zeros((20, 20), bool)
+    t[0:10, 0:10] = True  # 100 voxels
+    p = np.zeros_like(t)
+    p[0, :inside] = True if inside <= 10 else False
+    if inside > 10:
+        p[0, :10] = p[1, : inside - 10] = True
+    p[0, 10 : 10 + outside] = True  # grows the same component beyond the lesion
+    iou = inside / (100 + outside)
+    d = metrics.lesion_detection(p, t, matching="picai")
+    assert d["per_lesion"]["best_iou"].item() == pytest.approx(iou)
+    assert _counts(d) == ((1, 0, 0) if detected else (0, 1, 1))
+    assert _counts(metrics.lesion_detection(p, t)) == (1, 0, 0)  # any overlap detects every time
+
+
+def test_picai_matching_maximises_the_number_of_matches_not_greedy_iou():
+    t = np.zeros((12, 18), bool)
+    t[0:10, 0:10] = True  # lesion A, 100 voxels
+    t[0:4, 12:16] = True  # lesion B, 16 voxels
+    p = np.zeros_like(t)
+    p[0:6, 0:10] = True  # P1: 60 voxels of A ...
+    p[0, 10:12] = True  # ... a bridge ...
+    p[0:4, 12:16] = True  # ... and all of B: IoU 60/118 with A, 16/78 with B
+    p[8:10, 0:10] = True  # P2: 20 voxels of A, IoU 0.2
+    assert ndimage.label(p, np.ones((3, 3)))[1] == 2 and ndimage.label(t, np.ones((3, 3)))[1] == 2
+    # Greedy by IoU would give A to P1 and leave B unmatched; the assignment detects both.
+    d = metrics.lesion_detection(p, t, matching="picai")
+    assert _counts(d) == (2, 0, 0)
+    assert d["per_lesion"]["best_iou"].tolist() == pytest.approx([60 / 118, 16 / 78])
+
+
+def test_picai_matching_empty_cases_and_given_lesion_labels():
+    z = np.zeros((4, 8, 8), bool)
+    assert _counts(metrics.lesion_detection(z, z, matching="picai")) == (0, 0, 0)
+    p = z.copy()
+    p[1, 1, 1] = p[3, 6, 6] = True
+    assert _counts(metrics.lesion_detection(p, z, matching="picai")) == (0, 2, 0)
+    assert _counts(metrics.lesion_detection(z, p, matching="picai")) == (0, 0, 2)
+    t = np.zeros((12, 12), bool)
+    t[2:6, 2:10] = True
+    lesions = np.zeros((12, 12), np.int16)
+    lesions[2:6, 2:6], lesions[2:6, 6:10] = 1, 4
+    d = metrics.lesion_detection(t, t, lesions=lesions, matching="picai")  # one blob, two labelled lesions
+    assert _counts(d) == (1, 0, 1)
+    assert d["per_lesion"]["best_iou"].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_picai_matching_agrees_with_picai_eval():
+    picai = pytest.importorskip("picai_eval.eval")
+    rng = np.random.default_rng(17)
+    for _ in range(6):
+        t = _blob(rng, (8, 24, 24), threshold=1.2, sigma=1.5)
+        p = _blob(rng, (8, 24, 24), threshold=1.2, sigma=1.5) | (t & (rng.random(t.shape) < 0.5))
+        y_list, *_ = picai.evaluate_case(p.astype(np.float32), t.astype(np.int32))
+        tp = sum(1 for is_lesion, _, overlap in y_list if is_lesion and overlap > 0)
+        fn = sum(1 for is_lesion, _, overlap in y_list if is_lesion and overlap == 0)
+        fp = sum(1 for is_lesion, _, _ in y_list if not is_lesion)
+        assert _counts(metrics.lesion_detection(p, t, matching="picai")) == (tp, fp, fn)
 
 
 def test_lesion_detection_empty_cases():
@@ -380,11 +517,60 @@ def test_bootstrap_degenerate_differences():
     assert shifted["n"] == 25
 
 
-def test_bootstrap_agrees_with_scipy_percentile_bootstrap():
+@pytest.mark.parametrize("method", ["BCa", "percentile"])
+def test_bootstrap_equals_scipy_on_the_differences(method):
+    # Resampling pairs of cases is resampling their differences: scipy's one-sample bootstrap of
+    # b - a with the same generator draws the same indices.
+    rng = np.random.default_rng(18)
+    a = rng.uniform(0.3, 0.9, 15)
+    b = a + rng.exponential(0.05, 15) - 0.03
+    ours = metrics.paired_bootstrap_ci(a, b, n_boot=5000, ci=0.9, seed=3, method=method)
+    ref = stats.bootstrap(
+        (b - a,), np.mean, n_resamples=5000, confidence_level=0.9, method=method,
+        random_state=np.random.default_rng(3),
+    ).confidence_interval
+    assert (ours["low"], ours["high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    assert ours["method"] == method and ours["n"] == 15
+    paired = stats.bootstrap(
+        (a, b), lambda x, y: np.mean(y - x), paired=True, n_resamples=5000, confidence_level=0.9, method=method,
+        random_state=np.random.default_rng(3),
+    ).confidence_interval
+    assert (ours["low"], ours["high"]) == pytest.approx((paired.low, paired.high), rel=1e-12)
+
+
+def test_bootstrap_intervals_cover_the_true_mean_at_their_level():
+    # Normal per-case differences, 20 cases: a 95 % interval should hold the true mean in roughly
+    # 95 % of samples (a little less: the bootstrap uses the plug-in spread), a 50 % interval in half.
+    rng = np.random.default_rng(19)
+    samples = rng.normal(0.05, 0.1, (400, 20))
+    for ci, lo, hi in ((0.95, 0.87, 0.98), (0.5, 0.38, 0.60)):
+        for method in ("BCa", "percentile"):
+            hits = [
+                (c := metrics.paired_bootstrap_ci(np.zeros(20), d, n_boot=1000, ci=ci, seed=i, method=method))["low"]
+                <= 0.05 <= c["high"]
+                for i, d in enumerate(samples)
+            ]
+            assert lo < np.mean(hits) < hi, (ci, method, np.mean(hits))
+
+
+def test_bootstrap_warns_below_ten_cases_and_not_at_ten():
+    assert issubclass(metrics.FewCasesWarning, UserWarning) and metrics.MIN_PAIRED_CASES == 10
+    rng = np.random.default_rng(20)
+    a, b = rng.random(10), rng.random(10)
+    with pytest.warns(metrics.FewCasesWarning, match="only 9 paired case.*at most 24310 distinct"):
+        metrics.paired_bootstrap_ci(a[:9], b[:9], n_boot=200)
+    with pytest.warns(metrics.FewCasesWarning, match="only 3 .* at most 10 distinct"):
+        metrics.compare_runs(_per_case(list("xyz"), a[:3]), _per_case(list("xyz"), b[:3]), n_boot=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", metrics.FewCasesWarning)
+        metrics.paired_bootstrap_ci(a, b, n_boot=200)
+
+
+def test_bootstrap_percentile_agrees_with_scipy_percentile_bootstrap():
     rng = np.random.default_rng(9)
     a = rng.uniform(0.4, 0.8, 30)
     b = a + rng.normal(0.03, 0.05, 30)
-    ours = metrics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1)
+    ours = metrics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1, method="percentile")
     ref = stats.bootstrap(
         (b - a,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95, random_state=0
     ).confidence_interval
@@ -392,8 +578,8 @@ def test_bootstrap_agrees_with_scipy_percentile_bootstrap():
     assert ours["mean_diff"] == pytest.approx((b - a).mean())
     assert abs(ours["low"] - ref.low) < 0.15 * standard_error
     assert abs(ours["high"] - ref.high) < 0.15 * standard_error
-    assert ours == metrics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1)  # reproducible
-    narrower = metrics.paired_bootstrap_ci(a, b, n_boot=20000, ci=0.5, seed=1)
+    assert ours == metrics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1, method="percentile")  # reproducible
+    narrower = metrics.paired_bootstrap_ci(a, b, n_boot=20000, ci=0.5, seed=1, method="percentile")
     assert ours["low"] < narrower["low"] < narrower["high"] < ours["high"]
 
 
@@ -404,6 +590,8 @@ def test_bootstrap_rejects_bad_arguments():
         metrics.paired_bootstrap_ci([1.0, np.nan], [1.0, 2.0])
     with pytest.raises(ValueError, match="ci"):
         metrics.paired_bootstrap_ci([1.0, 2.0], [1.0, 3.0], ci=95)
+    with pytest.raises(ValueError, match="BCa"):
+        metrics.paired_bootstrap_ci([1.0, 2.0], [1.0, 3.0], method="student")
 
 
 def test_wilcoxon_exact_small_sample_and_zero_differences():
@@ -448,6 +636,85 @@ def test_compare_runs_refuses_different_or_duplicated_cases():
         metrics.compare_runs(run, run, metric="hd95")
 
 
+def _long_table(seed=21, losses=("afl", "focal", "dice"), seeds=(0, 1, 2), n_cases=12):
+    """One row per loss x seed x case, as results/comparison/per_case.csv."""
+    rng = np.random.default_rng(seed)
+    case_effect = rng.uniform(0.3, 0.8, n_cases)
+    rows = [
+        {"loss": loss, "seed": s, "case": f"c{c:02d}",
+         "dice": case_effect[c] + 0.04 * k + rng.normal(0, 0.05) + 0.03 * s}
+        for k, loss in enumerate(losses) for s in seeds for c in range(n_cases)
+    ]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)  # any row order
+
+
+def test_seed_averaged_means_each_case_over_seeds():
+    table = _long_table()
+    out = metrics.seed_averaged(table, "dice")
+    assert list(out.columns) == ["loss", "case", "dice", "seeds"] and len(out) == 3 * 12
+    for row in out.itertuples():
+        values = table.loc[(table["loss"] == row.loss) & (table["case"] == row.case), "dice"]
+        assert row.dice == pytest.approx(values.to_numpy().mean()) and row.seeds == 3
+    with_nan = table.copy()
+    with_nan.loc[(with_nan["loss"] == "afl") & (with_nan["case"] == "c03") & (with_nan["seed"] == 1), "dice"] = np.nan
+    averaged = metrics.seed_averaged(with_nan, "dice").set_index(["loss", "case"])["dice"]
+    assert math.isnan(averaged["afl", "c03"]) and averaged.notna().sum() == 35
+    with pytest.raises(ValueError, match="repeats"):
+        metrics.seed_averaged(pd.concat([table, table.iloc[:1]]), "dice")
+    with pytest.raises(KeyError, match="seed"):
+        metrics.seed_averaged(table.drop(columns="seed"), "dice")
+
+
+def test_seed_summary_shows_the_spread_over_seeds():
+    table = _long_table()
+    out = metrics.seed_summary(table, "dice")
+    assert list(out.columns) == ["seed 0", "seed 1", "seed 2", "mean", "sd", "min", "max", "seeds", "cases"]
+    for loss in ("afl", "focal", "dice"):
+        rows = table[table["loss"] == loss]
+        per_seed = np.array([rows.loc[rows["seed"] == s, "dice"].mean() for s in range(3)])
+        assert out.loc[loss, ["seed 0", "seed 1", "seed 2"]].tolist() == pytest.approx(per_seed)
+        assert out.loc[loss, "sd"] == pytest.approx(per_seed.std(ddof=1))
+        assert (out.loc[loss, "min"], out.loc[loss, "max"]) == pytest.approx((per_seed.min(), per_seed.max()))
+        assert (out.loc[loss, "seeds"], out.loc[loss, "cases"]) == (3, 12)
+
+
+def test_adjust_p_values_by_hand():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04 -> running max.
+    assert metrics.adjust_p_values(p).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert metrics.adjust_p_values(p, "bonferroni").tolist() == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    assert metrics.adjust_p_values([0.5, 0.3]).tolist() == pytest.approx([0.6, 0.6])  # capped, monotone
+    for bad, message in (([], "non-empty"), ([0.1, np.nan], r"\[0, 1\]"), ([1.2], r"\[0, 1\]")):
+        with pytest.raises(ValueError, match=message):
+            metrics.adjust_p_values(bad)
+    with pytest.raises(ValueError, match="holm"):
+        metrics.adjust_p_values(p, "fdr")
+
+
+def test_adjust_p_values_match_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = np.random.default_rng(22).uniform(0, 0.2, 9)
+    for method in ("holm", "bonferroni"):
+        assert metrics.adjust_p_values(p, method) == pytest.approx(multitest.multipletests(p, method=method)[1])
+
+
+def test_compare_to_reference_averages_seeds_then_corrects():
+    table = _long_table()
+    out = metrics.compare_to_reference(table, "afl", n_boot=2000)
+    assert out.index.tolist() == [loss for loss in table["loss"].unique() if loss != "afl"]  # the table's order
+    averaged = metrics.seed_averaged(table, "dice")
+    for loss in out.index:
+        c = metrics.compare_runs(averaged[averaged["loss"] == "afl"], averaged[averaged["loss"] == loss], n_boot=2000)
+        for key in ("n", "mean_diff", "low", "high", "p_value"):
+            assert out.loc[loss, key] == pytest.approx(c[key])
+        assert out.loc[loss, "mean"] - out.loc[loss, "mean_reference"] == pytest.approx(c["mean_diff"])
+    assert out["p_adjusted"].tolist() == pytest.approx(metrics.adjust_p_values(out["p_value"]).tolist())
+    assert (out["seeds"] == 3).all() and (out["n"] == 12).all()
+    assert out.loc["dice", "mean_diff"] > out.loc["focal", "mean_diff"] > 0  # built in: +0.04 per step
+    with pytest.raises(ValueError, match="not a loss"):
+        metrics.compare_to_reference(table, "ce")
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -476,9 +743,25 @@ def test_per_case_scores_rows_match_single_case_functions():
             assert row.paper_dice == pytest.approx(metrics.paper_protocol_scores(prob, target)["dice"])
         det = metrics.lesion_detection(pred, target, spacing=spacing)
         assert (row.lesion_tp, row.lesion_fp, row.lesion_fn) == (det["tp"], det["fp"], det["fn"])
+        picai = metrics.lesion_detection(pred, target, matching="picai")
+        assert (row.lesion_picai_tp, row.lesion_picai_fp, row.lesion_picai_fn) == _counts(picai)
+        assert row.lesion_picai_f1 == pytest.approx(picai["f1"])
+        lesions = per_lesion[per_lesion["case"] == case_id]
+        assert lesions["detected_picai"].tolist() == picai["per_lesion"]["detected"].tolist()
         assert row.target_voxels == target.sum() and row.pred_voxels == pred.sum()
         assert (per_lesion["case"] == case_id).sum() == len(det["per_lesion"])
     assert list(per_lesion.columns[:2]) == ["case", "lesion"]
+
+
+def test_evaluate_cases_scores_a_two_channel_network_from_its_background():
+    (case_id, pred, target, prob, spacing), = _cases(23, n=2)[1:]
+    background = np.clip(1 - prob + 0.2, 0, 1)
+    row = metrics.per_case_scores([(case_id, pred, target, prob, spacing, background)], progress=False).iloc[0]
+    own = metrics.paper_protocol_scores(prob, target, background=background)
+    assert row["paper_dice"] == pytest.approx(own["dice"])
+    assert row["paper_dice"] != pytest.approx(metrics.paper_protocol_scores(prob, target)["dice"])
+    with pytest.raises(ValueError, match=r"spacing\[, background\]"):
+        metrics.per_case_scores([(case_id, pred, target)], progress=False)
 
 
 def test_results_table_means_and_pooled_lesion_f1():
@@ -496,11 +779,34 @@ def test_results_table_means_and_pooled_lesion_f1():
         assert table.loc[loss, "Sensitivity"] == pytest.approx(np.nanmean(df["sensitivity"]))
         assert table.loc[loss, "DSC (paper protocol)"] == pytest.approx(np.nanmean(df["paper_dice"]))
         assert table.loc[loss, "HD95"] == pytest.approx(np.nanmean(df["hd95"]))
-        tp, fp, fn = df["lesion_tp"].sum(), df["lesion_fp"].sum(), df["lesion_fn"].sum()
-        assert table.loc[loss, "Lesion F1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        assert table.loc[loss, "HD95 (penalised)"] == pytest.approx(np.mean(df["hd95_penalised"]))
+        assert table.loc[loss, "HD95 left out"] == df["hd95"].isna().sum()
+        for label, prefix in (("Lesion F1", "lesion"), ("Lesion F1 (PI-CAI)", "lesion_picai")):
+            tp, fp, fn = (df[f"{prefix}_{k}"].sum() for k in ("tp", "fp", "fn"))
+            assert table.loc[loss, label] == pytest.approx(2 * tp / (2 * tp + fp + fn))
         assert table.loc[loss, "Cases"] == 4 and table.loc[loss, "Cases with lesion"] == 3
+        assert table.loc[loss, "Seeds"] == 1
     with pytest.raises(KeyError, match="per_case_scores"):
         metrics.results_table({"x": pd.DataFrame({"case": ["a"], "dice": [1.0]})})
+
+
+def test_results_table_reads_a_long_multi_seed_table():
+    missed = np.zeros((6, 20, 20), bool)
+    missed_case = [("case9", missed, _cases(24, n=2)[1][2], None, (2.0, 0.8, 0.8))]  # a lesion, nothing predicted
+    runs = {
+        (loss, seed): metrics.per_case_scores(_cases(seed) + missed_case, progress=False)
+        for loss, seed in [("afl", 13), ("afl", 14), ("dice", 15), ("dice", 16)]
+    }
+    long = pd.concat([df.assign(loss=loss, seed=seed) for (loss, seed), df in runs.items()], ignore_index=True)
+    long = long.rename(columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"})  # the benchmark's names
+    table = metrics.results_table(long)
+    assert table.index.tolist() == ["afl", "dice"]
+    afl = pd.concat([runs["afl", 13], runs["afl", 14]])
+    assert table.loc["afl", "DSC"] == pytest.approx(afl["dice"].mean())
+    assert table.loc["afl", "HD95"] == pytest.approx(np.nanmean(afl["hd95"]))
+    assert table.loc["afl", "HD95 left out"] == afl["hd95"].isna().sum() >= 2
+    assert table.loc["afl", "HD95 (penalised)"] > table.loc["afl", "HD95"]
+    assert table.loc["afl", ["Cases", "Cases with lesion", "Seeds"]].tolist() == [5, 4, 2]
 
 
 def test_export_csv_round_trip_is_atomic(tmp_path):
