@@ -155,8 +155,7 @@ def _spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float,
         values = np.repeat(values, ndim)
     if values.ndim != 1 or values.size != ndim:
         raise ValueError(
-            f"spacing must give one value per axis ({ndim} for this mask) or a single "
-            f"isotropic value, got {spacing!r}"
+            f"spacing must give one value per axis ({ndim} for this mask) or a single isotropic value, got {spacing!r}"
         )
     if not np.all(np.isfinite(values) & (values > 0)):
         raise ValueError(f"spacing must be positive and finite, got {spacing!r}")
@@ -250,7 +249,7 @@ def hd95_penalty(shape: Sequence[int], spacing: float | Sequence[float] | None =
 
     The image diagonal, the largest distance two points of the image can have:
 
-    .. math::  \sqrt{\sum_i (n_i s_i)^2}
+    .. math::  \\sqrt{\\sum_i (n_i s_i)^2}
 
     for ``shape`` ``(n_i)`` and ``spacing`` ``(s_i)`` in the array's axis order (units of
     the spacing, voxels when ``None``). BraTS-style evaluations use the same rule: the
@@ -650,8 +649,14 @@ def paired_bootstrap_ci(
         low = high = float(diff.mean())
     else:
         result = stats.bootstrap(
-            (x, y), _mean_difference, paired=True, vectorized=True, n_resamples=n_boot, confidence_level=ci,
-            method=method, random_state=np.random.default_rng(seed),
+            (x, y),
+            _mean_difference,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_boot,
+            confidence_level=ci,
+            method=method,
+            random_state=np.random.default_rng(seed),
         )
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return {"mean_diff": float(diff.mean()), "low": low, "high": high, "n": int(diff.size), "method": method}
@@ -870,8 +875,14 @@ def compare_to_reference(
             continue
         c = compare_runs(base, other, metric, n_boot=n_boot, ci=ci, seed=seed, method=method)
         rows[loss] = {
-            "n": c["n"], "seeds": int(other["seeds"].min()), "mean_reference": c["mean_a"], "mean": c["mean_b"],
-            "mean_diff": c["mean_diff"], "low": c["low"], "high": c["high"], "p_value": c["p_value"],
+            "n": c["n"],
+            "seeds": int(other["seeds"].min()),
+            "mean_reference": c["mean_a"],
+            "mean": c["mean_b"],
+            "mean_diff": c["mean_diff"],
+            "low": c["low"],
+            "high": c["high"],
+            "p_value": c["p_value"],
         }
     out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("loss")
     out["p_adjusted"] = adjust_p_values(out["p_value"].to_numpy(), correction)
@@ -885,9 +896,7 @@ def compare_to_reference(
 _MATCHING_COLUMNS = (("any_overlap", "lesion", "detected"), ("picai", "lesion_picai", "detected_picai"))
 
 
-def evaluate_cases(
-    cases: Iterable[tuple[Any, ...]], *, progress: bool = True
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_cases(cases: Iterable[tuple[Any, ...]], *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score many cases: one row per case, and one row per ground-truth lesion.
 
     Args:

@@ -526,13 +526,22 @@ def test_bootstrap_equals_scipy_on_the_differences(method):
     b = a + rng.exponential(0.05, 15) - 0.03
     ours = metrics.paired_bootstrap_ci(a, b, n_boot=5000, ci=0.9, seed=3, method=method)
     ref = stats.bootstrap(
-        (b - a,), np.mean, n_resamples=5000, confidence_level=0.9, method=method,
+        (b - a,),
+        np.mean,
+        n_resamples=5000,
+        confidence_level=0.9,
+        method=method,
         random_state=np.random.default_rng(3),
     ).confidence_interval
     assert (ours["low"], ours["high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
     assert ours["method"] == method and ours["n"] == 15
     paired = stats.bootstrap(
-        (a, b), lambda x, y: np.mean(y - x), paired=True, n_resamples=5000, confidence_level=0.9, method=method,
+        (a, b),
+        lambda x, y: np.mean(y - x),
+        paired=True,
+        n_resamples=5000,
+        confidence_level=0.9,
+        method=method,
         random_state=np.random.default_rng(3),
     ).confidence_interval
     assert (ours["low"], ours["high"]) == pytest.approx((paired.low, paired.high), rel=1e-12)
@@ -547,7 +556,8 @@ def test_bootstrap_intervals_cover_the_true_mean_at_their_level():
         for method in ("BCa", "percentile"):
             hits = [
                 (c := metrics.paired_bootstrap_ci(np.zeros(20), d, n_boot=1000, ci=ci, seed=i, method=method))["low"]
-                <= 0.05 <= c["high"]
+                <= 0.05
+                <= c["high"]
                 for i, d in enumerate(samples)
             ]
             assert lo < np.mean(hits) < hi, (ci, method, np.mean(hits))
@@ -641,9 +651,15 @@ def _long_table(seed=21, losses=("afl", "focal", "dice"), seeds=(0, 1, 2), n_cas
     rng = np.random.default_rng(seed)
     case_effect = rng.uniform(0.3, 0.8, n_cases)
     rows = [
-        {"loss": loss, "seed": s, "case": f"c{c:02d}",
-         "dice": case_effect[c] + 0.04 * k + rng.normal(0, 0.05) + 0.03 * s}
-        for k, loss in enumerate(losses) for s in seeds for c in range(n_cases)
+        {
+            "loss": loss,
+            "seed": s,
+            "case": f"c{c:02d}",
+            "dice": case_effect[c] + 0.04 * k + rng.normal(0, 0.05) + 0.03 * s,
+        }
+        for k, loss in enumerate(losses)
+        for s in seeds
+        for c in range(n_cases)
     ]
     return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)  # any row order
 
@@ -754,7 +770,7 @@ def test_per_case_scores_rows_match_single_case_functions():
 
 
 def test_evaluate_cases_scores_a_two_channel_network_from_its_background():
-    (case_id, pred, target, prob, spacing), = _cases(23, n=2)[1:]
+    ((case_id, pred, target, prob, spacing),) = _cases(23, n=2)[1:]
     background = np.clip(1 - prob + 0.2, 0, 1)
     row = metrics.per_case_scores([(case_id, pred, target, prob, spacing, background)], progress=False).iloc[0]
     own = metrics.paper_protocol_scores(prob, target, background=background)
@@ -772,7 +788,12 @@ def test_results_table_means_and_pooled_lesion_f1():
     table = metrics.results_table(by_loss)
     assert table.index.tolist() == ["dice", "afl"] and table.index.name == "loss"
     assert list(table.columns[:6]) == [
-        "IoU", "DSC", "Sensitivity", "Specificity", "IoU (paper protocol)", "DSC (paper protocol)",
+        "IoU",
+        "DSC",
+        "Sensitivity",
+        "Specificity",
+        "IoU (paper protocol)",
+        "DSC (paper protocol)",
     ]
     for loss, df in by_loss.items():
         assert table.loc[loss, "DSC"] == pytest.approx(np.mean(df["dice"]))
@@ -828,4 +849,5 @@ def test_paper_results_cover_the_loss_registry():
     assert list(picai.columns) == ["IoU", "DSC", "Sensitivity", "Specificity"]
     # The paper's claim: A-FL has the best PICAI IoU and DSC of the eight losses.
     assert picai["IoU"].idxmax() == "afl" and picai["DSC"].idxmax() == "afl"
-    assert metrics.PAPER_RESULTS.loc["afl", ("BraTS", "DSC")] == metrics.PAPER_BRATS_AFL_REPORTS["comparison table"]["DSC"]
+    brats_afl_dsc = metrics.PAPER_RESULTS.loc["afl", ("BraTS", "DSC")]
+    assert brats_afl_dsc == metrics.PAPER_BRATS_AFL_REPORTS["comparison table"]["DSC"]
