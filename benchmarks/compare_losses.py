@@ -1,6 +1,6 @@
 """The loss comparison and the A-FL ablation, CPU-sized, with enough seeds and cases to rank.
 
-    python benchmarks/compare_losses.py --study all --seeds 0 1 2 3 4 --epochs 24 \\
+    python benchmarks/compare_losses.py --study all --seeds 0 1 2 3 4 --ablation-seeds 0 1 2 --epochs 24 \\
         --runs runs/compare --results results
 
 Writes one synthetic dataset (``--cases`` cases of ``--depth`` x ``--size`` x ``--size``
@@ -20,8 +20,9 @@ last epoch's weights (:func:`afl_core.evaluate.evaluate_run`), and writes, per s
   validation Dice per epoch.
 
 Studies: ``comparison`` (the registry's eight losses plus A-FL's ``reference`` and
-``scale_aware`` variants) and ``ablation`` (which part of A-FL does what; it shares the
-runs of full A-FL, ``reference`` and ``scale_aware`` with the comparison). Finished runs
+``scale_aware`` variants, ``--seeds``) and ``ablation`` (which part of A-FL does what,
+``--ablation-seeds``; it shares the runs of full A-FL, ``reference`` and ``scale_aware``
+with the comparison). Finished runs
 in ``--runs`` are reused, so an interrupted benchmark continues where it stopped; the
 statistics (intervals, tests, corrections) are left to the notebooks, which read the
 committed tables. This is a teaching-scale experiment on synthetic data: it says how
@@ -94,7 +95,8 @@ def main(argv=None) -> None:
     parser.add_argument("--study", choices=[*STUDIES, "all"], default="all")
     parser.add_argument("--only", nargs="+", choices=list(ARMS), metavar="ARM",
                         help="train and score just these arms of the studies (no tables written)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="comparison seeds")
+    parser.add_argument("--ablation-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--val-fraction", type=float, default=0.6, help="share of the cases scored (default 24 of 40)")
     parser.add_argument("--depth", type=int, default=8, help="slices per case")
@@ -109,23 +111,25 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     studies = list(STUDIES) if args.study == "all" else [args.study]
-    arms = list(dict.fromkeys(arm for study in studies for arm in STUDIES[study]))
-    arms = [arm for arm in arms if arm in args.only] if args.only else arms
+    seeds = {"comparison": args.seeds, "ablation": args.ablation_seeds}
+    # seed-major: an interrupted benchmark leaves whole seeds
+    grid = sorted({(seed, arm) for study in studies for seed in seeds[study] for arm in STUDIES[study]
+                   if not args.only or arm in args.only}, key=lambda key: (key[0], list(ARMS).index(key[1])))
     runs = Path(args.runs)
     started = time.perf_counter()
     data = make_dataset(runs / "data", args.cases, seed=0, shape=(args.depth, args.size, args.size),
                         lesion_radius=(1.5, 0.1 * args.size), irregularity=(0.0, 0.6), empty_fraction=0.15,
                         progress=False)
     configs = []
-    for seed in args.seeds:  # seed-major: an interrupted benchmark leaves whole seeds
-        for arm in arms:
-            loss, variant, options = ARMS[arm]
-            configs.append((arm, dict(
-                data=str(data), out=str(runs / f"{arm}-seed{seed}"), loss=loss, variant=variant,
-                loss_options=options, encoder=args.encoder, encoder_weights=None, epochs=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, seed=seed, val_fraction=args.val_fraction, device="cpu",
-                progress=False)))
-    print(f"{len(configs)} runs ({len(arms)} arms x {len(args.seeds)} seeds), {args.jobs} at a time; "
+    for seed, arm in grid:
+        loss, variant, options = ARMS[arm]
+        configs.append((arm, dict(
+            data=str(data), out=str(runs / f"{arm}-seed{seed}"), loss=loss, variant=variant,
+            loss_options=options, encoder=args.encoder, encoder_weights=None, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, seed=seed, val_fraction=args.val_fraction, device="cpu",
+            progress=False)))
+    print(f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
+          f"; shared runs once), {args.jobs} at a time; "
           f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
           flush=True)
     per_case, curves = {}, {}
@@ -139,7 +143,7 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - started
 
     for study in [] if args.only else studies:
-        keys = [(arm, seed) for seed in args.seeds for arm in STUDIES[study]]
+        keys = [(arm, seed) for seed in seeds[study] for arm in STUDIES[study]]
         table = pd.concat([per_case[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
         table = table[PER_CASE_COLUMNS + [c for c in table if c not in PER_CASE_COLUMNS]]
         history = pd.concat([curves[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
@@ -160,7 +164,7 @@ def main(argv=None) -> None:
             "wall_seconds_this_call": round(wall, 1),
             "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
         })
-        save_figure(table, history, out / "results.png", title=f"{study}: {len(args.seeds)} seeds x "
+        save_figure(table, history, out / "results.png", title=f"{study}: {len(seeds[study])} seeds x "
                     f"{table['case'].nunique()} cases, {args.encoder}, {args.epochs} epochs, synthetic "
                     f"{args.depth}x{args.size}x{args.size}")
         seed_means = table.pivot_table(index="loss", columns="seed", values="dice", aggfunc="mean")
