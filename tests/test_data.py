@@ -81,7 +81,8 @@ def test_dataset_json_with_only_nnunet_keys(tmp_path):
     D.write_case(root, "only", channels[:1], label, np.diag([0.7, 0.8, 2.5, 1.0]))
     (root / "dataset.json").write_text(
         json.dumps(
-            {"channel_names": {"0": "T2"}, "labels": {"background": 0, "tumour": 1}, "numTraining": 1, "file_ending": ".nii.gz"}
+            {"channel_names": {"0": "T2"}, "labels": {"background": 0, "tumour": 1}, "numTraining": 1,
+             "file_ending": ".nii.gz"}
         )
     )
     ds = D.SliceDataset(root)
@@ -269,7 +270,7 @@ def test_augmentation_is_seeded_and_keeps_labels_binary(tmp_path):
 def test_oversampling_sampler(dataset):
     root, _ = dataset
     ds = D.SliceDataset(root, oversample_lesions=0.6, seed=1)
-    lesion = ds.lesion_slices()
+    lesion = ds.lesion_items()
     assert lesion.sum() == 8  # two lesion slices in each of four cases
     weights = ds.sample_weights()
     assert weights.sum() == pytest.approx(1.0) and weights[lesion].sum() == pytest.approx(0.6)
@@ -353,3 +354,124 @@ def test_split_keeps_each_patient_on_one_side(tmp_path):
     assert D.patient_grouping(root)("10035_1000035") == "10035"
     D.write_dataset_json(tmp_path / "other", channel_names=["T1"], source="synthetic")
     assert D.patient_grouping(tmp_path / "other") is None
+
+
+# --------------------------------------------------------------------------- package, spacing, volumes
+
+
+def test_layout_and_splits_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from afl_core.data import write_case, list_cases, split_cases, load_case; "
+            "assert 'torch' not in sys.modules, 'the layout imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_slice_items_carry_their_spacing(tmp_path):
+    channels, label = _volume(np.random.default_rng(5))
+    D.write_case(tmp_path, "c", channels, label, np.diag([0.7, 0.8, 2.5, 1.0]))
+    D.write_dataset_json(tmp_path, channel_names=["T2W", "ADC"])
+    ds = D.SliceDataset(tmp_path)
+    item = ds[0]
+    assert item["spacing"].dtype == torch.float32
+    np.testing.assert_allclose(item["spacing"].numpy(), [0.7, 0.8])  # (H, W) = NIfTI (X, Y)
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch["spacing"].shape == (3, 2)
+
+
+@pytest.fixture
+def anisotropic(tmp_path):
+    """Two cases of different shapes on 0.7 x 0.8 x 2.5 mm voxels (all three sizes differ)."""
+    rng = np.random.default_rng(6)
+    root = tmp_path / "aniso"
+    truth = {}
+    for name, shape in (("a", (12, 10, 6)), ("b", (9, 14, 5))):
+        channels, label = _volume(rng, shape, lesion_slices=(2, 3))
+        D.write_case(root, name, channels, label, np.diag([0.7, 0.8, 2.5, 1.0]))
+        truth[name] = (channels, label)
+    D.write_dataset_json(root, channel_names=["T2W", "ADC"])
+    return root, truth
+
+
+def test_volume_items_are_slices_first_with_spacing_in_that_order(anisotropic):
+    root, truth = anisotropic
+    ds = D.VolumeDataset(root)
+    assert len(ds) == 2 and ds.in_channels == 2
+    for i, (case, (_, label)) in enumerate(truth.items()):
+        item = ds[i]
+        x, y, z = label.shape
+        assert item["case"] == case and item["index"] == 0
+        assert item["image"].shape == (2, z, x, y) and item["label"].shape == (1, z, x, y)
+        np.testing.assert_array_equal(item["label"][0].numpy(), label.transpose(2, 0, 1))
+        ref = _reference_normalised(root / "imagesTr" / f"{case}_0001.nii.gz")
+        np.testing.assert_allclose(item["image"][1].numpy(), ref.transpose(2, 0, 1), atol=1e-5)
+        np.testing.assert_allclose(item["spacing"].numpy(), [2.5, 0.7, 0.8])  # (D, H, W) = (Z, X, Y)
+        assert ds.spacing(case) == pytest.approx((0.7, 0.8, 2.5))
+        # A prediction on the item's grid comes back on the case's grid.
+        np.testing.assert_array_equal(ds.assemble(case, {0: item["label"]}), label)
+    assert list(ds.lesion_items()) == [True, True]
+
+
+def test_volume_crop_pad_is_undone_on_the_case_grid(anisotropic):
+    root, truth = anisotropic
+    ds = D.VolumeDataset(root, size=(6, 10, 12))
+    batch = next(iter(DataLoader(ds, batch_size=2)))  # one size batches both cases
+    assert batch["image"].shape == (2, 2, 6, 10, 12)
+    label = truth["b"][1]  # (9, 14, 5): pad D 5 -> 6 (at the end), pad X 9 -> 10, crop Y 14 -> 12 (1 each side)
+    item = ds[1]
+    np.testing.assert_array_equal(item["label"][0, :5, :9].numpy(), label[:, 1:13, :].transpose(2, 0, 1))
+    assert not item["label"][0, 5].any() and not item["label"][0, :, 9].any()
+    back = ds.assemble("b", item["label"][0].numpy())
+    seen = np.zeros(label.shape, bool)
+    seen[:, 1:13, :] = True
+    np.testing.assert_array_equal(back[seen], label[seen])
+    assert not back[~seen].any() and ds.case_label("b") is ds.case_label("b")
+    np.testing.assert_allclose(item["spacing"].numpy(), [2.5, 0.7, 0.8])  # cropping keeps the voxel size
+
+
+def test_authors_resize_equals_monai_resized(anisotropic):
+    transforms = pytest.importorskip("monai.transforms")
+    root, _ = anisotropic
+    size = (4, 16, 7)  # (D, H, W): up in X, down in Z, both ways in Y across the cases
+    ds = D.VolumeDataset(root, size=size, resize=True)
+    monai_resize = transforms.Resize(spatial_size=(16, 7, 4))  # NIfTI order, MONAI's default mode 'area'
+    for i, case in enumerate(ds.cases):
+        loaded = D.load_case(root, case)
+        expected_label = np.asarray(monai_resize(loaded.label[None].astype(np.float32)))[0] != 0
+        expected_image = np.asarray(monai_resize(D.normalise_channels(loaded.image)))
+        item = ds[i]
+        np.testing.assert_array_equal(item["label"][0].numpy(), expected_label.transpose(2, 0, 1))
+        np.testing.assert_allclose(item["image"].numpy(), expected_image.transpose(0, 3, 1, 2), atol=1e-5)
+        # Evaluated on the resized grid, with the voxel size that keeps the extent in mm.
+        np.testing.assert_array_equal(ds.case_label(case), expected_label)
+        assert ds.volume_shape(case) == (16, 7, 4)
+        x, y, z = loaded.label.shape
+        assert ds.spacing(case) == pytest.approx((0.7 * x / 16, 0.8 * y / 7, 2.5 * z / 4))
+        np.testing.assert_allclose(item["spacing"].numpy(), [2.5 * z / 4, 0.7 * x / 16, 0.8 * y / 7], rtol=1e-6)
+    # Area resampling then != 0 grows a lesion: a voxel is lesion when its box touches one.
+    assert D.resize_label(np.pad(np.ones((1, 1, 1)), 1), (2, 2, 2)).all()
+    with pytest.raises(ValueError, match="needs size"):
+        D.VolumeDataset(root, resize=True)
+
+
+def test_volume_augmentation_is_seeded_and_moves_image_and_label_together(tmp_path):
+    rng = np.random.default_rng(8)
+    label = np.zeros((12, 10, 6), np.uint8)
+    label[2:7, 3:5, 1:3] = 1
+    image = (label * 1000.0 + rng.normal(0, 10, label.shape)).astype(np.float32)
+    D.write_case(tmp_path, "a", [image], label, AFFINE)
+    D.write_dataset_json(tmp_path, channel_names=["x"])
+    ds = D.VolumeDataset(tmp_path, augment=True, seed=3)
+    assert isinstance(ds.augmentation, D.VolumeAugmentation)
+    drawn = [ds[0]]
+    for epoch in range(1, 8):
+        ds.set_epoch(epoch)
+        drawn.append(ds[0])
+    ds.set_epoch(0)
+    assert torch.equal(ds[0]["image"], drawn[0]["image"])
+    assert len({tuple(item["label"].flatten().nonzero()[:, 0].tolist()) for item in drawn}) > 1  # flips happened
+    for item in drawn:
+        assert int(item["label"].sum()) == int(label.sum())
+        img = item["image"][0]
+        assert torch.equal(img > (img.max() + img.min()) / 2, item["label"][0].bool())

@@ -1,0 +1,78 @@
+"""Training / validation splits of a dataset's cases (no torch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from afl_core.data.layout import case_has_lesion, list_cases, read_dataset_json
+
+__all__ = ["split_cases", "patient_grouping"]
+
+
+def split_cases(
+    root_or_cases: str | os.PathLike | Iterable[str] | Mapping[str, bool],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    *,
+    group_of: Callable[[str], str] | None = None,
+) -> tuple[list[str], list[str]]:
+    """Split cases into training and validation sets; no case is on both sides.
+
+    ``root_or_cases`` is a dataset folder (lesion-bearing cases are found from the labels),
+    a mapping ``{case: has_lesion}``, or a plain list of case ids (no stratification).
+    Lesion-bearing and lesion-free cases are split separately, each in proportion
+    ``val_fraction`` (rounded), so both sides get lesion-bearing cases whenever there are
+    at least two of them. The same arguments always give the same split.
+
+    ``group_of`` maps a case id to its patient: the patients are split instead, so no
+    patient is on both sides (PI-CAI has several studies of some patients; see
+    :func:`patient_grouping`).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if isinstance(root_or_cases, (str, os.PathLike)):
+        root = Path(root_or_cases)
+        has_lesion = {case: case_has_lesion(root, case) for case in list_cases(root)}
+    elif isinstance(root_or_cases, Mapping):
+        has_lesion = {str(case): bool(flag) for case, flag in root_or_cases.items()}
+    else:
+        cases = [str(case) for case in root_or_cases]
+        if len(set(cases)) != len(cases):
+            raise ValueError("split_cases got duplicate case ids")
+        has_lesion = dict.fromkeys(cases, False)
+    if not has_lesion:
+        raise ValueError("split_cases got no cases")
+    if group_of is not None:
+        groups: dict[str, list[str]] = {}
+        for case in has_lesion:
+            groups.setdefault(str(group_of(case)), []).append(case)
+        train_groups, val_groups = split_cases(
+            {group: any(has_lesion[c] for c in members) for group, members in groups.items()}, val_fraction, seed)
+        return (sorted(c for g in train_groups for c in groups[g]), sorted(c for g in val_groups for c in groups[g]))
+    rng = np.random.default_rng(seed)
+    n_val_total = round(val_fraction * len(has_lesion))
+    if val_fraction > 0 and len(has_lesion) >= 2:
+        n_val_total = min(max(n_val_total, 1), len(has_lesion) - 1)
+    positives = sorted(c for c, flag in has_lesion.items() if flag)
+    negatives = sorted(c for c, flag in has_lesion.items() if not flag)
+    n_val_pos = round(val_fraction * len(positives))
+    if val_fraction > 0 and len(positives) >= 2:
+        n_val_pos = min(max(n_val_pos, 1), len(positives) - 1)
+    n_val_pos = min(n_val_pos, n_val_total)
+    n_val_neg = min(max(n_val_total - n_val_pos, 0), len(negatives))
+    val = [positives[i] for i in rng.permutation(len(positives))[:n_val_pos]]
+    val += [negatives[i] for i in rng.permutation(len(negatives))[:n_val_neg]]
+    train = sorted(set(has_lesion) - set(val))
+    return train, sorted(val)
+
+
+def patient_grouping(root: str | os.PathLike) -> Callable[[str], str] | None:
+    """How a dataset's case ids name patients, for :func:`split_cases`: PI-CAI's
+    ``<patient>_<study>`` gives the patient id; other sources have one case per patient."""
+    if read_dataset_json(root).get("source") == "picai":
+        return lambda case: case.split("_")[0]
+    return None
