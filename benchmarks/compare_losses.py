@@ -73,7 +73,8 @@ STUDIES = {
     "ablation": ["afl", "afl_gamma_va_only", "afl_gamma_msa_only", "afl_alpha_only", "afl_alpha_half",
                  "afl_gamma_2", "afl_reference", "afl_scale_aware"],
 }
-PER_CASE_COLUMNS = ["loss", "seed", "case", "dice", "iou", "hd95_mm", "lesion_f1", "paper_dice", "paper_iou"]
+PER_CASE_COLUMNS = ["loss", "seed", "case", "dice", "iou", "hd95_mm", "hd95_penalised_mm", "lesion_f1",
+                    "lesion_picai_f1", "paper_dice", "paper_iou"]
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
 HISTORY_COLUMNS = ["loss", "seed", "epoch", "train_loss", "val_loss", "val_dice"]
 
@@ -85,7 +86,8 @@ def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFram
     history = run / "history.csv"
     if not (history.is_file() and len(pd.read_csv(history)) >= config["epochs"]):
         fit(TrainConfig(**config), resume=(run / "config.json").is_file())
-    per_case = evaluate_run(run, progress=False).per_case.rename(columns={"hd95": "hd95_mm"})
+    per_case = evaluate_run(run, progress=False).per_case.rename(columns={"hd95": "hd95_mm",
+                                                                          "hd95_penalised": "hd95_penalised_mm"})
     curve = pd.read_csv(history)
     return arm, config["seed"], per_case, curve
 
