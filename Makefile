@@ -5,8 +5,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NOTEBOOK_PARAMS ?=
+# `make test-min`: a second environment holding the oldest declared releases (tools/floors.py).
+# Their wheels exist for Python 3.10 and 3.11 (numpy 1.24 has none for 3.12).
+MIN_PYTHON ?= $(PYTHON)
+MIN_VENV   ?= .venv-min
+# `make test-browser`: Debian's Chromium, driven by Playwright (which never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test tutorial lab bench clean
+.PHONY: setup test lint format test-min test-browser tutorial lab bench clean
 
 setup: $(STAMP)
 
@@ -17,9 +24,35 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pyflakes afl_core data_download benchmarks tools tests
+test: $(STAMP) lint
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# Rewrites files in place (the configuration is pyproject.toml's [tool.ruff]).
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The unit tests (not the notebooks) against the floors of the core dependencies.
+test-min: $(STAMP)
+	@test -x $(MIN_VENV)/bin/python || $(MIN_PYTHON) -m venv $(MIN_VENV)
+	$(PY) tools/floors.py > $(MIN_VENV)/floors.txt
+	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/floors.txt -e ".[test,picai]" "ipywidgets>=8.0"
+	$(MIN_VENV)/bin/python -m pip check
+	$(MIN_VENV)/bin/python -m pip freeze -r $(MIN_VENV)/floors.txt 2>/dev/null | sed '/^## /,$$d'
+	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider --ignore tests/test_notebooks.py --ignore tests/browser
+
+# JupyterLab in headless Chromium: the widgets of 01 and 03 redraw when moved (tests/browser).
+test-browser: $(STAMP) $(VENV)/.browser
+	AFL_BROWSER_TESTS=1 AFL_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/browser
+
+$(VENV)/.browser: pyproject.toml
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	$(PY) -m pip install --quiet -e ".[dev,browser]"
+	@touch $@
 
 tutorial: $(STAMP)
 	$(PY) tools/run_tutorial.py --out outputs $(NOTEBOOK_PARAMS)
