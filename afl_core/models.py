@@ -1,6 +1,20 @@
-"""The segmentation network (segmentation-models-pytorch's 2D U-Net, built offline too) and the device it runs on.
+"""The segmentation networks and the device they run on.
 
-The paper trains a U-Net with a ResNet50 encoder pretrained on ImageNet. Pretrained
+2D (the teaching path): segmentation-models-pytorch's U-Net. 3D (the authors' path): MONAI's
+``FlexibleUNet``, a U-Net with a 3D ResNet encoder (:func:`build_model` with ``dims=3``).
+
+The authors train a 3D U-Net with a ResNet50 encoder from segmentation-models-pytorch-3d
+(``src/PICAI/training_setup/model.py:21-26``). That package pins ``timm==0.9.7`` (it would
+downgrade the ``timm`` that segmentation-models-pytorch needs) and had its last release in
+August 2024; MONAI is maintained by Project MONAI, has no such pins, and its ``FlexibleUNet``
+takes the same ResNet family (``resnet10`` ... ``resnet200``) as encoder, so the 3D network is
+MONAI's. Differences from theirs: the encoder halves every axis five times (theirs keeps the
+24 slices of their grid from being halved as often: strides ``(4, 2, 1)``, ``(2, 2, 1)``,
+``(1, 2, 3)``), so :class:`PadToMultiple` pads the input to a multiple of 32 and crops the
+output back; and it starts from random weights (MONAI's pretrained 3D ResNets, MedicalNet,
+take one input channel only; theirs inflate ImageNet weights).
+
+In 2D the paper's U-Net has a ResNet50 encoder pretrained on ImageNet. Pretrained
 weights come from the Hugging Face Hub (smp >= 0.4) or timm; on a machine without
 internet (a CI runner, a hospital workstation, this project's sandbox) fetching them
 fails, and :func:`build_model` then warns and falls back to random initialisation
@@ -13,9 +27,16 @@ import warnings
 
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PretrainedWeightsWarning", "build_model", "resolve_device", "autocast_dtype"]
+__all__ = ["PretrainedWeightsWarning", "ENCODERS_3D", "PadToMultiple", "build_model", "resolve_device",
+           "autocast_dtype"]
+
+#: Encoders of the 3D U-Net (MONAI FlexibleUNet's ResNet backbones).
+ENCODERS_3D = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
+# The 3D U-Net's encoder halves every axis five times.
+_MULTIPLE_3D = 32
 
 
 class PretrainedWeightsWarning(UserWarning):
@@ -41,14 +62,49 @@ def _fetch_errors() -> tuple[type[BaseException], ...]:
 _UNAVAILABLE: set[tuple[str, str]] = set()
 
 
+class PadToMultiple(nn.Module):
+    """Run ``net`` on the input padded at the end of every spatial axis to a multiple of
+    ``multiple``, and crop its output back to the input's size, so any size goes in and the
+    logits cover exactly the input's voxels (a loss or a metric never sees the padding).
+    Padding repeats the border voxels (``replicate``) rather than inventing an edge."""
+
+    def __init__(self, net: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.net, self.multiple = net, int(multiple)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        pad = [n for length in reversed(size) for n in (0, -length % self.multiple)]
+        if any(pad):
+            x = F.pad(x, pad, mode="replicate")
+        return self.net(x)[(..., *(slice(0, n) for n in size))]
+
+
+def _unet_3d(encoder: str, encoder_weights: str | None, in_channels: int, classes: int, **unet_kwargs) -> nn.Module:
+    if encoder not in ENCODERS_3D:
+        raise ValueError(f"3D encoder {encoder!r} is not available; choose from {ENCODERS_3D}")
+    if encoder_weights is not None:
+        raise ValueError(f"3D encoders start from random weights (got encoder_weights={encoder_weights!r}): MONAI's "
+                         "pretrained 3D ResNets take one input channel only; use --encoder-weights none")
+    from monai.networks.nets import FlexibleUNet  # MONAI only for 3D: it takes a second to import
+
+    net = FlexibleUNet(in_channels=in_channels, out_channels=classes, backbone=encoder, pretrained=False,
+                       spatial_dims=3, **unet_kwargs)
+    return PadToMultiple(net, _MULTIPLE_3D)
+
+
 def build_model(
     encoder: str = "resnet50",
     encoder_weights: str | None = "imagenet",
     in_channels: int = 3,
     classes: int = 1,
+    *,
+    dims: int = 2,
     **unet_kwargs,
 ) -> nn.Module:
-    """``smp.Unet(encoder, encoder_weights, in_channels, classes)``, offline-safe.
+    """``smp.Unet(encoder, encoder_weights, in_channels, classes)``, offline-safe; with
+    ``dims=3`` MONAI's 3D ``FlexibleUNet`` with a ResNet encoder (:data:`ENCODERS_3D`,
+    random weights only) in :class:`PadToMultiple`, for inputs ``(N, C, D, H, W)`` of any size.
 
     Args:
         encoder: any smp encoder name (``"resnet50"`` as in the paper, ``"resnet18"``,
@@ -61,10 +117,14 @@ def build_model(
             the first convolution.
         classes: output channels, 1 for the binary losses, 2 for A-FL's
             ``variant="reference"`` (background, foreground).
-        **unet_kwargs: passed to ``smp.Unet`` (``decoder_channels``, ``encoder_depth``...).
+        dims: 2 (slices) or 3 (volumes).
+        **unet_kwargs: passed to ``smp.Unet`` (``decoder_channels``, ``encoder_depth``...), or
+            in 3D to ``FlexibleUNet`` (``decoder_channels``, ``norm``, ...).
 
     Returns the network producing logits ``(N, classes, H, W)``; ``H`` and ``W`` must be
-    multiples of ``2 ** encoder_depth`` (32 by default).
+    multiples of ``2 ** encoder_depth`` (32 by default). In 3D: logits ``(N, classes, D, H, W)``
+    for any ``D, H, W``; batch normalisation in training needs more than one value per channel
+    at the deepest level, i.e. (padded size / 32) summed over the batch above one.
 
     When the weights cannot be fetched a :class:`PretrainedWeightsWarning` is issued and
     the encoder is randomly initialised.
@@ -73,6 +133,10 @@ def build_model(
         raise ValueError(f"in_channels and classes must be >= 1, got {in_channels} and {classes}")
     if isinstance(encoder_weights, str) and encoder_weights.lower() == "none":
         encoder_weights = None
+    if dims == 3:
+        return _unet_3d(encoder, encoder_weights, in_channels, classes, **unet_kwargs)
+    if dims != 2:
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
     weights = encoder_weights
     if encoder.startswith("tu-") and weights is not None:
         weights = True

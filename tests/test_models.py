@@ -43,7 +43,8 @@ def hub(monkeypatch, tmp_path):
 
 
 def test_offline_falls_back_to_random_weights_with_a_warning(hub):
-    with pytest.warns(PretrainedWeightsWarning, match=r"could not fetch 'imagenet' weights for encoder 'resnet18'.*random initialisation"):
+    expected = r"could not fetch 'imagenet' weights for encoder 'resnet18'.*random initialisation"
+    with pytest.warns(PretrainedWeightsWarning, match=expected):
         model = build_model("resnet18", "imagenet", in_channels=2, classes=1)
     assert hub.calls  # the download was tried
     assert isinstance(model, smp.Unet)
@@ -93,3 +94,42 @@ def test_devices_and_mixed_precision():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_pad_to_multiple_pads_runs_and_crops_back():
+    seen = []
+
+    class Record(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return x * 2
+
+    x = torch.randn(2, 3, 5, 37, 64)
+    out = models.PadToMultiple(Record(), 32)(x)
+    assert seen[0].shape == (2, 3, 32, 64, 64)
+    assert torch.equal(seen[0][:, :, :5, :37], x)
+    # replicate: the padding repeats the last slice / row
+    assert torch.equal(seen[0][:, :, 20, :37], x[:, :, 4]) and torch.equal(seen[0][:, :, :5, 50], x[:, :, :, 36])
+    assert torch.equal(out, x * 2)  # the padding never reaches the output
+
+
+def test_3d_unet_is_monai_flexible_unet_with_a_resnet_encoder():
+    from monai.networks.nets import FlexibleUNet
+
+    torch.manual_seed(0)
+    model = build_model("resnet10", None, in_channels=2, classes=2, dims=3).eval()
+    assert isinstance(model, models.PadToMultiple) and isinstance(model.net, FlexibleUNet)
+    x = torch.randn(1, 2, 16, 40, 64)
+    with torch.no_grad():
+        out = model(x)
+        # The same as the bare network on the input padded by repeating its border, cropped.
+        padded = torch.nn.functional.pad(x, (0, 0, 0, 24, 0, 16), mode="replicate")
+        expected = model.net(padded)[:, :, :16, :40, :64]
+    assert out.shape == (1, 2, 16, 40, 64)
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match="3D encoder 'resnet9'"):
+        build_model("resnet9", None, dims=3)
+    with pytest.raises(ValueError, match="random weights"):
+        build_model("resnet18", "imagenet", dims=3)
+    with pytest.raises(ValueError, match="dims must be 2 or 3"):
+        build_model("resnet18", None, dims=4)
