@@ -1,12 +1,15 @@
-"""Evaluation of a trained run: slice predictions re-assembled into volumes, 3D scores.
+"""Evaluation of a trained run: predictions put back on each case's grid, 3D scores.
 
 ``python -m afl_core.evaluate --run RUN`` (or :func:`evaluate_run`) loads a checkpoint of
-the run, predicts every slice of the run's validation cases (or of other cases / another
-dataset), puts the slices back on each case's original grid
-(undoing the crop/pad of training) and scores each case in 3D with
-:func:`afl_core.metrics.evaluate_cases`: Dice, IoU, sensitivity, specificity and HD95 of
-the thresholded prediction, the authors' soft protocol on the probabilities, and
-lesion-wise detection. It writes::
+the run, predicts the run's validation cases (or other cases / another dataset) slice by
+slice (2D runs) or volume by volume (3D runs), puts the prediction back on each case's
+evaluation grid (undoing the crop/pad of training; a run trained with the authors' resize
+is scored on that resized grid, as they score) and scores each case in 3D with
+:func:`afl_core.metrics.evaluate_cases` under both protocols: the standard one (Dice, IoU,
+sensitivity, specificity and HD95 of the thresholded prediction) and the authors' soft
+protocol on the probabilities (``paper_*`` columns; for a two-output network with the
+network's own background channel, as their ``utils.py:10-18`` does), and lesion-wise
+detection. It writes::
 
     RUN/eval/per_case.csv   one row per case
     RUN/eval/lesions.csv    one row per ground-truth lesion (size, irregularity, detected)
@@ -30,13 +33,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from afl_core._io import write_json
-from afl_core.data import SliceDataset, list_cases
+from afl_core.data import SliceDataset, VolumeDataset, list_cases
 from afl_core.metrics import evaluate_cases, export_csv, results_table
 from afl_core.models import autocast_dtype, build_model, resolve_device
 
 __all__ = [
     "EvaluationResult",
     "foreground_probability",
+    "loss_with_spacing",
     "predict_cases",
     "predict_volume",
     "load_model",
@@ -62,10 +66,19 @@ def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits[:, -1:].float())
 
 
+def loss_with_spacing(loss_fn: nn.Module, logits: torch.Tensor, target: torch.Tensor,
+                      spacing: torch.Tensor | None) -> torch.Tensor:
+    """``loss_fn(logits, target)``, with ``spacing=`` (moved to the logits' device) when the
+    loss uses it (its ``uses_spacing`` attribute is true) and a spacing is known."""
+    if spacing is not None and getattr(loss_fn, "uses_spacing", False):
+        return loss_fn(logits, target, spacing=spacing.to(logits.device, non_blocking=True))
+    return loss_fn(logits, target)
+
+
 @torch.no_grad()
 def predict_cases(
     model: nn.Module,
-    dataset: SliceDataset,
+    dataset: SliceDataset | VolumeDataset,
     cases: Sequence[str] | None = None,
     *,
     device: torch.device | str | None = None,
@@ -73,14 +86,17 @@ def predict_cases(
     amp_dtype: torch.dtype | None = None,
     loss_fn: nn.Module | None = None,
     progress: bool = False,
+    all_channels: bool = False,
 ) -> tuple[dict[str, np.ndarray], float]:
-    """Lesion probabilities of every slice of ``cases`` (default: all of ``dataset``),
-    re-assembled into float32 volumes on each case's original grid
-    (:meth:`afl_core.data.SliceDataset.assemble`; voxels cropped away get 0).
+    """Lesion probabilities of every item (slice or volume) of ``cases`` (default: all of
+    ``dataset``), put back as float32 volumes on each case's evaluation grid
+    (``dataset.assemble``; voxels cropped away get 0).
 
     Returns ``({case: volume (X, Y, Z)}, mean_loss)``: ``mean_loss`` is ``loss_fn`` averaged
-    over slices (NaN without ``loss_fn``), leaving out batches where it is undefined
-    (A-FL's ``variant="reference"`` on a batch without lesion voxels).
+    over items (NaN without ``loss_fn``), leaving out batches where it is undefined
+    (A-FL's ``variant="reference"`` on a batch without lesion voxels). With
+    ``all_channels=True`` each volume is ``(C, X, Y, Z)``: the sigmoid of every output
+    channel (a two-output network's background is channel 0, its lesion channel 1).
     """
     if dataset.augmentation is not None:
         raise ValueError("predict on a SliceDataset built with augment=False: augmented slices "
@@ -91,7 +107,7 @@ def predict_cases(
     items = [i for case in cases for i in dataset.case_items(case)]
     loader = DataLoader(Subset(dataset, items), batch_size=batch_size, shuffle=False,
                         pin_memory=device.type == "cuda")
-    slices: dict[str, dict[int, np.ndarray]] = {case: {} for case in cases}
+    parts: dict[str, dict[int, np.ndarray]] = {case: {} for case in cases}
     loss_sum = torch.zeros((), device=device)
     loss_count = torch.zeros((), device=device)
     for batch in tqdm(loader, desc="predicting", leave=False, disable=not progress):
@@ -99,23 +115,31 @@ def predict_cases(
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images).float()
         if loss_fn is not None:
-            loss = loss_fn(logits, batch["label"].to(device, non_blocking=True))
+            loss = loss_with_spacing(loss_fn, logits, batch["label"].to(device, non_blocking=True), batch["spacing"])
             defined = torch.isfinite(loss)
             loss_sum += torch.where(defined, loss, 0.0) * len(images)
             loss_count += defined * len(images)
-        probabilities = foreground_probability(logits)[:, 0].cpu().numpy()
-        for case, k, plane in zip(batch["case"], batch["index"].tolist(), probabilities):
-            slices[case][k] = plane
+        probabilities = torch.sigmoid(logits) if all_channels else foreground_probability(logits)
+        for case, k, part in zip(batch["case"], batch["index"].tolist(), probabilities.cpu().numpy()):
+            parts[case][k] = part
     mean_loss = (loss_sum / loss_count).item() if loss_fn is not None and loss_count.item() > 0 else math.nan
-    return {case: dataset.assemble(case, slices[case]) for case in cases}, mean_loss
+    return {case: _assemble(dataset, case, parts[case], all_channels) for case in cases}, mean_loss
 
 
-def predict_volume(model: nn.Module, dataset: SliceDataset, case: str, **kwargs) -> np.ndarray:
+def _assemble(dataset, case: str, parts: dict[int, np.ndarray], all_channels: bool) -> np.ndarray:
+    """Each channel of the ``(C, *S)`` parts of a case on its evaluation grid."""
+    channels = next(iter(parts.values())).shape[0]
+    volumes = [dataset.assemble(case, {k: part[c] for k, part in parts.items()}) for c in range(channels)]
+    return np.stack(volumes) if all_channels else volumes[0]
+
+
+def predict_volume(model: nn.Module, dataset: SliceDataset | VolumeDataset, case: str, **kwargs) -> np.ndarray:
     """Lesion probability volume ``(X, Y, Z)`` of one case (see :func:`predict_cases`)."""
     return predict_cases(model, dataset, [case], **kwargs)[0][case]
 
 
-def load_model(run_dir: str | Path, checkpoint: str = "best", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+def load_model(run_dir: str | Path, checkpoint: str = "best",
+               device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """The network of a run from ``checkpoint_{checkpoint}.pt`` (``"best"`` or ``"last"``),
     in eval mode on ``device``, and the checkpoint's metadata (``epoch``, ``config``,
     ``best``, ``history``)."""
@@ -127,16 +151,27 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", device: torch.devi
     saved = torch.load(path, map_location="cpu", weights_only=True)
     config = saved["config"]
     # The weights come from the checkpoint: no need to fetch pretrained ones.
-    model = build_model(config["encoder"], None, in_channels=config["in_channels"], classes=config["classes"])
+    model = build_model(config["encoder"], None, in_channels=config["in_channels"], classes=config["classes"],
+                        dims=config.get("dims", 2))
     model.load_state_dict(saved["model"])
     return model.to(device).eval(), {key: saved[key] for key in ("epoch", "config", "best", "history")}
 
 
 def _scored_cases(model, dataset, cases, threshold, batch_size, amp_dtype) -> Iterator[tuple]:
+    """``(case, pred, label, prob, spacing, background)`` for :func:`afl_core.metrics.evaluate_cases`;
+    ``background`` is a two-output network's own background channel, else ``None`` (``1 - prob``)."""
     # One case at a time, so only one probability volume is held in memory.
     for case in cases:
-        prob = predict_volume(model, dataset, case, batch_size=batch_size, amp_dtype=amp_dtype)
-        yield case, prob > threshold, dataset.case_label(case), prob, dataset.spacing(case)
+        channels = predict_volume(model, dataset, case, batch_size=batch_size, amp_dtype=amp_dtype, all_channels=True)
+        prob, background = channels[-1], (channels[0] if len(channels) == 2 else None)
+        yield case, prob > threshold, dataset.case_label(case), prob, dataset.spacing(case), background
+
+
+def _dataset(config: dict, root: Path, cases: Sequence[str]) -> SliceDataset | VolumeDataset:
+    """The run's items, without augmentation: slices or volumes of the size it trained on."""
+    if config.get("dims", 2) == 2:
+        return SliceDataset(root, cases, size=tuple(config["slice_size"]))
+    return VolumeDataset(root, cases, size=tuple(config["volume_size"]), resize=config["resize"])
 
 
 def evaluate_run(
@@ -172,7 +207,7 @@ def evaluate_run(
     root = Path(data) if data is not None else Path(config["data"])
     if cases is None:
         cases = list_cases(root) if data is not None else config["val_cases"]
-    dataset = SliceDataset(root, cases, size=tuple(config["slice_size"]))
+    dataset = _dataset(config, root, cases)
     amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
 
     per_case, per_lesion = evaluate_cases(
@@ -182,7 +217,9 @@ def evaluate_run(
     summary = {
         "run": str(run_dir), "loss": config["loss"], "variant": config.get("variant"),
         "encoder": config["encoder"], "checkpoint": checkpoint, "epoch": saved["epoch"],
-        "data": str(root), "cases": list(dataset.cases), "threshold": threshold,
+        "data": str(root), "cases": list(dataset.cases), "threshold": threshold, "dims": config.get("dims", 2),
+        "grid": "resized" if config.get("resize") else "original",
+        "paper_protocol_background": "network channel 0" if config["classes"] == 2 else "1 - p",
         "means": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in means.items()},
     }
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
@@ -194,7 +231,8 @@ def evaluate_run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m afl_core.evaluate",
-                                description="Score a training run per case in 3D (slices re-assembled into volumes).")
+                                description="Score a training run per case in 3D, under the standard and the "
+                                            "authors' soft protocol.")
     p.add_argument("--run", required=True, help="run folder written by python -m afl_core.train")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
     p.add_argument("--cases", nargs="+", help="case ids (default: the run's validation cases, or all of --data)")

@@ -1,8 +1,10 @@
-"""Training: 2D U-Net on MRI slices with any of the compared losses, resumable.
+"""Training: a U-Net on MRI slices (2D) or whole volumes (3D) with any of the compared losses, resumable.
 
 ``fit(TrainConfig(...))`` (or ``python -m afl_core.train ...``) trains on the slices of
-the training cases and validates every epoch on whole validation volumes, writing into
-the run folder ``out``::
+the training cases (``dims=2``, the teaching path) or on the volumes themselves
+(``dims=3``, batch 1 by default, the authors' path: :class:`afl_core.data.VolumeDataset`,
+a 3D U-Net from :func:`afl_core.models.build_model`), and validates every epoch on whole
+validation volumes, writing into the run folder ``out``::
 
     config.json           every setting, resolved (device, slice size, case split, versions)
     history.csv           one row per epoch: epoch, train_loss, val_loss, val_dice, then
@@ -12,11 +14,16 @@ the run folder ``out``::
                           grad scaler, RNG states, history), written atomically each epoch
     checkpoint_best.pt    the weights with the best validation Dice so far
 
-Validation (``val_loss``, ``val_dice``): the loss is the mean over validation slices;
+Validation (``val_loss``, ``val_dice``): the loss is the mean over validation items;
 the Dice is the mean over validation cases of the 3D Dice of the thresholded
-(p > 0.5) prediction re-assembled on the case's original grid
-(:func:`afl_core.evaluate.predict_cases`, :func:`afl_core.metrics.overlap_scores`),
-as the paper evaluates per volume.
+(p > 0.5) prediction on the case's evaluation grid (the original grid, or the resized
+one with ``resize``) (:func:`afl_core.evaluate.predict_cases`,
+:func:`afl_core.metrics.overlap_scores`), as the paper evaluates per volume.
+
+``recipe="authors"`` (``--recipe authors``) fills every setting left unset with the A-FL
+authors' choices (:mod:`afl_core.recipes`, ``docs/authors_recipe.md``) and prints them.
+A loss whose ``uses_spacing`` attribute is true gets each item's voxel size (``spacing=``,
+mm along the item's axes) from :class:`TrainStep`.
 
 Reproducibility: the model is initialised from ``seed``; the order of the training
 slices and their augmentation are drawn from ``(seed, epoch)``
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -55,12 +63,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from afl_core import recipes
 from afl_core._io import atomic_target, write_json
-from afl_core.data import SliceDataset, load_geometry, patient_grouping, split_cases
-from afl_core.evaluate import predict_cases
+from afl_core.data import SliceDataset, VolumeDataset, load_geometry, patient_grouping, split_cases
+from afl_core.evaluate import loss_with_spacing, predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
 from afl_core.metrics import export_csv, overlap_scores
-from afl_core.models import autocast_dtype, build_model, resolve_device
+from afl_core.models import ENCODERS_3D, autocast_dtype, build_model, resolve_device
 
 __all__ = [
     "TrainConfig",
@@ -102,9 +111,16 @@ _RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
 class TrainConfig:
     """Every setting of a training run (saved to ``config.json``).
 
+    Settings left ``None`` take the recipe's value (``recipe="authors"``), else their
+    default: ``dims`` 2; ``batch_size`` 8 in 2D, 1 in 3D; ``optimizer`` ``"adam"``;
+    ``schedule`` ``"poly"``; ``resize`` False; ``oversample_lesions`` 0.33; ``amp`` True.
     ``lr=None`` takes the optimiser's default: 0.1 for ``"sgd"`` (the paper's SGD:
-    momentum 0.9, Nesterov, weight decay 1e-5) and 1e-3 for ``"adam"``. ``size=None``
-    pads slices to the smallest multiple of 32 holding every case's in-plane size.
+    momentum 0.9, Nesterov, weight decay 1e-5) and 1e-3 for ``"adam"``.
+    ``encoder_weights="auto"``: ``"imagenet"`` in 2D, none (random) in 3D.
+    ``size``: 2D ``(H, W)`` in multiples of 32, ``None`` pads slices to the smallest multiple
+    of 32 holding every case's in-plane size; 3D ``(D, H, W)``, ``None`` crops/pads to the
+    largest extent of the cases; ``resize=True`` (3D) reaches ``size`` by the authors' area
+    resampling instead of a crop/pad (:class:`afl_core.data.VolumeDataset`).
     ``variant`` applies to ``loss="afl"`` only (default ``"paper"``); ``"reference"``
     makes the network output two channels (background, foreground) as the authors'.
     ``num_workers=None`` uses 4 DataLoader workers on a CUDA machine under Linux, none
@@ -118,37 +134,37 @@ class TrainConfig:
     variant: str | None = None
     loss_options: dict = field(default_factory=dict)
     encoder: str = "resnet50"
-    encoder_weights: str | None = "imagenet"
+    encoder_weights: str | None = "auto"
     epochs: int = 50
-    batch_size: int = 8
-    optimizer: str = "adam"
+    batch_size: int | None = None
+    optimizer: str | None = None
     lr: float | None = None
     weight_decay: float = PAPER_SGD["weight_decay"]
-    schedule: str = "poly"
-    size: tuple[int, int] | None = None
+    schedule: str | None = None
+    dims: int | None = None
+    size: tuple[int, ...] | None = None
+    resize: bool | None = None
     augment: bool = True
-    oversample_lesions: float = 0.33
+    oversample_lesions: float | None = None
     val_fraction: float = 0.2
     split_seed: int = 0
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: bool | None = None
     channels_last: bool = True
     num_workers: int | None = None
     progress: bool = True
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         self.data, self.out = str(self.data), str(self.out)
-        if self.size is not None:
-            size = (self.size, self.size) if isinstance(self.size, int) else tuple(int(s) for s in self.size)
-            if len(size) != 2 or min(size) < 1 or any(s % _SIZE_MULTIPLE for s in size):
-                raise ValueError(f"size must be (H, W) with multiples of {_SIZE_MULTIPLE} (the U-Net "
-                                 f"downsamples 5 times), got {self.size}")
-            self.size = size
+        self._fill_unset()
+        self._check_shape_settings()
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {LOSS_NAMES}")
         if self.variant is not None and self.loss != "afl":
-            raise ValueError(f"variant applies to loss 'afl' only, got loss {self.loss!r} with variant {self.variant!r}")
+            raise ValueError(f"variant applies to loss 'afl' only, got loss {self.loss!r} "
+                             f"with variant {self.variant!r}")
         if self.loss_options and self.loss != "afl":
             raise ValueError(f"loss_options apply to loss 'afl' only, got loss {self.loss!r}")
         if self.loss == "afl":
@@ -169,6 +185,44 @@ class TrainConfig:
                              f"{self.batch_size}, {self.lr}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+    def _fill_unset(self) -> None:
+        """Unset settings: the recipe's value first (where its requirement holds), then the default."""
+        if self.recipe is not None:
+            if self.recipe not in recipes.RECIPES:
+                raise ValueError(f"unknown recipe {self.recipe!r}; choose from {tuple(recipes.RECIPES)}")
+            for choice in recipes.RECIPES[self.recipe]:  # in order: a choice's requirement is set before it
+                applies = choice.requires is None or getattr(self, choice.requires[0]) == choice.requires[1]
+                if applies and getattr(self, choice.field) in (None, "auto"):
+                    setattr(self, choice.field, choice.value)
+        self.dims = 2 if self.dims is None else int(self.dims)
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 (slices) or 3 (volumes), got {self.dims}")
+        defaults = {"batch_size": 8 if self.dims == 2 else 1, "optimizer": "adam", "schedule": "poly",
+                    "resize": False, "oversample_lesions": 0.33, "amp": True}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.encoder_weights == "auto":
+            self.encoder_weights = "imagenet" if self.dims == 2 else None
+
+    def _check_shape_settings(self) -> None:
+        """``size`` for the network's dimensions; 3D encoders, weights and resizing."""
+        if self.size is not None:
+            size = (self.size,) * self.dims if isinstance(self.size, int) else tuple(int(s) for s in self.size)
+            if self.dims == 2 and (len(size) != 2 or min(size) < 1 or any(s % _SIZE_MULTIPLE for s in size)):
+                raise ValueError(f"size must be (H, W) with multiples of {_SIZE_MULTIPLE} (the U-Net "
+                                 f"downsamples 5 times), got {self.size}")
+            if self.dims == 3 and (len(size) != 3 or min(size) < 1):
+                raise ValueError(f"size must be three positive numbers (D, H, W) with dims 3, got {self.size}")
+            self.size = size
+        if self.resize and (self.dims != 3 or self.size is None):
+            raise ValueError("resize needs dims 3 and a size (D, H, W) to resize to (--dims 3 --size D H W)")
+        if self.dims == 3 and self.encoder not in ENCODERS_3D:
+            raise ValueError(f"3D encoder {self.encoder!r} is not available; choose from {ENCODERS_3D}")
+        if self.dims == 3 and str(self.encoder_weights).lower() != "none":
+            raise ValueError("3D encoders start from random weights: MONAI's pretrained 3D ResNets take one input "
+                             f"channel only (got encoder_weights {self.encoder_weights!r}; use --encoder-weights none)")
 
     @property
     def classes(self) -> int:
@@ -260,6 +314,8 @@ class TrainStep:
     Forward under autocast (``amp_dtype``; ``None`` for float32), loss in float32,
     backward (scaled when float16), optimiser and scheduler steps. Returns the detached
     loss on the device. Shared by :func:`fit` and the benchmarks, so they time the same code.
+    ``spacing`` (the batch's voxel sizes, ``(N, len(S))`` mm) reaches only a loss whose
+    ``uses_spacing`` attribute is true. ``channels_last`` applies to 2D networks.
     """
 
     def __init__(
@@ -287,12 +343,12 @@ class TrainStep:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels.to(self.device, non_blocking=True)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, spacing: torch.Tensor | None = None) -> torch.Tensor:
         images, labels = self.to_device(images, labels)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             logits = self.model(images)
-        loss = self.loss_fn(logits.float(), labels)
+        loss = loss_with_spacing(self.loss_fn, logits.float(), labels, spacing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -339,9 +395,20 @@ def _slice_size(dataset_root: str, cases: Sequence[str]) -> tuple[int, int]:
     return tuple(-(-n // _SIZE_MULTIPLE) * _SIZE_MULTIPLE for n in extent)
 
 
-def _versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
-            "segmentation_models_pytorch": smp.__version__}
+def _volume_size(dataset_root: str, cases: Sequence[str]) -> tuple[int, int, int]:
+    """``(D, H, W)`` holding every case (volumes are padded to it; the 3D network pads further itself)."""
+    shapes = [load_geometry(dataset_root, case).shape for case in cases]
+    return tuple(max(shape[axis] for shape in shapes) for axis in (2, 0, 1))
+
+
+def _versions(dims: int) -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
+                "segmentation_models_pytorch": smp.__version__}
+    if dims == 3:
+        import monai
+
+        versions["monai"] = monai.__version__
+    return versions
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -360,12 +427,14 @@ def _diverged_message(cfg: TrainConfig, epoch: int, step: int, value: float) -> 
     )
 
 
-def _oom_message(cfg: TrainConfig, size: tuple[int, int], epoch: int) -> str:
+def _oom_message(cfg: TrainConfig, size: tuple[int, ...], epoch: int) -> str:
     peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB allocated" if torch.cuda.is_available() else ""
+    items = "slices" if cfg.dims == 2 else "volumes"
     return (
-        f"the GPU ran out of memory at epoch {epoch} (batch size {cfg.batch_size}, slices "
-        f"{size[0]}x{size[1]}, encoder {cfg.encoder!r}, mixed precision {'on' if cfg.amp else 'off'}{peak}). Reduce --batch-size (e.g. {max(cfg.batch_size // 2, 1)}), use a "
-        "smaller --encoder (resnet34, resnet18), crop slices with --size, keep mixed precision on "
+        f"the GPU ran out of memory at epoch {epoch} (batch size {cfg.batch_size}, {items} "
+        f"{'x'.join(str(n) for n in size)}, encoder {cfg.encoder!r}, mixed precision {'on' if cfg.amp else 'off'}"
+        f"{peak}). Reduce --batch-size (e.g. {max(cfg.batch_size // 2, 1)}), use a "
+        f"smaller --encoder (resnet34, resnet18), crop {items} with --size, keep mixed precision on "
         "(no --no-amp), or close other programs using the GPU; then --resume continues from the last epoch."
     )
 
@@ -375,20 +444,21 @@ def _oom_message(cfg: TrainConfig, size: tuple[int, int], epoch: int) -> str:
 
 def validate(
     model: nn.Module,
-    dataset: SliceDataset,
+    dataset: SliceDataset | VolumeDataset,
     loss_fn: nn.Module,
     *,
     device: torch.device,
     batch_size: int,
     amp_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """``val_loss`` (mean over slices) and mean per-case 3D ``val_dice``, ``val_iou``,
-    ``val_sensitivity`` of the thresholded prediction on each case's original grid."""
+    """``val_loss`` (mean over items) and mean per-case 3D ``val_dice``, ``val_iou``,
+    ``val_sensitivity`` of the thresholded prediction on each case's evaluation grid."""
     probs, val_loss = predict_cases(model, dataset, device=device, batch_size=batch_size,
                                     amp_dtype=amp_dtype, loss_fn=loss_fn)
     scores = [overlap_scores(probs[case] > 0.5, dataset.case_label(case))
               for case in dataset.cases]
-    return {"val_loss": val_loss, **{f"val_{k}": _nanmean([s[k] for s in scores]) for k in ("dice", "iou", "sensitivity")}}
+    means = {f"val_{k}": _nanmean([s[k] for s in scores]) for k in ("dice", "iou", "sensitivity")}
+    return {"val_loss": val_loss, **means}
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -431,6 +501,29 @@ def _same_setting(name: str, a: Any, b: Any) -> bool:
     return a == b
 
 
+@dataclass
+class _Run:
+    """What the steps of :func:`fit` share: the settings, data, network and training state."""
+
+    cfg: TrainConfig
+    dir: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    train_set: SliceDataset | VolumeDataset
+    val_set: SliceDataset | VolumeDataset
+    size: tuple[int, ...]
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: TrainStep
+    drop_last: bool
+    resolved: dict
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"epoch": 0, "val_dice": -math.inf})
+    first_epoch: int = 1
+
+
 def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides) -> FitResult:
     """Train a U-Net as ``config`` says (keywords override its fields); see the module
     docstring for the run folder. With ``resume=True`` continue the run in ``out`` after
@@ -438,132 +531,169 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
     ``num_workers``, ``progress`` may change; other settings must match the saved
     ``config.json``; a larger ``epochs`` stretches the rest of the learning-rate schedule).
 
+    Steps: :func:`_build_run`, :func:`_restore` (when resuming), then per epoch
+    :func:`_train_epoch` and :func:`_end_epoch` (validation, history, checkpoints).
+
     Raises:
         TrainingDiverged: the loss became NaN/Inf (the message says what to change).
         GPUOutOfMemory: CUDA ran out of memory (the message says what to change).
     """
     cfg = _resolve_config(config, resume, overrides)
-    run_dir = Path(cfg.out)
-    device = resolve_device(cfg.device)
-    amp_dtype = autocast_dtype(device, cfg.amp)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    if cfg.recipe is not None:
+        print(recipes.describe(cfg.recipe, cfg))
+    run = _build_run(cfg)
+    if resume:
+        _restore(run)
+    write_json(run.dir / "config.json", run.resolved)
+    epochs_bar = tqdm(range(run.first_epoch, cfg.epochs + 1), desc=f"{cfg.loss} training", unit="epoch",
+                      initial=run.first_epoch - 1, total=cfg.epochs, disable=not cfg.progress)
+    epoch = run.first_epoch
+    try:
+        for epoch in epochs_bar:
+            row = _end_epoch(run, epoch, *_train_epoch(run, epoch))
+            epochs_bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice']:.3f}")
+    except torch.cuda.OutOfMemoryError as error:
+        raise GPUOutOfMemory(_oom_message(cfg, run.size, epoch)) from error
+    finally:
+        epochs_bar.close()
+    return FitResult(run_dir=run.dir, history=pd.DataFrame(run.history), model=run.model,
+                     best_epoch=run.best["epoch"], best_val_dice=run.best["val_dice"], config=run.resolved)
 
+
+def _datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, SliceDataset | VolumeDataset, tuple, dict]:
+    """Training and validation datasets of the case split, their item size, and the split."""
     train_cases, val_cases = split_cases(cfg.data, cfg.val_fraction, seed=cfg.split_seed,
                                          group_of=patient_grouping(cfg.data))
     if not val_cases:
         raise ValueError(f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "
                          "use at least 2 cases and val_fraction > 0")
-    size = cfg.size or _slice_size(cfg.data, train_cases + val_cases)
-    train_set = SliceDataset(cfg.data, train_cases, size=size, augment=cfg.augment,
-                             oversample_lesions=cfg.oversample_lesions, seed=cfg.seed)
-    val_set = SliceDataset(cfg.data, val_cases, size=size)
-    if len(train_set) < 2:
+    if cfg.dims == 2:
+        size = cfg.size or _slice_size(cfg.data, train_cases + val_cases)
+        make = functools.partial(SliceDataset, cfg.data, size=size)
+    else:
+        size = cfg.size or _volume_size(cfg.data, train_cases + val_cases)
+        make = functools.partial(VolumeDataset, cfg.data, size=size, resize=cfg.resize)
+    train_set = make(train_cases, augment=cfg.augment, oversample_lesions=cfg.oversample_lesions, seed=cfg.seed)
+    if cfg.dims == 2 and len(train_set) < 2:
         raise ValueError(f"{len(train_set)} training slice(s): batch normalisation needs at least 2")
+    return train_set, make(val_cases), size, {"train_cases": train_cases, "val_cases": val_cases}
+
+
+def _build_run(cfg: TrainConfig) -> _Run:
+    """Device, datasets, the seeded network, loss, optimiser, schedule and training step,
+    and the resolved settings that ``config.json`` records."""
+    device = resolve_device(cfg.device)
+    amp_dtype = autocast_dtype(device, cfg.amp)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train_set, val_set, size, split = _datasets(cfg)
     # A last batch of one slice cannot train batch normalisation: drop the remainder
-    # (fewer slices than a batch, drawn anew each epoch).
+    # (fewer items than a batch, drawn anew each epoch).
     drop_last = len(train_set) > cfg.batch_size
     steps_per_epoch = len(train_set) // cfg.batch_size if drop_last else 1
 
     seed_everything(cfg.seed)
-    model = build_model(cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes)
+    model = build_model(cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes,
+                        dims=cfg.dims)
     model.to(device)
     loss_fn = make_loss(cfg.loss, cfg.variant, **cfg.loss_options)
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
     step = TrainStep(model, loss_fn, optimizer, scheduler, device=device, amp_dtype=amp_dtype,
-                     channels_last=cfg.channels_last)
-
-    history: list[dict] = []
-    best = {"epoch": 0, "val_dice": -math.inf}
-    first_epoch = 1
-    last_path = run_dir / "checkpoint_last.pt"
-    if resume and last_path.is_file():  # else no epoch completed: start at the first
-        # On the CPU: RNG states must stay there; load_state_dict moves the rest to the model's device.
-        last = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(last["model"])
-        optimizer.load_state_dict(last["optimizer"])
-        scheduler.load_state_dict(last["scheduler"])
-        if step.scaler.is_enabled() and last["scaler"]:
-            step.scaler.load_state_dict(last["scaler"])  # else the run started without float16
-        history, best = last["history"], last["best"]
-        _set_rng_state(last["rng"])
-        first_epoch = last["epoch"] + 1
-
+                     channels_last=cfg.channels_last and cfg.dims == 2)
     resolved = cfg.to_dict() | {
-        "slice_size": list(size), "in_channels": train_set.in_channels, "classes": cfg.classes,
-        "train_cases": train_cases, "val_cases": val_cases, "steps_per_epoch": steps_per_epoch,
-        "resolved_device": str(device), "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-        "versions": _versions(),
+        f"{'slice' if cfg.dims == 2 else 'volume'}_size": list(size), "in_channels": train_set.in_channels,
+        "classes": cfg.classes, **split, "steps_per_epoch": steps_per_epoch, "resolved_device": str(device),
+        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", "versions": _versions(cfg.dims),
     }
-    write_json(run_dir / "config.json", resolved)
+    return _Run(cfg, Path(cfg.out), device, amp_dtype, train_set, val_set, size, model, loss_fn, optimizer,
+                scheduler, step, drop_last, resolved)
 
-    sync_every = 1 if device.type == "cpu" else _GPU_SYNC_EVERY
-    # Workers keep a GPU fed (augmentation runs in them); on the CPU they only compete
-    # with the training step for the same cores.
-    workers = cfg.num_workers
-    if workers is None:
-        workers = min(4, os.cpu_count() or 1) if device.type == "cuda" and sys.platform == "linux" else 0
+
+def _restore(run: _Run) -> None:
+    """Continue after the last completed epoch of ``checkpoint_last.pt`` (if any: else no
+    epoch completed and the run starts at the first)."""
+    last_path = run.dir / "checkpoint_last.pt"
+    if not last_path.is_file():
+        return
+    # On the CPU: RNG states must stay there; load_state_dict moves the rest to the model's device.
+    last = torch.load(last_path, map_location="cpu", weights_only=True)
+    run.model.load_state_dict(last["model"])
+    run.optimizer.load_state_dict(last["optimizer"])
+    run.scheduler.load_state_dict(last["scheduler"])
+    if run.step.scaler.is_enabled() and last["scaler"]:
+        run.step.scaler.load_state_dict(last["scaler"])  # else the run started without float16
+    run.history, run.best = last["history"], last["best"]
+    _set_rng_state(last["rng"])
+    run.first_epoch = last["epoch"] + 1
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, int, int, float]:
+    """One pass over the epoch's seeded sample; returns the summed loss (on the device), the
+    items trained on, the batches skipped, and the start time."""
+    cfg, started = run.cfg, time.perf_counter()
+    run.train_set.set_epoch(epoch)
+    loader = DataLoader(run.train_set, batch_size=cfg.batch_size, sampler=run.train_set.sampler(epoch),
+                        drop_last=run.drop_last, num_workers=_workers(cfg, run.device),
+                        pin_memory=run.device.type == "cuda")
     # The authors' loss is undefined on a batch without lesion voxels: leave such batches
     # out. The labels are still on the host here, so the check costs no device sync.
     skip_lesion_free = cfg.loss == "afl" and cfg.variant == "reference"
-    epochs_bar = tqdm(range(first_epoch, cfg.epochs + 1), desc=f"{cfg.loss} training", unit="epoch",
-                      initial=first_epoch - 1, total=cfg.epochs, disable=not cfg.progress)
-    epoch = first_epoch
-    try:
-        for epoch in epochs_bar:
-            started = time.perf_counter()
-            train_set.set_epoch(epoch)
-            loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=train_set.sampler(epoch),
-                                drop_last=drop_last, num_workers=workers,
-                                pin_memory=device.type == "cuda")
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            seen = skipped = 0
-            bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress)
-            for index, batch in enumerate(bar, start=1):
-                if skip_lesion_free and not batch["label"].any():
-                    skipped += 1
-                    continue
-                loss = step(batch["image"], batch["label"])
-                loss_sum += loss * batch["image"].shape[0]
-                seen += batch["image"].shape[0]
-                if index % sync_every == 0 or index == len(loader):
-                    # The only host sync of the epoch loop: NaN check and progress display.
-                    mean = loss_sum.item() / seen
-                    if not math.isfinite(mean):
-                        raise TrainingDiverged(_diverged_message(cfg, epoch, index, mean))
-                    bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
-            train_seconds = time.perf_counter() - started
+    sync_every = 1 if run.device.type == "cpu" else _GPU_SYNC_EVERY
+    run.model.train()
+    loss_sum = torch.zeros((), device=run.device)
+    seen = skipped = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress)
+    for index, batch in enumerate(bar, start=1):
+        if skip_lesion_free and not batch["label"].any():
+            skipped += 1
+            continue
+        loss = run.step(batch["image"], batch["label"], batch["spacing"])
+        loss_sum += loss * batch["image"].shape[0]
+        seen += batch["image"].shape[0]
+        if index % sync_every == 0 or index == len(loader):
+            # The only host sync of the epoch loop: NaN check and progress display.
+            mean = loss_sum.item() / seen
+            if not math.isfinite(mean):
+                raise TrainingDiverged(_diverged_message(cfg, epoch, index, mean))
+            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+    return loss_sum, seen, skipped, started
 
-            model.eval()
-            scores = validate(model, val_set, loss_fn, device=device, batch_size=cfg.batch_size, amp_dtype=amp_dtype)
-            if seen == 0:
-                raise TrainingDiverged(f"epoch {epoch} had no batch with lesion voxels, which variant "
-                                       "'reference' needs: raise --oversample or --batch-size")
-            row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, **scores,
-                   "lr": optimizer.param_groups[0]["lr"], "skipped_batches": skipped,
-                   "train_images_per_s": seen / train_seconds, "seconds": time.perf_counter() - started}
-            history.append(row)
-            improved = not math.isnan(row["val_dice"]) and row["val_dice"] > best["val_dice"]
-            if improved:
-                best = {"epoch": epoch, "val_dice": row["val_dice"]}
-            meta = {"epoch": epoch, "config": resolved, "best": best, "history": history}
-            export_csv(pd.DataFrame(history), run_dir / "history.csv")
-            if improved:
-                _save(run_dir / "checkpoint_best.pt", {"model": model.state_dict(), **meta})
-            _save(run_dir / "checkpoint_last.pt", {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": step.scaler.state_dict(),
-                "rng": _rng_state(), **meta})
-            epochs_bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice']:.3f}")
-    except torch.cuda.OutOfMemoryError as error:
-        raise GPUOutOfMemory(_oom_message(cfg, size, epoch)) from error
-    finally:
-        epochs_bar.close()
 
-    return FitResult(run_dir=run_dir, history=pd.DataFrame(history), model=model,
-                     best_epoch=best["epoch"], best_val_dice=best["val_dice"], config=resolved)
+def _workers(cfg: TrainConfig, device: torch.device) -> int:
+    """Workers keep a GPU fed (augmentation runs in them); on the CPU they only compete
+    with the training step for the same cores."""
+    if cfg.num_workers is not None:
+        return cfg.num_workers
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" and sys.platform == "linux" else 0
+
+
+def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped: int, started: float) -> dict:
+    """Validate, append the epoch's row to the history, write ``history.csv`` and the
+    checkpoints (the best one when the validation Dice improved); returns the row."""
+    train_seconds = time.perf_counter() - started
+    run.model.eval()
+    scores = validate(run.model, run.val_set, run.loss_fn, device=run.device, batch_size=run.cfg.batch_size,
+                      amp_dtype=run.amp_dtype)
+    if seen == 0:
+        raise TrainingDiverged(f"epoch {epoch} had no batch with lesion voxels, which variant "
+                               "'reference' needs: raise --oversample or --batch-size")
+    row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, **scores,
+           "lr": run.optimizer.param_groups[0]["lr"], "skipped_batches": skipped,
+           "train_images_per_s": seen / train_seconds, "seconds": time.perf_counter() - started}
+    run.history.append(row)
+    improved = not math.isnan(row["val_dice"]) and row["val_dice"] > run.best["val_dice"]
+    if improved:
+        run.best = {"epoch": epoch, "val_dice": row["val_dice"]}
+    meta = {"epoch": epoch, "config": run.resolved, "best": run.best, "history": run.history}
+    export_csv(pd.DataFrame(run.history), run.dir / "history.csv")
+    if improved:
+        _save(run.dir / "checkpoint_best.pt", {"model": run.model.state_dict(), **meta})
+    _save(run.dir / "checkpoint_last.pt", {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.step.scaler.state_dict(),
+        "rng": _rng_state(), **meta})
+    return row
 
 
 # --------------------------------------------------------------------------- CLI
@@ -572,8 +702,10 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m afl_core.train",
-        description="Train a 2D U-Net on a dataset in the afl_core layout with one of the compared losses.",
-        epilog="Resume an interrupted run with: python -m afl_core.train --out RUN --resume",
+        description="Train a U-Net (2D on slices, or 3D on volumes) on a dataset in the afl_core layout with one "
+                    "of the compared losses.",
+        epilog="Resume an interrupted run with: python -m afl_core.train --out RUN --resume. "
+               "The A-FL authors' setup: --recipe authors (explicit options override its choices).",
     )
     p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
     p.add_argument("--out", required=True, help="run folder (config.json, history.csv, checkpoints)")
@@ -581,8 +713,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=VARIANTS, help="A-FL variant (loss afl only; default paper)")
     p.add_argument("--loss-options", type=json.loads, metavar="JSON",
                    help="""A-FL options for ablations, e.g. '{"gamma_terms": ["volume"]}' or '{"gamma": 0}'""")
-    p.add_argument("--encoder", help="smp encoder (default resnet50, as the paper)")
-    p.add_argument("--encoder-weights", help="'imagenet' (default) or 'none'")
+    p.add_argument("--recipe", choices=tuple(recipes.RECIPES),
+                   help="'authors': every choice of the A-FL authors' experiment (3D, batch 1, their resize, "
+                        "2 channels, reference loss, SGD 0.1), printed at start; explicit options override it")
+    p.add_argument("--dims", type=int, choices=(2, 3), help="2: slices (default), 3: whole volumes")
+    p.add_argument("--encoder", help=f"smp encoder in 2D, one of {', '.join(ENCODERS_3D)} in 3D "
+                                     "(default resnet50, as the paper)")
+    p.add_argument("--encoder-weights", help="'imagenet' (2D default) or 'none' (3D: none only)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (default) or sgd (the paper's: lr 0.1, "
@@ -590,15 +727,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3 for adam, 0.1 for sgd)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="crop/pad slices to H x W (multiples of 32)")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    p.add_argument("--size", type=int, nargs="+", metavar="N",
+                   help="2D: H W, crop/pad slices (multiples of 32); 3D: D H W, crop/pad (or --resize) volumes")
+    p.add_argument("--resize", action=argparse.BooleanOptionalAction,
+                   help="3D: reach --size by the authors' area resampling (labels then != 0) instead of crop/pad")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="augmentation (default on)")
     p.add_argument("--oversample", dest="oversample_lesions", type=float,
                    help="share of lesion-bearing slices drawn per epoch (default 0.33)")
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--split-seed", type=int, help="seed of the train/validation case split (default 0)")
     p.add_argument("--seed", type=int, help="seed of initialisation, sampling and augmentation (default 0)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--no-amp", dest="amp", action="store_false", default=None)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision on CUDA (default on)")
     p.add_argument("--num-workers", type=int)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last epoch")

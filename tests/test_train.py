@@ -19,8 +19,15 @@ import torch
 from afl_core import train
 from afl_core.data import normalise_channels
 from afl_core.synthetic import make_dataset
-from afl_core.train import (HISTORY_COLUMNS, GPUOutOfMemory, TrainConfig, TrainingDiverged, fit,
-                            make_optimizer, make_scheduler)
+from afl_core.train import (
+    HISTORY_COLUMNS,
+    GPUOutOfMemory,
+    TrainConfig,
+    TrainingDiverged,
+    fit,
+    make_optimizer,
+    make_scheduler,
+)
 
 # The smallest smp encoder that trains in a blink on 32x32 slices.
 ENCODER = "tu-mobilenetv3_small_050"
@@ -72,7 +79,8 @@ def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, monkeypatch)
         fit(tiny(dataset, tmp_path / "split"))
     assert len(pd.read_csv(tmp_path / "split" / "history.csv")) == 2
     steps.clear()
-    monkeypatch.setattr(train.TrainStep, "__call__", lambda self, *batch: steps.append(1) or original_call(self, *batch))
+    monkeypatch.setattr(train.TrainStep, "__call__",
+                        lambda self, *batch: steps.append(1) or original_call(self, *batch))
     resumed = fit(resume=True, out=tmp_path / "split")
 
     # Only the third epoch was trained after resuming...
@@ -176,7 +184,7 @@ def test_nan_loss_stops_with_advice(dataset, tmp_path, monkeypatch):
 
 
 def test_gpu_out_of_memory_says_what_to_change(dataset, tmp_path, monkeypatch):
-    def out_of_memory(self, images, labels):
+    def out_of_memory(self, *batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(train.TrainStep, "__call__", out_of_memory)
@@ -218,9 +226,9 @@ def test_reference_variant_leaves_lesion_free_batches_out(dataset, tmp_path, mon
     seen = []
     original_call = train.TrainStep.__call__
 
-    def record(self, images, labels):
+    def record(self, images, labels, spacing=None):
         seen.append(bool(labels.any()))
-        return original_call(self, images, labels)
+        return original_call(self, images, labels, spacing)
 
     monkeypatch.setattr(train.TrainStep, "__call__", record)
     result = fit(tiny(dataset, tmp_path / "reference", variant="reference", epochs=2, batch_size=2,
