@@ -16,10 +16,9 @@ with ``X`` across and ``Y`` up (``origin="lower"``), as radiology viewers show R
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-import os
 
 import matplotlib.pyplot as plt
 import numpy as np

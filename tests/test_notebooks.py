@@ -92,7 +92,8 @@ def test_notebook_skeleton(path):
 
     # The first code cell installs the package on Colab only, with the spec of afl_core.links.
     install = _code(nb)[0].source.splitlines()
-    guard = install.index('if "google.colab" in sys.modules:  # Colab only: Binder and local installs already have the package')
+    colab_only = "# Colab only: Binder and local installs already have the package"
+    guard = install.index(f'if "google.colab" in sys.modules:  {colab_only}')
     assert install[guard + 1] == f'    %pip install -q "{links.pip_install_spec()}"'
     assert sum("%pip" in c.source or "!pip" in c.source for c in _code(nb)) == 1
 
@@ -100,7 +101,8 @@ def test_notebook_skeleton(path):
     imports = _code(nb)[1].source
     assert imports.rstrip().endswith("print_config()")
     for cell in _code(nb)[2:]:
-        assert not re.search(r"^(import|from) \S+", cell.source, flags=re.M), f"import outside the imports cell: {cell.source[:80]}"
+        imports_here = re.search(r"^(import|from) \S+", cell.source, flags=re.M)
+        assert not imports_here, f"import outside the imports cell: {cell.source[:80]}"
 
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
@@ -254,9 +256,11 @@ def test_environment_yml_agrees_with_pyproject():
         assert conda_name in conda, f"environment.yml lacks {conda_name} (pyproject: {req})"
         ours, theirs = _floor(conda[conda_name] or []), _floor(req.specifier)
         if theirs is not None:
-            assert ours is not None and ours >= theirs, f"{conda_name}: environment.yml floor {ours} < pyproject {theirs}"
+            assert ours is not None and ours >= theirs, \
+                f"{conda_name}: environment.yml floor {ours} < pyproject {theirs}"
     assert any(p.startswith("-e .[") or p.startswith(".[") for p in pip), "the package itself, editable"
-    for extra in ("jupyterlab", "ipywidgets", "papermill", "nbval", "nibabel", "matplotlib", "segmentation-models-pytorch"):
+    for extra in ("jupyterlab", "ipywidgets", "papermill", "nbval", "nibabel", "matplotlib",
+                  "segmentation-models-pytorch"):
         assert extra in conda
 
 

@@ -39,8 +39,10 @@ def _renders(fig) -> None:
 
 def test_show_slice_draws_transposed_image_outline_and_prediction():
     image = np.arange(12 * 10, dtype=np.float32).reshape(12, 10)
-    label = np.zeros((12, 10)); label[3:7, 2:5] = 1
-    pred = np.zeros((12, 10)); pred[4:9, 2:6] = 0.9
+    label = np.zeros((12, 10))
+    label[3:7, 2:5] = 1
+    pred = np.zeros((12, 10))
+    pred[4:9, 2:6] = 0.9
     ax = viz.show_slice(image, label, pred, title="t")
     base, fill = ax.images
     np.testing.assert_array_equal(np.asarray(base.get_array()), image.T)  # X across, Y up
@@ -160,7 +162,8 @@ def test_plot_case_distributions_one_dot_per_case():
 
 def test_plot_adaptive_example_and_explorer_wiring(monkeypatch):
     monkeypatch.delenv(viz.STATIC_WIDGETS_ENV, raising=False)
-    mask = np.zeros((16, 16)); mask[5:10, 6:11] = 1
+    mask = np.zeros((16, 16))
+    mask[5:10, 6:11] = 1
     weight = np.linspace(0, 1, 256).reshape(16, 16)
     fig = viz.plot_adaptive_example(mask, weight, gamma=0.0123, alpha=0.9)
     np.testing.assert_allclose(np.asarray(fig.axes[1].images[0].get_array()), weight.T)
@@ -235,7 +238,8 @@ def test_lesion_window_frames_the_lesion_with_a_margin():
     assert (y0, y1) == pytest.approx((21.5 - half, 21.5 + half))
     assert x0 < 39.5 and x1 > 49.5 and y0 < 19.5 and y1 > 23.5  # the whole lesion is inside
     # a lesion at the border: the window stops at the image's edge; a tiny one gets min_half
-    corner = np.zeros((30, 30), bool); corner[0, 0] = True
+    corner = np.zeros((30, 30), bool)
+    corner[0, 0] = True
     assert viz.lesion_window(corner, min_half=6) == ((-0.5, 6.0), (-0.5, 6.0))
     assert viz.lesion_window(np.zeros((5, 7))) == ((-0.5, 4.5), (-0.5, 6.5))
     with pytest.raises(ValueError, match="2D"):
