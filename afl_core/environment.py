@@ -32,14 +32,14 @@ def in_colab() -> bool:
 
 
 def print_config(device: torch.device | None = None) -> None:
-    """Print Python, package versions and the compute device (one line each)."""
-    print(f"python {platform.python_version()} on {platform.system()}")
+    """Print Python and the package versions on one line, then the compute device."""
+    versions = []
     for name in _PACKAGES:
         try:
-            version = getattr(importlib.import_module(name), "__version__", "?")
+            versions.append(f"{name} {getattr(importlib.import_module(name), '__version__', '?')}")
         except ImportError:
-            version = "not installed"
-        print(f"{name:28s} {version}")
+            versions.append(f"{name} not installed")
+    print(f"python {platform.python_version()} ({platform.system()}) | " + ", ".join(versions))
     device = resolve_device("auto") if device is None else device
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
