@@ -22,6 +22,7 @@ how seeds and cases are aggregated, who carries the loss, and the figures.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -35,11 +36,11 @@ from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from afl_core.data import SliceDataset, patient_grouping, split_cases
+from afl_core.data import SliceDataset, VolumeDataset
 from afl_core.environment import choose
 from afl_core.losses import AdaptiveFocalLoss
 from afl_core.models import resolve_device
-from afl_core.train import TrainConfig, _slice_size, fit
+from afl_core.train import TrainConfig, _datasets, fit
 
 __all__ = [
     "ARMS",
@@ -159,16 +160,13 @@ def arm_config(arm: str, **settings) -> TrainConfig:
     return TrainConfig(**settings, loss=loss, variant=variant, loss_options=dict(options))
 
 
-def training_set(config: TrainConfig, *, augment: bool | None = None) -> SliceDataset:
-    """The training slices of a run as :func:`~afl_core.train.fit` builds them: the same
-    case split (``val_fraction``, ``split_seed``, patients kept together), slice size,
-    lesion oversampling and seed; ``augment`` overrides the config's (``False`` for the
-    stored slices)."""
-    train_cases, val_cases = split_cases(config.data, config.val_fraction, seed=config.split_seed,
-                                         group_of=patient_grouping(config.data))
-    size = config.size or _slice_size(config.data, train_cases + val_cases)
-    return SliceDataset(config.data, train_cases, size=size, augment=config.augment if augment is None else augment,
-                        oversample_lesions=config.oversample_lesions, seed=config.seed)
+def training_set(config: TrainConfig, *, augment: bool | None = None) -> SliceDataset | VolumeDataset:
+    """The training items (2D slices, or volumes with ``dims=3``) of a run exactly as
+    :func:`~afl_core.train.fit` builds them: the same case split, item size, lesion
+    oversampling and seed; ``augment`` overrides the config's (``False``: the stored items)."""
+    if augment is not None:
+        config = dataclasses.replace(config, augment=augment)
+    return _datasets(config)[0]
 
 
 def run_folder(runs: str | Path, arm: str, seed: int) -> Path:
