@@ -16,10 +16,27 @@ from torch.utils.data import DataLoader
 matplotlib.use("Agg")
 
 from afl_core import experiments, links  # noqa: E402
-from afl_core.experiments import (ARMS, PER_CASE_COLUMNS, SHARE_PARTS, STUDIES, arm_config,  # noqa: E402
-                                  confident_logits, evaluate_arms, load_study, loss_shares, plot_comparisons, plot_runs,
-                                  plot_seed_spread, protocol_effects, results_dir, train_arms, training_batches,
-                                  training_set, tutorial_settings, voxel_losses)
+from afl_core.experiments import (  # noqa: E402
+    ARMS,
+    PER_CASE_COLUMNS,
+    SHARE_PARTS,
+    STUDIES,
+    arm_config,
+    confident_logits,
+    evaluate_arms,
+    load_study,
+    loss_shares,
+    plot_comparisons,
+    plot_runs,
+    plot_seed_spread,
+    protocol_effects,
+    results_dir,
+    train_arms,
+    training_batches,
+    training_set,
+    tutorial_settings,
+    voxel_losses,
+)
 from afl_core.losses import adaptive_parameters, get_loss  # noqa: E402
 from afl_core.metrics import seed_summary  # noqa: E402
 from afl_core.synthetic import make_dataset  # noqa: E402
