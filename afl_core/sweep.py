@@ -1,0 +1,411 @@
+"""A sweep of the paper's grid: every (loss, seed, fold) as its own run, resumable and shardable.
+
+    python -m afl_core.sweep --data D --losses comparison --seeds 0 1 2 --folds 5 --out SWEEP \\
+        [--shard i/n] [--only-folds 0 ...] [train options: --encoder, --epochs, --dims 3, ...]
+    python -m afl_core.sweep --out SWEEP --collect
+
+writes::
+
+    SWEEP/sweep.json                  the sweep's settings (a later call must use the same ones)
+    SWEEP/runs/<loss>-seed<k>-fold<f>/ one training run each (afl_core.train), scored by
+                                      afl_core.evaluate into eval/ (its validation cases)
+    SWEEP/per_case.csv                one row per (loss, seed, fold, case) over all finished runs:
+                                      loss, seed, fold, case, dice, iou, hd95_mm, lesion_f1,
+                                      paper_dice, paper_iou, ... (benchmarks/compare_losses.py's
+                                      columns plus ``fold``)
+    SWEEP/history.csv                 one row per (loss, seed, fold, epoch): the training curves
+
+**Losses** are the arms of :data:`afl_core.experiments.ARMS` (``afl`` is A-FL's paper
+variant, ``afl_reference`` the authors' code, ``afl_scale_aware`` this project's, ``ce``,
+``dice``, ... the baselines, ``afl_alpha_only`` ... the ablation), or a study name of
+:data:`afl_core.experiments.STUDIES` (``comparison``, ``ablation``) for all its arms.
+
+**Folds.** Fold ``f`` of ``K`` holds out ``1/K`` of the cases for validation, lesion-stratified
+and with every patient's studies on one side (:func:`afl_core.data.split_cases`,
+:func:`afl_core.data.patient_grouping`), drawn with split seed ``f``. These are *repeated
+random splits*: ``TrainConfig`` chooses validation cases only through ``val_fraction`` and
+``split_seed``, so two folds may share validation cases, unlike the disjoint folds of k-fold
+cross-validation. A fold's cases are in its runs' ``config.json`` (``val_cases``) and in
+``per_case.csv``; average a case over the folds that score it before comparing losses.
+
+**Resuming.** A run is finished when ``eval/summary.json`` scores the last checkpoint at the
+sweep's last epoch (written atomically, after training). Finished runs are skipped; any other
+run is continued from its last completed epoch (:func:`afl_core.train.fit` with
+``resume=True``) and scored. Interrupt a sweep at any moment and rerun the same command.
+
+**Shards.** ``--shard i/n`` (``1 <= i <= n``) takes runs ``i, i+n, i+2n, ...`` of the grid
+(seed-major, then fold, then loss, as given), so the ``n`` shards partition the grid and
+differ in size by at most one run. While a process works on a run it holds an exclusive
+lock on ``RUN/sweep.lock`` (``flock``: the system releases it when the process ends, even
+killed), and any other process skips that run, so two shards, or a shard started twice,
+never train the same run. After its runs each call rewrites the tables from every finished
+run in ``SWEEP/runs``; when shards end at different times, the last ``--collect`` (e.g. a
+job that waits for all of them, ``docs/sweep_slurm.sh``) writes the complete table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from afl_core import recipes
+from afl_core._io import write_json
+from afl_core.data import list_cases
+from afl_core.evaluate import evaluate_run
+from afl_core.experiments import ARMS, HISTORY_COLUMNS, PER_CASE_COLUMNS, STUDIES, Study, arm_config
+from afl_core.metrics import export_csv
+from afl_core.train import OPTIMIZERS, SCHEDULES, GPUOutOfMemory, TrainConfig, TrainingDiverged, fit
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; one sweep process per folder there
+    fcntl = None
+
+__all__ = ["RunKey", "SweepResult", "expand_losses", "parse_shard", "make_grid", "shard_runs", "run_sweep",
+           "collect", "load_sweep", "main"]
+
+#: Settings a later call may change (as :func:`afl_core.train.fit` allows on resume); the rest must match.
+MAY_CHANGE = ("epochs", "device", "num_workers", "progress")
+# TrainConfig fields that differ between the runs of one sweep: the grid sets them.
+_PER_RUN = ("out", "loss", "variant", "loss_options", "seed", "val_fraction", "split_seed")
+_RUN_NAME = re.compile(r"(?P<loss>[a-z0-9_]+)-seed(?P<seed>\d+)-fold(?P<fold>\d+)")
+_SETTINGS_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One run of the grid: an arm of :data:`afl_core.experiments.ARMS`, a seed, a fold."""
+
+    loss: str
+    seed: int
+    fold: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.loss}-seed{self.seed}-fold{self.fold}"
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did with its shard of the grid, and the tables over every
+    finished run of the sweep (``None`` while no run is finished)."""
+
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    per_case: pd.DataFrame | None = None
+    history: pd.DataFrame | None = None
+
+
+def expand_losses(names: Sequence[str]) -> list[str]:
+    """Arms and study names -> the arms, in order, each once."""
+    arms = []
+    for name in names:
+        if name not in ARMS and name not in STUDIES:
+            raise ValueError(f"unknown loss {name!r}; choose arms from {list(ARMS)} or studies from {list(STUDIES)}")
+        arms += STUDIES.get(name, [name])
+    if not arms:
+        raise ValueError("no loss given: name at least one, e.g. --losses afl ce")
+    return list(dict.fromkeys(arms))
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``1 <= i <= n``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ValueError(f"shard must be i/n with 1 <= i <= n (shard i of n, e.g. 2/4), got {spec!r}")
+    return int(match[1]), int(match[2])
+
+
+def make_grid(losses: Sequence[str], seeds: Sequence[int], folds: Sequence[int]) -> list[RunKey]:
+    """Every (loss, seed, fold), seed-major then fold then loss: an interrupted sweep has
+    whole seeds and folds done first."""
+    return [RunKey(loss, int(seed), int(fold)) for seed in dict.fromkeys(seeds) for fold in dict.fromkeys(folds)
+            for loss in expand_losses(losses)]
+
+
+def shard_runs(grid: Sequence[RunKey], index: int, count: int) -> list[RunKey]:
+    """Shard ``index`` of ``count`` (1-based): runs ``index, index + count, ...`` of ``grid``.
+    Over ``index = 1 .. count`` every run is in exactly one shard."""
+    parse_shard(f"{index}/{count}")
+    return list(grid[index - 1::count])
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_sweep(
+    data: str | os.PathLike,
+    losses: Sequence[str],
+    seeds: Sequence[int],
+    folds: int,
+    out: str | os.PathLike,
+    *,
+    only_folds: Sequence[int] | None = None,
+    shard: str | tuple[int, int] = (1, 1),
+    progress: bool = True,
+    **settings,
+) -> SweepResult:
+    """Train and score this shard's runs of the grid ``losses x seeds x folds`` into
+    ``out/runs/`` (skipping finished runs, continuing unfinished ones, leaving alone
+    runs another process holds), then write ``out/per_case.csv`` and ``out/history.csv``
+    over every finished run (:func:`collect`).
+
+    ``folds``: ``K`` (at least 2); ``only_folds`` runs some of them (default all, 0 to K-1).
+    ``settings``: :class:`afl_core.train.TrainConfig` fields shared by every run
+    (``encoder``, ``epochs``, ``dims``, ...; ``progress`` defaults to the sweep's). A run
+    that diverges or runs out of GPU memory is reported in :attr:`SweepResult.failed` and
+    the sweep goes on.
+    """
+    out = Path(out)
+    index, count = parse_shard(shard) if isinstance(shard, str) else shard
+    fold_ids = _check_folds(data, folds, only_folds)
+    settings = {"progress": progress} | settings
+    configs = {key: _run_config(key, folds, data, out, settings)
+               for key in shard_runs(make_grid(losses, seeds, fold_ids), index, count)}
+    _record_settings(out, data, folds, settings)
+    result = SweepResult()
+    bar = tqdm(configs.items(), desc=f"sweep shard {index}/{count}", unit="run", disable=not progress)
+    for key, config in bar:
+        bar.set_postfix_str(key.name)
+        status = _run_one(config)
+        if status in ("trained", "skipped", "busy"):
+            getattr(result, status).append(key.name)
+        else:
+            result.failed[key.name] = status
+        tqdm.write(f"{key.name}: {status}")
+    result.per_case, result.history = collect(out, require=False)
+    return result
+
+
+def _check_folds(data: str | os.PathLike, folds: int, only_folds: Sequence[int] | None) -> list[int]:
+    cases = list_cases(data)
+    if not cases:
+        raise ValueError(f"no cases in {data} (labelsTr/ is empty): write a dataset there first, e.g. "
+                         "python -m data_download synthetic --dest DIR")
+    if not 2 <= folds <= len(cases):
+        raise ValueError(f"folds must be at least 2 and at most the number of cases ({len(cases)}), got {folds}")
+    fold_ids = list(range(folds)) if only_folds is None else list(dict.fromkeys(int(f) for f in only_folds))
+    if not fold_ids or not all(0 <= f < folds for f in fold_ids):
+        raise ValueError(f"only_folds must name folds 0 to {folds - 1}, got {only_folds}")
+    return fold_ids
+
+
+def _run_config(key: RunKey, folds: int, data, out: Path, settings: dict) -> TrainConfig:
+    """The run's TrainConfig (checked now, before any run trains). Fold ``f``: the split
+    of seed ``f`` holding out ``1/folds`` of the cases (see the module docstring)."""
+    if any(name in settings for name in _PER_RUN):
+        raise ValueError(f"{sorted(set(settings) & set(_PER_RUN))} are set per run by the sweep's grid, "
+                         "not by a shared setting")
+    return arm_config(key.loss, data=str(Path(data).resolve()), out=str(out / "runs" / key.name), seed=key.seed,
+                      val_fraction=1 / folds, split_seed=key.fold, **settings)
+
+
+def _record_settings(out: Path, data, folds: int, settings: dict) -> None:
+    """Write ``sweep.json``, or check that a later call uses its settings."""
+    template = TrainConfig(data=str(Path(data).resolve()), out=str(out), **settings).to_dict()
+    shared = json.loads(json.dumps({k: v for k, v in template.items() if k not in _PER_RUN}))
+    recorded = {"folds": folds, **shared}
+    path = out / _SETTINGS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in recorded.items()
+                   if k not in MAY_CHANGE and saved.get(k) != v]
+        if changed:
+            raise ValueError(f"{out} is a sweep with other settings ({', '.join(changed)}); only "
+                             f"{', '.join(MAY_CHANGE)} may change. Use its settings or another --out folder.")
+    write_json(path, recorded)
+
+
+def _run_one(config: TrainConfig) -> str:
+    """``"skipped"`` (finished), ``"busy"`` (another process holds it), ``"trained"``, or
+    the error that stopped it."""
+    run_dir = Path(config.out)
+    if _finished(run_dir, config.epochs):
+        return "skipped"
+    with _claim(run_dir) as held:
+        if not held:
+            return "busy"
+        if _finished(run_dir, config.epochs):  # finished by another process since the check above
+            return "skipped"
+        try:
+            fit(config, resume=(run_dir / "config.json").is_file())
+        except (TrainingDiverged, GPUOutOfMemory) as error:
+            return f"failed: {error}"
+        evaluate_run(run_dir, device=config.device, progress=False)
+    return "trained"
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    """The run is scored (``eval/summary.json``) on its last checkpoint at epoch ``epochs`` or later."""
+    summary = run_dir / "eval" / "summary.json"
+    if not summary.is_file():
+        return False
+    scored = json.loads(summary.read_text(encoding="utf-8"))
+    return scored["checkpoint"] == "last" and scored["epoch"] >= epochs
+
+
+@contextlib.contextmanager
+def _claim(run_dir: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``run_dir/sweep.lock`` for the block: yields False when
+    another process (or another open of the file) holds it. ``flock`` locks die with their
+    process, so a killed job leaves no stale lock; the file names the last holder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "sweep.lock", "a+", encoding="utf-8") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+        handle.truncate(0)
+        handle.write(f"{socket.gethostname()} pid {os.getpid()}\n")
+        handle.flush()
+        yield True  # closing the file releases the lock
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Gather every finished run of the sweep ``out`` into ``out/per_case.csv`` (one row per
+    loss, seed, fold and validation case) and ``out/history.csv`` (one row per loss, seed,
+    fold and epoch), written atomically; returns both tables. With no finished run: a
+    :class:`FileNotFoundError` when ``require``, else ``(None, None)`` and nothing written."""
+    out = Path(out)
+    settings = out / _SETTINGS_FILE
+    if not settings.is_file():
+        raise FileNotFoundError(f"{out} is not a sweep folder (no {_SETTINGS_FILE}): run python -m afl_core.sweep "
+                                "--data D --losses ... --out SWEEP first")
+    epochs = json.loads(settings.read_text(encoding="utf-8"))["epochs"]
+    found = {}
+    for run_dir in (out / "runs").iterdir() if (out / "runs").is_dir() else []:
+        match = _RUN_NAME.fullmatch(run_dir.name)
+        if match and match["loss"] in ARMS and _finished(run_dir, epochs):
+            found[RunKey(match["loss"], int(match["seed"]), int(match["fold"]))] = run_dir
+    per_case, history = [], []
+    for key in sorted(found, key=lambda k: (list(ARMS).index(k.loss), k.seed, k.fold)):  # arms in ARMS' order
+        labels = dataclasses.asdict(key)
+        per_case.append(pd.read_csv(found[key] / "eval" / "per_case.csv").assign(**labels))
+        history.append(pd.read_csv(found[key] / "history.csv").assign(**labels))
+    if not per_case:
+        if require:
+            raise FileNotFoundError(f"no finished run in {out / 'runs'} yet")
+        return None, None
+    per_case_table = _columns_first(pd.concat(per_case, ignore_index=True).rename(
+        columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}), PER_CASE_COLUMNS)
+    history_table = _columns_first(pd.concat(history, ignore_index=True), HISTORY_COLUMNS)
+    export_csv(per_case_table, out / "per_case.csv")
+    export_csv(history_table, out / "history.csv")
+    return per_case_table, history_table
+
+
+def _columns_first(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``columns`` first (with ``fold`` after ``seed``), then the rest as they come."""
+    first = [c for name in columns for c in ((name, "fold") if name == "seed" else (name,))]
+    return table[first + [c for c in table if c not in first]]
+
+
+def load_sweep(out: str | os.PathLike) -> Study:
+    """The tables of a sweep as an :class:`afl_core.experiments.Study` (what notebooks 05 and
+    06 plot and test), with ``fold`` beside ``seed``."""
+    out = Path(out)
+    missing = [name for name in ("per_case.csv", "history.csv", _SETTINGS_FILE) if not (out / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out} lacks {missing}: run python -m afl_core.sweep --out {out} --collect")
+    config = json.loads((out / _SETTINGS_FILE).read_text(encoding="utf-8"))
+    return Study("sweep", pd.read_csv(out / "per_case.csv"), pd.read_csv(out / "history.csv"), config, str(out))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m afl_core.sweep",
+        description="Train and score every (loss, seed, fold) of a grid, each as its own run; resumable, shardable.",
+        epilog="Rerun the same command to continue an interrupted sweep. Cluster: docs/sweep_slurm.sh.")
+    p.add_argument("--out", required=True, help="sweep folder (runs/, sweep.json, per_case.csv, history.csv)")
+    p.add_argument("--collect", action="store_true", help="only gather the finished runs into the tables")
+    p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
+    p.add_argument("--losses", nargs="+", metavar="ARM",
+                   help=f"arms ({', '.join(ARMS)}) or studies ({', '.join(STUDIES)})")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
+    p.add_argument("--folds", type=int, default=5, help="K: fold f holds out 1/K of the cases (default 5)")
+    p.add_argument("--only-folds", nargs="+", type=int, metavar="F", help="run these folds only (default all)")
+    p.add_argument("--shard", default="1/1", help="i/n: run shard i of n of the grid (default 1/1, all)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (batch logs)")
+    train = p.add_argument_group("training options, shared by every run (python -m afl_core.train --help)")
+    train.add_argument("--recipe", choices=tuple(recipes.RECIPES))
+    train.add_argument("--dims", type=int, choices=(2, 3))
+    train.add_argument("--encoder")
+    train.add_argument("--encoder-weights")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--schedule", choices=SCHEDULES)
+    train.add_argument("--size", type=int, nargs="+", metavar="N")
+    train.add_argument("--resize", action=argparse.BooleanOptionalAction)
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction)
+    train.add_argument("--oversample", dest="oversample_lesions", type=float)
+    train.add_argument("--device")
+    train.add_argument("--amp", action=argparse.BooleanOptionalAction)
+    train.add_argument("--num-workers", type=int)
+    return p
+
+
+_SWEEP_ARGS = ("out", "collect", "data", "losses", "seeds", "folds", "only_folds", "shard", "progress")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    try:
+        if args["collect"]:
+            per_case, _ = collect(args["out"])
+            print(f"{len(per_case)} rows from {per_case.groupby(['loss', 'seed', 'fold']).ngroups} runs "
+                  f"in {Path(args['out']) / 'per_case.csv'}")
+            return 0
+        if not args["data"] or not args["losses"]:
+            parser.error("--data and --losses are required (unless --collect)")
+        settings = {k: v for k, v in args.items() if k not in _SWEEP_ARGS and v is not None}
+        if "size" in settings:
+            settings["size"] = tuple(settings["size"])
+        if str(settings.get("encoder_weights")).lower() == "none":  # the word on the command line, None in Python
+            settings["encoder_weights"] = None
+        result = run_sweep(args["data"], args["losses"], args["seeds"], args["folds"], args["out"],
+                           only_folds=args["only_folds"], shard=args["shard"], progress=args["progress"],
+                           **settings)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to continue (finished runs are kept)", file=sys.stderr)
+        return 130
+    print(f"{len(result.trained)} trained, {len(result.skipped)} already finished, "
+          f"{len(result.busy)} held by another process, {len(result.failed)} failed")
+    for name, error in result.failed.items():
+        print(f"  {name}: {error}", file=sys.stderr)
+    if result.per_case is not None:
+        print(f"tables over {result.per_case.groupby(['loss', 'seed', 'fold']).ngroups} finished runs in "
+              f"{args['out']}: per_case.csv, history.csv")
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
