@@ -3,9 +3,11 @@ how seeds and cases are aggregated, who carries the loss, and the figures.
 
 * **Arms** (:data:`ARMS`, :data:`STUDIES`): a name for each trained configuration, e.g.
   ``"afl_alpha_only"`` = A-FL (paper) with ``gamma=0``. :func:`arm_config` turns one into a
-  :class:`~afl_core.train.TrainConfig`; :func:`train_arms` trains arms x seeds into
-  ``RUNS/<arm>-seed<k>`` (resuming finished or interrupted runs) and
-  :func:`evaluate_arms` scores them into the same tables as the committed studies.
+  :class:`~afl_core.train.TrainConfig` (with :func:`tutorial_settings`, the machine's
+  defaults shared by notebooks 04 and 06); :func:`training_set` gives the items a run
+  trains on; :func:`train_arms` trains arms x seeds into ``RUNS/<arm>-seed<k>``
+  (resuming finished or interrupted runs) and :func:`evaluate_arms` scores them into the
+  same tables as the committed studies.
 * **Committed studies** (:func:`load_study`): ``results/<study>/per_case.csv`` (one row
   per arm x seed x case), ``history.csv`` (one row per arm x seed x epoch) and
   ``config.json`` (the command that made them), written by
@@ -14,9 +16,10 @@ how seeds and cases are aggregated, who carries the loss, and the figures.
   from the standard Dice, arm by arm. (Seeds and cases, intervals and corrections:
   :func:`afl_core.metrics.seed_summary`, :func:`afl_core.metrics.compare_to_reference`.)
 * **Who carries the loss** (:func:`confident_logits`, :func:`voxel_losses`,
-  :func:`loss_shares`): the loss of every voxel when the network gives the true class
-  probability ``p_t`` everywhere, summed over lesion-free slices, the background of
-  lesion slices and the lesion voxels of the batches training draws.
+  :func:`training_batches`, :func:`loss_shares`): the loss of every voxel when the
+  network gives the true class probability ``p_t`` (one value, or one for background and
+  one for lesion voxels), summed over lesion-free slices, the background of lesion slices
+  and the lesion voxels of the batches training draws.
 * **Figures** (:func:`plot_runs`, :func:`plot_seed_spread`, :func:`plot_comparisons`).
 """
 
