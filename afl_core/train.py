@@ -33,6 +33,14 @@ completed epoch from the saved model, optimiser, scheduler, scaler and RNG state
 CPU the resumed run reproduces the uninterrupted one exactly. On CUDA, cuDNN's autotuned
 kernels are not bitwise deterministic.
 
+Several processes: ``torchrun --nproc_per_node N -m afl_core.train ...`` trains one run on N
+processes with DistributedDataParallel (NCCL on CUDA, one GPU per process; gloo on the CPU):
+``batch_size`` stays the global batch, each process takes ``batch_size / N`` items of every
+batch, and the run trains as on one process (:mod:`afl_core.distributed` says when exactly).
+Rank 0 alone validates, writes the run folder (with ``world_size`` in ``config.json``) and
+shows progress; a resumed run continues from rank 0's ``checkpoint_last.pt`` on any number
+of processes.
+
 On CUDA the forward pass runs under autocast (bfloat16 where the GPU supports it, else
 float16 with a gradient scaler) in channels-last memory format; losses are computed in
 float32. A training step makes no host synchronisation: the loss is checked for NaN
@@ -63,7 +71,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from afl_core import recipes
+from afl_core import distributed, recipes
 from afl_core._io import atomic_target, write_json
 from afl_core.data import SliceDataset, VolumeDataset, load_geometry, patient_grouping, split_cases
 from afl_core.evaluate import loss_with_spacing, predict_cases
@@ -519,6 +527,7 @@ class _Run:
     step: TrainStep
     drop_last: bool
     resolved: dict
+    world: distributed.World
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"epoch": 0, "val_dice": -math.inf})
     first_epoch: int = 1
@@ -544,18 +553,22 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
     run = _build_run(cfg)
     if resume:
         _restore(run)
-    write_json(run.dir / "config.json", run.resolved)
+    if run.world.main:
+        write_json(run.dir / "config.json", run.resolved)
     epochs_bar = tqdm(range(run.first_epoch, cfg.epochs + 1), desc=f"{cfg.loss} training", unit="epoch",
-                      initial=run.first_epoch - 1, total=cfg.epochs, disable=not cfg.progress)
+                      initial=run.first_epoch - 1, total=cfg.epochs, disable=not (cfg.progress and run.world.main))
     epoch = run.first_epoch
     try:
         for epoch in epochs_bar:
-            row = _end_epoch(run, epoch, *_train_epoch(run, epoch))
-            epochs_bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice']:.3f}")
+            trained = _train_epoch(run, epoch)
+            if run.world.main:  # the other ranks go on and wait for it at their next collective call
+                row = _end_epoch(run, epoch, *trained)
+                epochs_bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice']:.3f}")
     except torch.cuda.OutOfMemoryError as error:
         raise GPUOutOfMemory(_oom_message(cfg, run.size, epoch)) from error
     finally:
         epochs_bar.close()
+    distributed.cleanup(run.world)
     return FitResult(run_dir=run.dir, history=pd.DataFrame(run.history), model=run.model,
                      best_epoch=run.best["epoch"], best_val_dice=run.best["val_dice"], config=run.resolved)
 
@@ -581,8 +594,11 @@ def _datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, SliceData
 
 def _build_run(cfg: TrainConfig) -> _Run:
     """Device, datasets, the seeded network, loss, optimiser, schedule and training step,
-    and the resolved settings that ``config.json`` records."""
-    device = resolve_device(cfg.device)
+    and the resolved settings that ``config.json`` records. Under torchrun: this process's
+    place in the process group, and the network in DistributedDataParallel."""
+    world = distributed.init(resolve_device(cfg.device))
+    world.per_rank_batch(cfg.batch_size)  # refuse a global batch that does not divide before loading data
+    device = world.device
     amp_dtype = autocast_dtype(device, cfg.amp)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -601,18 +617,22 @@ def _build_run(cfg: TrainConfig) -> _Run:
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
     step = TrainStep(model, loss_fn, optimizer, scheduler, device=device, amp_dtype=amp_dtype,
                      channels_last=cfg.channels_last and cfg.dims == 2)
+    # After TrainStep set the memory format: DDP's gradient buckets take the parameters' layout.
+    step.model = distributed.wrap(model, world)
     resolved = cfg.to_dict() | {
         f"{'slice' if cfg.dims == 2 else 'volume'}_size": list(size), "in_channels": train_set.in_channels,
         "classes": cfg.classes, **split, "steps_per_epoch": steps_per_epoch, "resolved_device": str(device),
         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", "versions": _versions(cfg.dims),
+        "world_size": world.size,
     }
     return _Run(cfg, Path(cfg.out), device, amp_dtype, train_set, val_set, size, model, loss_fn, optimizer,
-                scheduler, step, drop_last, resolved)
+                scheduler, step, drop_last, resolved, world)
 
 
 def _restore(run: _Run) -> None:
     """Continue after the last completed epoch of ``checkpoint_last.pt`` (if any: else no
-    epoch completed and the run starts at the first)."""
+    epoch completed and the run starts at the first). Under torchrun every rank loads the
+    checkpoint rank 0 wrote."""
     last_path = run.dir / "checkpoint_last.pt"
     if not last_path.is_file():
         return
@@ -630,34 +650,38 @@ def _restore(run: _Run) -> None:
 
 def _train_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, int, int, float]:
     """One pass over the epoch's seeded sample; returns the summed loss (on the device), the
-    items trained on, the batches skipped, and the start time."""
-    cfg, started = run.cfg, time.perf_counter()
+    items trained on (both over all ranks), the batches skipped, and the start time."""
+    cfg, world, started = run.cfg, run.world, time.perf_counter()
     run.train_set.set_epoch(epoch)
-    loader = DataLoader(run.train_set, batch_size=cfg.batch_size, sampler=run.train_set.sampler(epoch),
+    sampler = run.train_set.sampler(epoch)
+    if world.size > 1:
+        sampler = distributed.ShardedSampler(sampler, cfg.batch_size, rank=world.rank, world_size=world.size)
+    loader = DataLoader(run.train_set, batch_size=world.per_rank_batch(cfg.batch_size), sampler=sampler,
                         drop_last=run.drop_last, num_workers=_workers(cfg, run.device),
                         pin_memory=run.device.type == "cuda")
     # The authors' loss is undefined on a batch without lesion voxels: leave such batches
-    # out. The labels are still on the host here, so the check costs no device sync.
+    # out (all ranks, when any rank's part has none). The labels are still on the host here,
+    # so the check costs no device sync.
     skip_lesion_free = cfg.loss == "afl" and cfg.variant == "reference"
     sync_every = 1 if run.device.type == "cpu" else _GPU_SYNC_EVERY
     run.model.train()
     loss_sum = torch.zeros((), device=run.device)
     seen = skipped = 0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not cfg.progress)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not (cfg.progress and world.main))
     for index, batch in enumerate(bar, start=1):
-        if skip_lesion_free and not batch["label"].any():
+        if skip_lesion_free and distributed.any_rank(not batch["label"].any()):
             skipped += 1
             continue
         loss = run.step(batch["image"], batch["label"], batch["spacing"])
         loss_sum += loss * batch["image"].shape[0]
         seen += batch["image"].shape[0]
         if index % sync_every == 0 or index == len(loader):
-            # The only host sync of the epoch loop: NaN check and progress display.
-            mean = loss_sum.item() / seen
+            # The only host sync of the epoch loop: NaN check (on every rank alike) and progress display.
+            mean = distributed.sum_over_ranks(loss_sum).item() / (seen * world.size)
             if not math.isfinite(mean):
                 raise TrainingDiverged(_diverged_message(cfg, epoch, index, mean))
             bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
-    return loss_sum, seen, skipped, started
+    return distributed.sum_over_ranks(loss_sum), seen * world.size, skipped, started
 
 
 def _workers(cfg: TrainConfig, device: torch.device) -> int:
@@ -762,7 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted; continue with: python -m afl_core.train --out {overrides['out']} --resume",
               file=sys.stderr)
         return 130
-    print(f"best val_dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run saved in {result.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 validated
+        print(f"best val_dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run saved in {result.run_dir}")
     return 0
 
 

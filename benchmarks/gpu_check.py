@@ -11,7 +11,9 @@
    training step, run under ``torch.cuda.set_sync_debug_mode("error")`` (any sync raises);
 3. peak GPU memory of each loss's training;
 4. a one-epoch ``fit`` + ``evaluate_run`` on the same data, through the real CUDA code path
-   (AMP, channels-last, NaN check, checkpoints).
+   (AMP, channels-last, NaN check, checkpoints);
+5. the same run under ``torchrun --nproc_per_node 1`` (DistributedDataParallel, NCCL,
+   SyncBatchNorm), then resumed for a second epoch from its checkpoint (a DDP smoke run).
 
 Everything goes to stdout and to ``DIR/gpu_check.json``. Encoder weights are random (the
 machine is offline; they do not change the speed).
@@ -22,19 +24,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
+
+# benchmarks/ is on sys.path when this file runs as a script.
+from train_throughput import measure, ratios, synthetic_batches
 
 from afl_core._io import write_json
 from afl_core.evaluate import evaluate_run
 from afl_core.models import autocast_dtype, build_model
 from afl_core.train import PAPER_SGD, TrainStep, fit, make_loss, make_optimizer
-# benchmarks/ is on sys.path when this file runs as a script.
-from train_throughput import measure, ratios, synthetic_batches
 
 VARIANTS = ("paper", "reference", "scale_aware")
 
@@ -74,6 +79,22 @@ def check_syncs(batch, device, amp_dtype) -> dict[str, dict[str, str]]:
         report[variant] = {"loss_forward_backward": sync_free(loss_step), "train_step": sync_free(step, images, labels)}
         del model, optimizer, step
     return report
+
+
+def ddp_smoke(data: Path, run: Path, *, batch: int, device: str) -> dict:
+    """Step 5: the run of step 4 through torchrun on one process, then ``--resume`` for a
+    second epoch; its config and history, or the error of the step that failed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               "-m", "afl_core.train", "--out", str(run), "--no-progress"]
+    start = ["--data", str(data), "--loss", "afl", "--variant", "paper", "--encoder", "resnet50", "--encoder-weights",
+             "none", "--epochs", "1", "--batch-size", str(batch), "--optimizer", "sgd", "--device", device]
+    for name, extra in (("start", start), ("resume", ["--resume", "--epochs", "2"])):
+        done = subprocess.run(command + extra, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            return {"error": f"{name} failed ({done.returncode}): {done.stderr[-3000:]}"}
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    return {"world_size": config["world_size"], "resolved_device": config["resolved_device"],
+            "history": pd.read_csv(run / "history.csv").to_dict(orient="records")}
 
 
 def main(argv=None) -> int:
@@ -132,6 +153,10 @@ def main(argv=None) -> int:
         evaluation = evaluate_run(run, device=args.device, progress=False)
         report["fit"] = {"history": result.history.to_dict(orient="records"),
                          "eval_means": evaluation.summary["means"]}
+        print(f"fit done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        # 5: DDP through torchrun, one process.
+        report["ddp"] = ddp_smoke(data, Path(tmp) / "run_ddp", batch=args.batch, device=args.device)
     report["seconds"] = time.perf_counter() - started
 
     print(f"\nGPU check on {report['gpu']} ({amp_dtype}), batch {args.batch} x 3 x {args.size} x {args.size}, "
@@ -146,9 +171,17 @@ def main(argv=None) -> int:
     history = report["fit"]["history"][-1]
     print(f"  fit: epoch {history['epoch']} train_loss {history['train_loss']:.4f} val_dice {history['val_dice']:.4f} "
           f"({history['train_images_per_s']:.0f} images/s with data loading)")
+    ddp = report["ddp"]
+    if "error" in ddp:
+        print(f"  torchrun (DDP, 1 process): FAILED: {ddp['error']}")
+    else:
+        first, second = ddp["history"]
+        print(f"  torchrun (DDP, world_size {ddp['world_size']}, {ddp['resolved_device']}): epoch 1 train_loss "
+              f"{first['train_loss']:.4f} (fit without DDP: {report['fit']['history'][0]['train_loss']:.4f}), "
+              f"resumed epoch 2 train_loss {second['train_loss']:.4f} val_dice {second['val_dice']:.4f}")
     print(f"  total {report['seconds']:.0f} s")
     write_json(out / "gpu_check.json", report)
-    return 0
+    return 1 if "error" in ddp else 0
 
 
 if __name__ == "__main__":

@@ -3,15 +3,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from afl_core import distributed, models, train
 from afl_core.data import SliceDataset
 from afl_core.distributed import ShardedSampler, World
 from afl_core.synthetic import make_dataset
+
+# The smallest smp encoder that trains in a blink on 32x32 slices (as tests/test_train.py).
+ENCODER = "tu-mobilenetv3_small_050"
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +60,71 @@ def test_batch_sizes_that_do_not_divide_are_refused():
         World(0, 3).per_rank_batch(8)
     with pytest.raises(ValueError, match=r"5 training items per epoch are fewer than one global batch of 8"):
         ShardedSampler(range(5), 8, rank=0, world_size=2)
+
+
+def _group_normed_model(*args, **kwargs) -> nn.Module:
+    """:func:`afl_core.models.build_model` with every batch norm replaced by a group norm: a
+    network whose output for an item does not depend on the other items of the batch."""
+    model = models.build_model(*args, **kwargs)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(module, name, nn.GroupNorm(1, child.num_features))
+    return model
+
+
+def _fit_group_normed(settings: dict) -> None:
+    """One rank of the 2-process run (started by :func:`afl_core.distributed.spawn`)."""
+    torch.set_num_threads(1)
+    train.build_model = _group_normed_model
+    train.fit(train.TrainConfig(**settings))
+
+
+def test_two_ranks_train_as_one_process_with_the_global_batch(dataset, tmp_path, monkeypatch):
+    """One epoch, global batch 8, lesion oversampling, augmentation off, same seed: 2 gloo
+    ranks of 4 give the one process's history and weights. Batch norm is per rank under DDP
+    (PyTorch has no SyncBatchNorm on the CPU), so the network here normalises per item."""
+    settings = dict(data=str(dataset), loss="afl", encoder=ENCODER, encoder_weights=None, epochs=1, batch_size=8,
+                    augment=False, seed=7, device="cpu", progress=False)
+    monkeypatch.setattr(train, "build_model", _group_normed_model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = train.fit(train.TrainConfig(out=str(tmp_path / "one"), **settings))
+    finally:
+        torch.set_num_threads(threads)
+    distributed.spawn(_fit_group_normed, 2, (settings | {"out": str(tmp_path / "two")},))
+
+    two = pd.read_csv(tmp_path / "two" / "history.csv")
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["steps_per_epoch"] == 2
+    assert list(two["epoch"]) == [1]
+    assert two["train_loss"].iloc[0] == pytest.approx(one.history["train_loss"].iloc[0], abs=1e-5)
+    assert two["val_loss"].iloc[0] == pytest.approx(one.history["val_loss"].iloc[0], abs=1e-5)
+    assert two["val_dice"].iloc[0] == one.history["val_dice"].iloc[0]
+    weights = torch.load(tmp_path / "two" / "checkpoint_last.pt", weights_only=True)["model"]
+    for name, tensor in one.model.state_dict().items():
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=1e-5, msg=name)
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["batch_size"] == 8
+
+
+def test_torchrun_trains_resumes_and_reports_from_rank_zero(dataset, tmp_path):
+    """The command line under torchrun on 2 CPU processes (real batch norm, per rank),
+    then resumed from rank 0's checkpoint; one progress display, one summary line."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "afl_core.train", "--out", str(run)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    started = subprocess.run(command + ["--data", str(dataset), "--encoder", ENCODER, "--encoder-weights", "none",
+                                        "--epochs", "1", "--batch-size", "4", "--device", "cpu"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.count("best val_dice") == 1
+    assert started.stderr.count("epoch 1/1:   0%") == 1  # the epoch's bar starts once: rank 0's
+    resumed = subprocess.run(command + ["--resume", "--epochs", "2", "--no-progress"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and history["train_loss"].notna().all()
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
+    assert torch.load(run / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
