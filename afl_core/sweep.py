@@ -133,8 +133,11 @@ def parse_shard(spec: str) -> tuple[int, int]:
 def make_grid(losses: Sequence[str], seeds: Sequence[int], folds: Sequence[int]) -> list[RunKey]:
     """Every (loss, seed, fold), seed-major then fold then loss: an interrupted sweep has
     whole seeds and folds done first."""
+    arms = expand_losses(losses)
+    if not seeds:
+        raise ValueError("no seed given: name at least one, e.g. --seeds 0")
     return [RunKey(loss, int(seed), int(fold)) for seed in dict.fromkeys(seeds) for fold in dict.fromkeys(folds)
-            for loss in expand_losses(losses)]
+            for loss in arms]
 
 
 def shard_runs(grid: Sequence[RunKey], index: int, count: int) -> list[RunKey]:
@@ -173,6 +176,9 @@ def run_sweep(
     out = Path(out)
     index, count = parse_shard(shard) if isinstance(shard, str) else shard
     fold_ids = _check_folds(data, folds, only_folds)
+    if set(settings) & set(_PER_RUN):
+        raise ValueError(f"{sorted(set(settings) & set(_PER_RUN))} are set per run by the sweep's grid, "
+                         "not by a shared setting")
     settings = {"progress": progress} | settings
     configs = {key: _run_config(key, folds, data, out, settings)
                for key in shard_runs(make_grid(losses, seeds, fold_ids), index, count)}
@@ -207,9 +213,6 @@ def _check_folds(data: str | os.PathLike, folds: int, only_folds: Sequence[int] 
 def _run_config(key: RunKey, folds: int, data, out: Path, settings: dict) -> TrainConfig:
     """The run's TrainConfig (checked now, before any run trains). Fold ``f``: the split
     of seed ``f`` holding out ``1/folds`` of the cases (see the module docstring)."""
-    if any(name in settings for name in _PER_RUN):
-        raise ValueError(f"{sorted(set(settings) & set(_PER_RUN))} are set per run by the sweep's grid, "
-                         "not by a shared setting")
     return arm_config(key.loss, data=str(Path(data).resolve()), out=str(out / "runs" / key.name), seed=key.seed,
                       val_fraction=1 / folds, split_seed=key.fold, **settings)
 

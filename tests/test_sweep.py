@@ -176,7 +176,9 @@ def test_losses_name_arms_or_studies():
     ({"folds": 7}, r"at most the number of cases \(6\)"),
     ({"only_folds": [2]}, "only_folds must name folds 0 to 1"),
     ({"shard": "3/2"}, "shard must be i/n"),
+    ({"seeds": []}, "no seed given"),
     ({"seed": 3}, r"\['seed'\] are set per run"),
+    ({"seed": 3, "shard": "2/2", "folds": 2, "only_folds": [0]}, r"\['seed'\] are set per run"),  # an empty shard
     ({"dims": 3}, f"3D encoder '{ENCODER}' is not available"),
     ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
 ])
@@ -202,3 +204,20 @@ def test_the_command_line_says_what_is_wrong(dataset, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "sweep"), "--seeds", "0"])
     assert "--data and --losses are required" in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_reported_and_the_sweep_goes_on(dataset, tmp_path, monkeypatch, capsys):
+    tried = []
+
+    def diverging_fit(config, *, resume):
+        tried.append(Path(config.out).name)
+        raise train.TrainingDiverged(f"the training loss became nan in {Path(config.out).name}")
+
+    monkeypatch.setattr(sweep, "fit", diverging_fit)
+    assert main(["--data", str(dataset), "--losses", "ce", "dice", "--folds", "2", "--only-folds", "0",
+                 "--out", str(tmp_path / "sweep"), "--encoder", ENCODER, "--encoder-weights", "none",
+                 "--no-progress"]) == 1
+    assert tried == ["ce-seed0-fold0", "dice-seed0-fold0"]
+    captured = capsys.readouterr()
+    assert "0 trained, 0 already finished, 0 held by another process, 2 failed" in captured.out
+    assert "dice-seed0-fold0: failed: the training loss became nan in dice-seed0-fold0" in captured.err
