@@ -46,33 +46,10 @@ import torch
 
 from afl_core._io import atomic_target, write_json
 from afl_core.evaluate import evaluate_run
+from afl_core.experiments import ARMS, STUDIES
 from afl_core.synthetic import make_dataset
 from afl_core.train import TrainConfig, fit
 
-# arm -> (loss, A-FL variant, A-FL options)
-ARMS: dict[str, tuple[str, str | None, dict]] = {
-    "ce": ("ce", None, {}),
-    "dice": ("dice", None, {}),
-    "iou": ("iou", None, {}),
-    "tversky": ("tversky", None, {}),
-    "focal": ("focal", None, {}),
-    "dice_ce": ("dice_ce", None, {}),
-    "dice_focal": ("dice_focal", None, {}),
-    "afl": ("afl", "paper", {}),
-    "afl_reference": ("afl", "reference", {}),
-    "afl_scale_aware": ("afl", "scale_aware", {}),
-    "afl_gamma_va_only": ("afl", "paper", {"gamma_terms": ["volume"]}),
-    "afl_gamma_msa_only": ("afl", "paper", {"gamma_terms": ["smoothness"]}),
-    "afl_alpha_only": ("afl", "paper", {"gamma": 0.0}),
-    "afl_alpha_half": ("afl", "paper", {"alpha": 0.5}),
-    "afl_gamma_2": ("afl", "paper", {"gamma": 2.0}),
-}
-STUDIES = {
-    "comparison": ["ce", "dice", "iou", "tversky", "focal", "dice_ce", "dice_focal", "afl", "afl_reference",
-                   "afl_scale_aware"],
-    "ablation": ["afl", "afl_gamma_va_only", "afl_gamma_msa_only", "afl_alpha_only", "afl_alpha_half",
-                 "afl_gamma_2", "afl_reference", "afl_scale_aware"],
-}
 PER_CASE_COLUMNS = ["loss", "seed", "case", "dice", "iou", "hd95_mm", "hd95_penalised_mm", "lesion_f1",
                     "lesion_picai_f1", "paper_dice", "paper_iou"]
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
