@@ -10,14 +10,20 @@ The A-FL paper builds its focusing term from two of them:
 * ``foreground_fraction``      -> ``gamma_va = P_fg / (P_fg + P_bg)`` and ``alpha_va = 1 - gamma_va``
 * ``mean_gradient_magnitude``  -> ``gamma_mSa`` (the authors' "mean surface smoothness")
 
-``boundary_irregularity`` is this project's scale-invariant outline descriptor.
+``boundary_irregularity`` is this project's scale-invariant outline descriptor of a whole
+mask in voxel units; ``lesion_shapes`` measures each lesion (connected component) in
+millimetres from the voxel spacing, for the scale-aware loss. It is the exception to the
+rule above: it labels components with SciPy on the host (see its cost there).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import numpy as np
 import torch
+from scipy import ndimage
 
 __all__ = [
     "check_mask",
@@ -26,7 +32,15 @@ __all__ = [
     "mean_gradient_magnitude",
     "boundary_size",
     "boundary_irregularity",
+    "spacing_per_sample",
+    "LesionShapes",
+    "lesion_shapes",
+    "OUTLINE_STEPS",
 ]
+
+#: the outline of a lesion is measured on a grid with at least this many steps across its
+#: equivalent diameter (coarser grids for large lesions keep the cost bounded).
+OUTLINE_STEPS = 32
 
 
 def check_mask(mask: torch.Tensor) -> None:
@@ -185,3 +199,114 @@ def boundary_irregularity(mask: torch.Tensor) -> torch.Tensor:
     else:
         reference = math.pi ** (1.0 / 3.0) * (6.0 * volume) ** (2.0 / 3.0)
     return torch.where(volume > 0, boundary / reference.clamp_min(1e-12), torch.zeros_like(volume))
+
+
+def spacing_per_sample(spacing, n: int, ndim: int) -> np.ndarray:
+    """Voxel sizes as a float64 array ``(n, ndim)``, in mm per spatial axis in array order.
+
+    ``spacing`` is None (1 mm isotropic), ``ndim`` numbers shared by the batch, or a tensor
+    or array ``(n, ndim)`` with one row per sample (as a DataLoader stacks the items'
+    ``"spacing"`` entries). A tensor on an accelerator is copied to the host (a sync).
+    """
+    if spacing is None:
+        return np.ones((n, ndim))
+    if isinstance(spacing, torch.Tensor):
+        spacing = spacing.detach().to("cpu", torch.float64).numpy()
+    values = np.asarray(spacing, dtype=np.float64)
+    if values.ndim == 1:
+        values = np.broadcast_to(values, (n, values.size))
+    if values.shape != (n, ndim):
+        raise ValueError(
+            f"spacing must hold {ndim} values (mm per spatial axis, in the array's axis order) or one row of "
+            f"them per sample, shape ({n}, {ndim}); got shape {values.shape}"
+        )
+    if not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"spacing must be positive and finite (mm per voxel), got {values.tolist()}")
+    return values
+
+
+class LesionShapes(NamedTuple):
+    """The lesions (connected components) of one sample, one entry each, largest first."""
+
+    size: np.ndarray  #: area in mm^2 (2D) or volume in mm^3 (3D)
+    diameter: np.ndarray  #: equivalent diameter in mm: that of the disc / ball of the same size
+    irregularity: np.ndarray  #: outline over that of the disc / ball of the same size (about 1 for one)
+
+
+def _outline_irregularity(component: np.ndarray, spacing: np.ndarray, diameter: float) -> float:
+    """Boundary length (2D) or area (3D) of one component over that of the disc / ball of
+    the same size, both measured in mm on an isotropic grid.
+
+    The mask is turned into a signed distance ``d`` (mm, positive inside, from SciPy's
+    exact Euclidean distance transform with the voxel spacing), sampled by linear
+    interpolation on an isotropic grid of step ``h`` (the finest voxel size, times an
+    integer so that the diameter spans at least :data:`OUTLINE_STEPS` steps), and
+    softened to ``m = clip(1/2 + d / (3h), 0, 1)``. The boundary is the total variation
+    ``sum |grad m| h^n / h``, the size ``sum m h^n``. The soft edge removes most of the
+    staircase of a voxelised outline and the resampling removes the anisotropy: discs read
+    1.01-1.04, balls 1.02-1.05, also on 0.5 x 0.5 x 3 mm voxels (a plain sum over the
+    anisotropic voxels reads a 10 mm ball there at 1.17, 20 mm at 1.23).
+    """
+    finest = float(spacing.min())
+    step = max(1, int(diameter / (OUTLINE_STEPS * finest)))
+    h = step * finest
+    padded = np.pad(component, 2 * step + 1)
+    signed = (ndimage.distance_transform_edt(padded, sampling=spacing)
+              - ndimage.distance_transform_edt(~padded, sampling=spacing))
+    # Grid points every h mm from the first voxel centre, in each axis' index units.
+    axes = [np.arange(0.0, n - 1 + 1e-9, h / s) for n, s in zip(padded.shape, spacing)]
+    if step > 1 or np.any(spacing != finest):
+        signed = ndimage.map_coordinates(signed, np.meshgrid(*axes, indexing="ij"), order=1)
+    soft = np.clip(0.5 + signed / (3.0 * h), 0.0, 1.0)
+    n = soft.ndim
+    boundary = np.sqrt(sum(g * g for g in np.gradient(soft, h))).sum() * h**n
+    size = soft.sum() * h**n
+    reference = 2.0 * math.sqrt(math.pi * size) if n == 2 else math.pi ** (1 / 3) * (6.0 * size) ** (2 / 3)
+    return float(boundary / reference)
+
+
+def lesion_shapes(mask: torch.Tensor, spacing=None) -> list[LesionShapes]:
+    """Physical size and outline irregularity of every lesion, per sample.
+
+    A lesion is a connected component of the mask (8-connected in 2D, 26-connected in 3D,
+    as the authors' lesion-wise evaluation). With ``s`` the voxel size in mm (``spacing``:
+    see :func:`spacing_per_sample`; None is 1 mm isotropic), ``k`` voxels give
+
+    .. math::
+
+        V = k \\prod_i s_i, \\qquad
+        d = 2\\sqrt{V/\\pi} \\;\\text{(2D)}, \\quad d = (6V/\\pi)^{1/3} \\;\\text{(3D)}, \\qquad
+        r = \\frac{P}{\\pi d} \\;\\text{(2D)}, \\quad r = \\frac{S}{\\pi d^2} \\;\\text{(3D)}
+
+    with ``P`` / ``S`` the boundary length / area in mm (:func:`_outline_irregularity`,
+    which also takes ``d`` from its smoothed shape). Nothing depends on the canvas: the same
+    lesion padded into a larger image, or resampled to another voxel size, keeps its values;
+    two separate discs are two lesions of ``r ~ 1``, not one irregular object. Axes of
+    length 1 are dropped (a ``(N, 1, 1, H, W)`` slice is 2D); lesions of a voxel or two read
+    ``r < 1`` (no measurable outline).
+
+    Cost: the mask is copied to the host (a device sync on an accelerator) and labelled
+    with SciPy; each lesion costs two distance transforms of its bounding box, about
+    0.3-1 ms for a 2D lesion and 2-60 ms for a 3D one of 5-40 mm.
+    """
+    check_mask(mask)
+    spatial = list(mask.shape[2:])
+    kept = [a for a, n in enumerate(spatial) if n > 1]
+    kept = kept if len(kept) >= 2 else list(range(len(spatial)))[-2:]
+    rows = spacing_per_sample(spacing, mask.shape[0], len(spatial))[:, kept]
+    binary = (mask.detach()[:, 0] > 0.5).cpu().numpy().reshape(mask.shape[0], *[spatial[a] for a in kept])
+    structure = np.ones((3,) * len(kept), dtype=bool)
+    shapes = []
+    for sample, voxel in zip(binary, rows):
+        labels, _ = ndimage.label(sample, structure)
+        sizes, diameters, irregularities = [], [], []
+        for index, box in enumerate(ndimage.find_objects(labels), start=1):
+            component = labels[box] == index
+            size = component.sum() * float(np.prod(voxel))
+            diameter = 2.0 * math.sqrt(size / math.pi) if len(kept) == 2 else (6.0 * size / math.pi) ** (1 / 3)
+            sizes.append(size)
+            diameters.append(diameter)
+            irregularities.append(_outline_irregularity(component, voxel, diameter))
+        order = np.argsort(sizes)[::-1]
+        shapes.append(LesionShapes(*(np.asarray(v, dtype=np.float64)[order] for v in (sizes, diameters, irregularities))))
+    return shapes

@@ -9,13 +9,14 @@ from torchvision.ops import sigmoid_focal_loss
 from afl_core.losses import (
     DEGENERATE_ALPHA,
     LOSS_NAMES,
-    SCALE_AWARE_MAX_GAMMA,
     AdaptiveFocalLoss,
+    _focal_parts,
+    _FusedFocalLoss,
     adaptive_focal_loss,
     adaptive_parameters,
     get_loss,
 )
-from tests.test_shape import disc, numpy_gradient_magnitude, star
+from tests.test_shape import disc, numpy_gradient_magnitude
 
 
 # ---------------------------------------------------------------- NumPy references
@@ -120,7 +121,7 @@ def test_stable_for_extreme_logits():
 
 # ---------------------------------------------------------------- gradients
 @pytest.mark.parametrize("variant", ["paper", "scale_aware"])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradcheck_fused_gradient(variant, reduction):
     x, t = random_case((2, 1, 6, 7), seed=11, radius=2)
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
@@ -130,13 +131,27 @@ def test_gradcheck_fused_gradient(variant, reduction):
     )
 
 
-def test_fused_gradient_equals_autograd_of_the_elementwise_loss():
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 2.0, 4.5])
+def test_fused_gradient_is_autograd_of_the_one_formula(gamma):
+    """The hand-derived gradient against autograd through _focal_parts, the formula every
+    variant evaluates (per-sample weights and gamma, as paper / scale_aware pass them)."""
     x, t = random_case((4, 1, 32, 32), seed=12)
-    xt, tt = tensors(x, t)
+    xt, tt = tensors(2 * x, t, torch.float64)  # logits up to about +-20: saturated voxels too
     xt.requires_grad_()
-    (fused,) = torch.autograd.grad(adaptive_focal_loss(xt, tt), xt)
-    (plain,) = torch.autograd.grad(adaptive_focal_loss(xt, tt, reduction="none").mean(), xt)
-    np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-4, atol=1e-10)
+    is_fg = tt > 0
+    w_fg = torch.tensor([0.9, 0.7, 0.5, 0.99], dtype=torch.float64).view(-1, 1, 1, 1)
+    gammas = torch.tensor([gamma, gamma / 2, 0.0, gamma], dtype=torch.float64).view(-1, 1, 1, 1)
+    formula = _focal_parts(xt, is_fg, w_fg, 1 - w_fg, gammas)[0]
+    for reduction, reduce in (("mean", torch.mean), ("sum", torch.sum)):
+        (autograd,) = torch.autograd.grad(reduce(formula), xt, retain_graph=True)
+        (fused,) = torch.autograd.grad(_FusedFocalLoss.apply(xt, is_fg, w_fg, 1 - w_fg, gammas, reduction), xt)
+        np.testing.assert_allclose(fused.numpy(), autograd.numpy(), rtol=1e-10, atol=1e-300)
+    weights = torch.rand_like(xt)  # reduction="none": a vector-Jacobian product per voxel
+    (autograd,) = torch.autograd.grad(formula, xt, weights)
+    (fused,) = torch.autograd.grad(_FusedFocalLoss.apply(xt, is_fg, w_fg, 1 - w_fg, gammas, "none"), xt, weights)
+    np.testing.assert_allclose(fused.numpy(), autograd.numpy(), rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(formula.detach().numpy(),
+                               np_focal(2 * x, t, w_fg.numpy(), gammas.numpy()), rtol=1e-6)  # NumPy forms 1 - p
 
 
 def test_gradcheck_reference_variant():
@@ -251,26 +266,7 @@ def test_reference_variant_without_foreground_is_an_error():
     assert torch.isnan(unchecked)
 
 
-# ---------------------------------------------------------------- scale-aware variant
-def test_scale_aware_gamma_formula_and_range():
-    masks = np.stack([disc(128, r) for r in (3, 6, 12, 24, 48)] + [star(128, 12, 0.5)])[:, None]
-    t = torch.tensor(masks)
-    alpha, gamma = adaptive_parameters(t, variant="scale_aware")
-    from afl_core.shape import boundary_irregularity
-
-    irregularity = boundary_irregularity(t).numpy()
-    f = masks.reshape(len(masks), -1).mean(1)
-    expected = np.clip(np.log10(1 / f) + np.maximum(irregularity - 1, 0), 0, SCALE_AWARE_MAX_GAMMA)
-    np.testing.assert_allclose(gamma.numpy(), expected, rtol=1e-5)
-    np.testing.assert_allclose(alpha.numpy(), 1 - f, rtol=1e-6)
-    discs = gamma[:5].numpy()
-    assert np.all(np.diff(discs) < 0), "gamma must grow as the object gets smaller"
-    assert gamma[5] > gamma[2], "a lobulated outline focuses more than a disc of the same radius"
-    assert np.all((gamma.numpy() >= 0) & (gamma.numpy() <= SCALE_AWARE_MAX_GAMMA))
-    paper_alpha, paper_gamma = adaptive_parameters(t)
-    assert np.all(np.diff(paper_gamma[:5].numpy()) > 0), "the paper's gamma grows with size"
-
-
+# ---------------------------------------------------------------- ablations (scale-aware: tests/test_scale_aware.py)
 def test_gamma_terms_select_the_ablation_parts():
     _, t = random_case((3, 1, 32, 32), seed=31)
     tt = torch.tensor(t, dtype=torch.float32)
@@ -321,7 +317,8 @@ def test_no_host_sync_inside_the_loss():
 
     x, t = tensors(*random_case((3, 1, 16, 16), seed=52))
     x2 = torch.randn(3, 2, 16, 16)
-    for logits, kwargs in ((x, {}), (x, {"variant": "scale_aware"}), (x2, {"variant": "reference"}),
+    # scale_aware is left out by design: it labels lesions on the host (documented)
+    for logits, kwargs in ((x, {}), (x2, {"variant": "reference"}), (x, {"variant": "scale_aware", "gamma": 2.0}),
                            (x2, {"variant": "reference", "alpha": 0.3}), (x, {"alpha": 0.3, "gamma": 1.0})):
         logits = logits.clone().requires_grad_()
         with RecordSyncs() as mode:
@@ -377,6 +374,35 @@ def test_module_checks_its_settings_when_built():
         AdaptiveFocalLoss(alpha=2.0)
 
 
+def one_value(value, base=0.0, shape=(2, 1, 8, 8)):
+    tensor = torch.full(shape, base)
+    tensor[1, 0, 3, 5] = value
+    return tensor
+
+
+@pytest.mark.parametrize("target", [one_value(0.5, 1.0), one_value(1e-30), one_value(1 - 2**-24, 1.0),
+                                    one_value(float("nan")), one_value(2.0), one_value(-1.0),
+                                    one_value(2.0) + one_value(0.5).flip(0)])
+def test_every_non_binary_label_is_caught(target):
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        adaptive_focal_loss(torch.zeros_like(target), target)
+
+
+@pytest.mark.parametrize("logits", [one_value(float("inf")), one_value(-float("inf")), one_value(float("nan"))])
+def test_every_non_finite_logit_is_caught(logits):
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        adaptive_focal_loss(logits, torch.ones_like(logits))  # +inf on a lesion voxel too
+
+
+def test_value_checks_raise_no_false_alarm():
+    huge = one_value(3e38, 3e38)  # finite, but their sum overflows: confirmed voxel by voxel
+    assert not torch.isfinite(huge.sum())
+    target = torch.rand(2, 1, 8, 8) > 0.5
+    for mask in (target, target.to(torch.uint8), target.float(), target.double(), target.half()):
+        adaptive_focal_loss(huge, mask, gamma=1.0)  # no error
+        get_loss("dice")(torch.zeros(2, 1, 8, 8), mask)
+
+
 def test_value_checks_can_be_switched_off():
     x = torch.full((1, 1, 4, 4), float("nan"))
     assert torch.isnan(adaptive_focal_loss(x, torch.zeros(1, 1, 4, 4), check_values=False))
@@ -386,11 +412,12 @@ def test_value_checks_can_be_switched_off():
 def test_no_host_sync_on_cuda():
     x, t = (v.cuda() for v in tensors(*random_case((4, 1, 64, 64), seed=51)))
     x.requires_grad_()
-    for variant in ("paper", "scale_aware"):
-        adaptive_focal_loss(x, t, variant=variant).backward()  # warm-up
+    x2 = torch.randn(4, 2, 64, 64, device="cuda", requires_grad=True)
+    for logits, variant in ((x, "paper"), (x2, "reference")):  # scale_aware labels on the host (documented)
+        adaptive_focal_loss(logits, t, variant=variant, check_values=False).backward()  # warm-up
         torch.cuda.set_sync_debug_mode("error")
         try:
-            adaptive_focal_loss(x, t, variant=variant).backward()
+            adaptive_focal_loss(logits, t, variant=variant, check_values=False).backward()
         finally:
             torch.cuda.set_sync_debug_mode("default")
 

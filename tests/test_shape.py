@@ -9,7 +9,9 @@ from afl_core.shape import (
     boundary_size,
     foreground_fraction,
     gradient_magnitude,
+    lesion_shapes,
     mean_gradient_magnitude,
+    spacing_per_sample,
 )
 
 
@@ -34,6 +36,14 @@ def star(size, radius, amplitude, lobes=8):
     yy, xx = np.mgrid[:size, :size] - size / 2
     theta = np.arctan2(yy, xx)
     return (np.hypot(yy, xx) <= radius * (1 + amplitude * np.cos(lobes * theta))).astype(np.float32)
+
+
+def ball(extent_mm, radius_mm, spacing):
+    """A ball (or disc) of ``radius_mm`` centred in a box of ``extent_mm``, sampled at voxel
+    centres with ``spacing`` (mm per axis, array order)."""
+    axes = [(np.arange(round(e / s)) + 0.5) * s - e / 2 + 0.1 for e, s in zip(extent_mm, spacing)]
+    grids = np.meshgrid(*axes, indexing="ij")
+    return (sum(g * g for g in grids) <= radius_mm**2).astype(np.float32)
 
 
 def batch(*masks):
@@ -108,3 +118,65 @@ def test_boundary_irregularity_3d_ball_and_empty_mask():
 def test_descriptors_reject_wrong_shapes(bad):
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         mean_gradient_magnitude(bad)
+
+
+# ---------------------------------------------------------------- lesion_shapes (per lesion, in mm)
+def star_irregularity(amplitude, lobes=8):
+    """Perimeter over that of the disc of the same area for r = 1 + a cos(lobes theta), by quadrature."""
+    theta = np.linspace(0, 2 * np.pi, 100_001)[:-1]
+    r = 1 + amplitude * np.cos(lobes * theta)
+    dr = -amplitude * lobes * np.sin(lobes * theta)
+    perimeter = 2 * np.pi * np.sqrt(r * r + dr * dr).mean()
+    area = np.pi * (r * r).mean()
+    return perimeter / (2 * np.sqrt(np.pi * area))
+
+
+def test_lesion_shapes_counts_each_lesion_in_mm():
+    left, right = disc(96, 6, centre=24), disc(96, 12, centre=64)
+    (shapes,) = lesion_shapes(batch(np.maximum(left, right)), spacing=(0.5, 0.8))
+    np.testing.assert_allclose(shapes.size, [right.sum() * 0.4, left.sum() * 0.4])  # largest first
+    np.testing.assert_allclose(shapes.diameter, 2 * np.sqrt(shapes.size / np.pi))
+    (empty,) = lesion_shapes(batch(np.zeros((8, 8), np.float32)))
+    assert empty.size.size == empty.diameter.size == empty.irregularity.size == 0
+
+
+@pytest.mark.parametrize("radius", [20, 40])
+@pytest.mark.parametrize("amplitude", [0.0, 0.1, 0.2, 0.3, 0.4])
+def test_lesion_irregularity_matches_the_analytic_outline(radius, amplitude):
+    (shapes,) = lesion_shapes(batch(star(2 * radius + 48, radius, amplitude)))
+    np.testing.assert_allclose(shapes.irregularity, star_irregularity(amplitude), rtol=0.05)
+
+
+def test_lesion_irregularity_of_balls_is_about_one_whatever_the_voxels():
+    values = {}
+    for spacing in [(0.5, 0.5, 0.5), (1.0, 1.0, 1.0), (3.0, 0.5, 0.5), (3.0, 0.7, 0.7), (1.5, 1.0, 1.0)]:
+        (shapes,) = lesion_shapes(batch(ball((30, 24, 24), 5.0, spacing)), spacing=spacing)
+        np.testing.assert_allclose(shapes.diameter, 10.0, rtol=0.05)
+        values[spacing] = shapes.irregularity[0]
+    assert all(0.98 < v < 1.07 for v in values.values()), values
+    # the issue's case: 10 mm ball on 0.5 x 0.5 x 3 mm reads as the isotropic one (was 1.87)
+    assert abs(values[(3.0, 0.5, 0.5)] - values[(0.5, 0.5, 0.5)]) < 0.03, values
+    # without the spacing the thick slices make it look flat and rough
+    (ignored,) = lesion_shapes(batch(ball((30, 24, 24), 5.0, (3.0, 0.5, 0.5))))
+    assert ignored.irregularity[0] > 1.3
+
+
+def test_lesion_shapes_take_one_spacing_row_per_sample():
+    masks = batch(disc(48, 8), disc(48, 8))
+    one, other = lesion_shapes(masks, spacing=torch.tensor([[1.0, 1.0], [0.5, 2.0]]))
+    np.testing.assert_allclose(other.size, one.size)  # 0.5 x 2 mm voxels: the same area
+    assert abs(other.irregularity[0] - one.irregularity[0]) > 0.1  # but a stretched outline
+    flat = torch.from_numpy(disc(48, 8))[None, None, None]  # (N, 1, 1, H, W): measured as 2D
+    (as_3d,) = lesion_shapes(flat, spacing=(5.0, 1.0, 1.0))
+    np.testing.assert_allclose(as_3d.irregularity, one.irregularity)
+    np.testing.assert_allclose(as_3d.size, one.size)
+
+
+@pytest.mark.parametrize(
+    "spacing,message",
+    [((1.0,), r"spacing must hold 2 values"), ((1.0, 0.0), "positive and finite"),
+     ([[1.0, 1.0]] * 3, r"shape \(2, 2\)"), ((1.0, float("nan")), "positive and finite")],
+)
+def test_bad_spacing_gets_a_clear_error(spacing, message):
+    with pytest.raises(ValueError, match=message):
+        spacing_per_sample(spacing, 2, 2)
