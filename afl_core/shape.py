@@ -115,13 +115,13 @@ def _gradient_magnitude_sum(mask: torch.Tensor) -> torch.Tensor:
         # slice. The flat range [lo, hi) holds the voxels that are interior along the
         # first axis; those on the border of a later axis wrap around and are zeroed.
         flat = (mask > 0.5).reshape(n, -1).view(torch.uint8)  # bool -> uint8: a free reinterpretation
-        strides = [math.prod(mask.shape[d + 1:]) for d in axes]
+        strides = [math.prod(mask.shape[d + 1 :]) for d in axes]
         lo, hi = strides[0], flat.shape[1] - strides[0]
         differing = None
         for step in strides:
-            change = flat[:, lo + step: hi + step] ^ flat[:, lo - step: hi - step]
+            change = flat[:, lo + step : hi + step] ^ flat[:, lo - step : hi - step]
             differing = change if differing is None else differing.add_(change)
-        grid = differing.view(n, mask.shape[axes[0]] - 2, *mask.shape[axes[0] + 1:])
+        grid = differing.view(n, mask.shape[axes[0]] - 2, *mask.shape[axes[0] + 1 :])
         for d in axes[1:]:
             edge = [slice(None)] * grid.ndim
             for side in (0, -1):
@@ -183,12 +183,12 @@ def boundary_irregularity(mask: torch.Tensor) -> torch.Tensor:
     outline of the same area scores higher (an 8-lobed star is about 1.5 to 2). Objects
     of a few voxels read below 1 (a single voxel: 0.56). The value describes the whole
     mask: ``k`` equal, separate lesions score about ``sqrt(k)`` times one of them
-    (more boundary for the same area), so per-lesion values need one lesion per mask. It does not change with the object's size,
-    unlike ``gamma_mSa``. On a voxel grid the gradient estimate reads digital discs and
-    balls at 1.05 to 1.09 (radius 4 to 32 voxels) rather than exactly 1.
+    (more boundary for the same area); :func:`lesion_shapes` measures each lesion on its
+    own, in mm. It does not change with the object's size, unlike ``gamma_mSa``. On a
+    voxel grid the gradient estimate reads digital discs and balls at 1.05 to 1.09
+    (radius 4 to 32 voxels) rather than exactly 1.
 
-    Empty masks have no boundary: their value is 0 by convention (callers that need
-    a neutral value, such as the scale-aware loss, treat 0 as "no object").
+    Empty masks have no boundary: their value is 0 by convention.
     """
     check_mask(mask)
     spatial = sum(1 for d in mask.shape[2:] if d > 1)
@@ -251,8 +251,9 @@ def _outline_irregularity(component: np.ndarray, spacing: np.ndarray, diameter: 
     step = max(1, int(diameter / (OUTLINE_STEPS * finest)))
     h = step * finest
     padded = np.pad(component, 2 * step + 1)
-    signed = (ndimage.distance_transform_edt(padded, sampling=spacing)
-              - ndimage.distance_transform_edt(~padded, sampling=spacing))
+    signed = ndimage.distance_transform_edt(padded, sampling=spacing) - ndimage.distance_transform_edt(
+        ~padded, sampling=spacing
+    )
     # Grid points every h mm from the first voxel centre, in each axis' index units.
     axes = [np.arange(0.0, n - 1 + 1e-9, h / s) for n, s in zip(padded.shape, spacing)]
     if step > 1 or np.any(spacing != finest):
@@ -295,18 +296,23 @@ def lesion_shapes(mask: torch.Tensor, spacing=None) -> list[LesionShapes]:
     kept = kept if len(kept) >= 2 else list(range(len(spatial)))[-2:]
     rows = spacing_per_sample(spacing, mask.shape[0], len(spatial))[:, kept]
     binary = (mask.detach()[:, 0] > 0.5).cpu().numpy().reshape(mask.shape[0], *[spatial[a] for a in kept])
-    structure = np.ones((3,) * len(kept), dtype=bool)
+    # One labelling for the whole batch: the structure connects no two samples.
+    structure = np.zeros((3,) * (len(kept) + 1), dtype=bool)
+    structure[1] = True
+    labels, _ = ndimage.label(binary, structure)
+    found = [([], [], []) for _ in range(mask.shape[0])]
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        sample = box[0].start
+        voxel = rows[sample]
+        component = labels[box][0] == index
+        size = component.sum() * float(np.prod(voxel))
+        diameter = 2.0 * math.sqrt(size / math.pi) if len(kept) == 2 else (6.0 * size / math.pi) ** (1 / 3)
+        for values, value in zip(found[sample], (size, diameter, _outline_irregularity(component, voxel, diameter))):
+            values.append(value)
     shapes = []
-    for sample, voxel in zip(binary, rows):
-        labels, _ = ndimage.label(sample, structure)
-        sizes, diameters, irregularities = [], [], []
-        for index, box in enumerate(ndimage.find_objects(labels), start=1):
-            component = labels[box] == index
-            size = component.sum() * float(np.prod(voxel))
-            diameter = 2.0 * math.sqrt(size / math.pi) if len(kept) == 2 else (6.0 * size / math.pi) ** (1 / 3)
-            sizes.append(size)
-            diameters.append(diameter)
-            irregularities.append(_outline_irregularity(component, voxel, diameter))
-        order = np.argsort(sizes)[::-1]
-        shapes.append(LesionShapes(*(np.asarray(v, dtype=np.float64)[order] for v in (sizes, diameters, irregularities))))
+    for sizes, diameters, irregularities in found:
+        order = np.argsort(sizes, kind="stable")[::-1]
+        shapes.append(
+            LesionShapes(*(np.asarray(v, dtype=np.float64)[order] for v in (sizes, diameters, irregularities)))
+        )
     return shapes

@@ -1,10 +1,12 @@
 """Forward + backward time of each A-FL variant relative to focal loss, same process.
 
-    python benchmarks/loss_overhead.py [--batch 16] [--size 256] [--repeats 30] [--device cpu]
+    python benchmarks/loss_overhead.py [--batch 16] [--size 256] [--repeats 30] [--device cpu] [--threads 2]
 
 The baseline is segmentation-models-pytorch's ``FocalLoss("binary")``. Each candidate is
 timed right after a baseline run, the candidates take turns, and the ratio is the median
-of the per-pair ratios. A ratio of 1.10 means 10 % slower.
+of the per-pair ratios. A ratio of 1.10 means 10 % slower. The goal: the default call
+(``paper`` with its CPU value checks) at most 1.15x. ``scale_aware`` labels the lesions
+on the host (SciPy) at 0.7 mm spacing; its ratio is the price of that, not a goal.
 """
 
 from __future__ import annotations
@@ -50,23 +52,29 @@ def main(argv=None) -> dict[str, float]:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the CI machine has 2 cores)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     logits = (3 * torch.randn(args.batch, 1, args.size, args.size, device=device)).requires_grad_()
     logits2 = (3 * torch.randn(args.batch, 2, args.size, args.size, device=device)).requires_grad_()
     target = lesion_masks(args.batch, args.size, seed=0).to(device)
     baseline = FocalLoss("binary")
     candidates = {
-        "paper": (logits, lambda x, t: adaptive_focal_loss(x, t, variant="paper", check_values=False)),
-        "paper (checked inputs)": (logits, lambda x, t: adaptive_focal_loss(x, t, variant="paper")),
-        "scale_aware": (logits, lambda x, t: adaptive_focal_loss(x, t, variant="scale_aware", check_values=False)),
-        "reference (2 channels)": (logits2, lambda x, t: adaptive_focal_loss(x, t, variant="reference",
-                                                                             check_values=False)),
+        "paper (default checks)": (logits, lambda x, t: adaptive_focal_loss(x, t, variant="paper")),
+        "paper (no checks)": (logits, lambda x, t: adaptive_focal_loss(x, t, variant="paper", check_values=False)),
+        "scale_aware": (logits, lambda x, t: adaptive_focal_loss(x, t, variant="scale_aware", spacing=(0.7, 0.7))),
+        "reference (2 channels)": (
+            logits2,
+            lambda x, t: adaptive_focal_loss(x, t, variant="reference", check_values=False),
+        ),
     }
-    print(f"A-FL forward+backward time / smp FocalLoss('binary'), batch {args.batch} x 1 x "
-          f"{args.size} x {args.size}, {device}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} alternating pairs")
+    print(
+        f"A-FL forward+backward time / smp FocalLoss('binary'), batch {args.batch} x 1 x "
+        f"{args.size} x {args.size}, {device}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} alternating pairs"
+    )
     for _ in range(5):  # warm-up: allocator, kernels, thread pool
         for x, fn in candidates.values():
             step_time(baseline, logits, target, device)

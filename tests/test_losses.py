@@ -115,8 +115,9 @@ def test_stable_for_extreme_logits():
         (grad,) = torch.autograd.grad(mean, x)
         assert torch.isfinite(grad).all()
     expected = np_paper_loss(x.detach().double().numpy(), t.double().numpy())
-    np.testing.assert_allclose(adaptive_focal_loss(x, t, reduction="none").detach().numpy(), expected,
-                               rtol=1e-5, atol=1e-30)  # below float32 range
+    np.testing.assert_allclose(
+        adaptive_focal_loss(x, t, reduction="none").detach().numpy(), expected, rtol=1e-5, atol=1e-30
+    )  # below float32 range
 
 
 # ---------------------------------------------------------------- gradients
@@ -138,7 +139,7 @@ def test_fused_gradient_is_autograd_of_the_one_formula(gamma):
     x, t = random_case((4, 1, 32, 32), seed=12)
     xt, tt = tensors(2 * x, t, torch.float64)  # logits up to about +-20: saturated voxels too
     xt.requires_grad_()
-    is_fg = tt > 0
+    is_fg = (tt > 0).double()
     w_fg = torch.tensor([0.9, 0.7, 0.5, 0.99], dtype=torch.float64).view(-1, 1, 1, 1)
     gammas = torch.tensor([gamma, gamma / 2, 0.0, gamma], dtype=torch.float64).view(-1, 1, 1, 1)
     formula = _focal_parts(xt, is_fg, w_fg, 1 - w_fg, gammas)[0]
@@ -150,8 +151,9 @@ def test_fused_gradient_is_autograd_of_the_one_formula(gamma):
     (autograd,) = torch.autograd.grad(formula, xt, weights)
     (fused,) = torch.autograd.grad(_FusedFocalLoss.apply(xt, is_fg, w_fg, 1 - w_fg, gammas, "none"), xt, weights)
     np.testing.assert_allclose(fused.numpy(), autograd.numpy(), rtol=1e-10, atol=1e-300)
-    np.testing.assert_allclose(formula.detach().numpy(),
-                               np_focal(2 * x, t, w_fg.numpy(), gammas.numpy()), rtol=1e-6)  # NumPy forms 1 - p
+    np.testing.assert_allclose(
+        formula.detach().numpy(), np_focal(2 * x, t, w_fg.numpy(), gammas.numpy()), rtol=1e-6
+    )  # NumPy forms 1 - p
 
 
 def test_gradcheck_reference_variant():
@@ -211,8 +213,9 @@ def test_reference_variant_equals_monai_focal_loss(shape):
     monai_loss = FocalLoss(gamma=float(gamma), weight=weights.tolist(), use_softmax=False, reduction="mean")
     one_hot = torch.tensor(np.concatenate([1 - t, t], axis=1))
     expected = monai_loss(torch.tensor(x2), one_hot).item()
-    got = adaptive_focal_loss(torch.tensor(x2, dtype=torch.float32), torch.tensor(t, dtype=torch.float32),
-                              variant="reference").item()
+    got = adaptive_focal_loss(
+        torch.tensor(x2, dtype=torch.float32), torch.tensor(t, dtype=torch.float32), variant="reference"
+    ).item()
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -261,8 +264,9 @@ def test_reference_variant_with_fixed_alpha_is_defined_without_foreground():
 def test_reference_variant_without_foreground_is_an_error():
     with pytest.raises(ValueError, match="without foreground"):
         adaptive_focal_loss(torch.randn(2, 2, 8, 8), torch.zeros(2, 1, 8, 8), variant="reference")
-    unchecked = adaptive_focal_loss(torch.randn(2, 2, 8, 8), torch.zeros(2, 1, 8, 8), variant="reference",
-                                    check_values=False)
+    unchecked = adaptive_focal_loss(
+        torch.randn(2, 2, 8, 8), torch.zeros(2, 1, 8, 8), variant="reference", check_values=False
+    )
     assert torch.isnan(unchecked)
 
 
@@ -318,8 +322,13 @@ def test_no_host_sync_inside_the_loss():
     x, t = tensors(*random_case((3, 1, 16, 16), seed=52))
     x2 = torch.randn(3, 2, 16, 16)
     # scale_aware is left out by design: it labels lesions on the host (documented)
-    for logits, kwargs in ((x, {}), (x2, {"variant": "reference"}), (x, {"variant": "scale_aware", "gamma": 2.0}),
-                           (x2, {"variant": "reference", "alpha": 0.3}), (x, {"alpha": 0.3, "gamma": 1.0})):
+    for logits, kwargs in (
+        (x, {}),
+        (x2, {"variant": "reference"}),
+        (x, {"variant": "scale_aware", "gamma": 2.0}),
+        (x2, {"variant": "reference", "alpha": 0.3}),
+        (x, {"alpha": 0.3, "gamma": 1.0}),
+    ):
         logits = logits.clone().requires_grad_()
         with RecordSyncs() as mode:
             adaptive_focal_loss(logits, t, check_values=False, **kwargs).backward()
@@ -327,7 +336,6 @@ def test_no_host_sync_inside_the_loss():
     with RecordSyncs() as mode:  # the detector itself works
         adaptive_focal_loss(x, t, check_values=True)
     assert mode.seen
-
 
 
 def test_bfloat16_logits_are_computed_in_float32():
@@ -380,9 +388,18 @@ def one_value(value, base=0.0, shape=(2, 1, 8, 8)):
     return tensor
 
 
-@pytest.mark.parametrize("target", [one_value(0.5, 1.0), one_value(1e-30), one_value(1 - 2**-24, 1.0),
-                                    one_value(float("nan")), one_value(2.0), one_value(-1.0),
-                                    one_value(2.0) + one_value(0.5).flip(0)])
+@pytest.mark.parametrize(
+    "target",
+    [
+        one_value(0.5, 1.0),
+        one_value(1e-30),
+        one_value(1 - 2**-24, 1.0),
+        one_value(float("nan")),
+        one_value(2.0),
+        one_value(-1.0),
+        one_value(2.0) + one_value(0.5).flip(0),
+    ],
+)
 def test_every_non_binary_label_is_caught(target):
     with pytest.raises(ValueError, match="only 0 and 1"):
         adaptive_focal_loss(torch.zeros_like(target), target)

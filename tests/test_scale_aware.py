@@ -33,8 +33,14 @@ def np_gamma(shapes):
 
 
 def test_gamma_follows_the_documented_formula():
-    masks = batch(disc(128, 3), disc(128, 12), disc(128, 48), star(128, 20, 0.4),
-                  np.maximum(disc(128, 4, centre=20), disc(128, 16, centre=80)), np.zeros((128, 128), np.float32))
+    masks = batch(
+        disc(128, 3),
+        disc(128, 12),
+        disc(128, 48),
+        star(128, 20, 0.4),
+        np.maximum(disc(128, 4, centre=20), disc(128, 16, centre=80)),
+        np.zeros((128, 128), np.float32),
+    )
     spacing = (0.7, 0.7)
     alpha, gamma = adaptive_parameters(masks, variant="scale_aware", spacing=spacing)
     expected = [np_gamma(shapes) for shapes in lesion_shapes(masks, spacing)]
@@ -102,8 +108,9 @@ def test_alpha_sets_the_decision_threshold_whatever_gamma(gamma):
     exactly when q > 1 - alpha (why alpha = 1 - f makes false positives almost free)."""
     x = np.linspace(-12, 12, 4801)
     for q in (0.2, 0.25, 0.35, 0.5):
-        expected_loss = (q * np_focal(x, 1.0, SCALE_AWARE_ALPHA, gamma)
-                         + (1 - q) * np_focal(x, 0.0, SCALE_AWARE_ALPHA, gamma))
+        expected_loss = q * np_focal(x, 1.0, SCALE_AWARE_ALPHA, gamma) + (1 - q) * np_focal(
+            x, 0.0, SCALE_AWARE_ALPHA, gamma
+        )
         assert (x[np.argmin(expected_loss)] > 0) == (q > 1 - SCALE_AWARE_ALPHA), q
 
 
@@ -112,15 +119,20 @@ def test_loss_equals_the_focal_formula_with_its_parameters():
     masks = batch(disc(48, 5), star(48, 12, 0.3), np.zeros((48, 48), np.float32))
     spacing = torch.tensor([[0.5, 0.5], [1.0, 1.0], [0.8, 0.8]])
     alpha, gamma = adaptive_parameters(masks, variant="scale_aware", spacing=spacing)
-    expected = np_focal(x, masks.double().numpy(), alpha.double().numpy().reshape(-1, 1, 1, 1),
-                        gamma.double().numpy().reshape(-1, 1, 1, 1)).mean()
+    expected = np_focal(
+        x,
+        masks.double().numpy(),
+        alpha.double().numpy().reshape(-1, 1, 1, 1),
+        gamma.double().numpy().reshape(-1, 1, 1, 1),
+    ).mean()
     logits = torch.tensor(x, dtype=torch.float32)
-    np.testing.assert_allclose(adaptive_focal_loss(logits, masks, variant="scale_aware", spacing=spacing).item(),
-                               expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        adaptive_focal_loss(logits, masks, variant="scale_aware", spacing=spacing).item(), expected, rtol=1e-5
+    )
     module = AdaptiveFocalLoss("scale_aware")
     np.testing.assert_allclose(module(logits, masks, spacing=spacing).item(), expected, rtol=1e-5)
     # each row of the spacing belongs to its sample
-    separately = [adaptive_parameters(masks[i:i + 1], variant="scale_aware", spacing=spacing[i])[1] for i in range(3)]
+    separately = [adaptive_parameters(masks[i : i + 1], variant="scale_aware", spacing=spacing[i])[1] for i in range(3)]
     np.testing.assert_allclose(torch.cat(separately).numpy(), gamma.numpy())
 
 
@@ -138,5 +150,6 @@ def test_only_the_scale_aware_variant_uses_the_spacing():
 
 def test_wrong_spacing_is_a_clear_error():
     with pytest.raises(ValueError, match="spacing must hold 2 values"):
-        adaptive_focal_loss(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), variant="scale_aware",
-                            spacing=(1.0, 1.0, 1.0))
+        adaptive_focal_loss(
+            torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), variant="scale_aware", spacing=(1.0, 1.0, 1.0)
+        )

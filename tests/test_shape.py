@@ -62,10 +62,14 @@ def test_mean_gradient_magnitude_matches_numpy_gradient(shape):
     assert got.dtype == torch.float32 and got.shape == (shape[0],)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-7)
     # The per-voxel map and the boundary size agree with the same reference.
-    np.testing.assert_allclose(gradient_magnitude(torch.from_numpy(masks))[:, 0].numpy(),
-                               np.stack([numpy_gradient_magnitude(m[0]) for m in masks]), atol=1e-6)
-    np.testing.assert_allclose(boundary_size(torch.from_numpy(masks)).numpy(),
-                               [numpy_gradient_magnitude(m[0]).sum() for m in masks], rtol=1e-5)
+    np.testing.assert_allclose(
+        gradient_magnitude(torch.from_numpy(masks))[:, 0].numpy(),
+        np.stack([numpy_gradient_magnitude(m[0]) for m in masks]),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        boundary_size(torch.from_numpy(masks)).numpy(), [numpy_gradient_magnitude(m[0]).sum() for m in masks], rtol=1e-5
+    )
 
 
 def test_descriptors_accept_bool_and_uint8_masks():
@@ -174,8 +178,12 @@ def test_lesion_shapes_take_one_spacing_row_per_sample():
 
 @pytest.mark.parametrize(
     "spacing,message",
-    [((1.0,), r"spacing must hold 2 values"), ((1.0, 0.0), "positive and finite"),
-     ([[1.0, 1.0]] * 3, r"shape \(2, 2\)"), ((1.0, float("nan")), "positive and finite")],
+    [
+        ((1.0,), r"spacing must hold 2 values"),
+        ((1.0, 0.0), "positive and finite"),
+        ([[1.0, 1.0]] * 3, r"shape \(2, 2\)"),
+        ((1.0, float("nan")), "positive and finite"),
+    ],
 )
 def test_bad_spacing_gets_a_clear_error(spacing, message):
     with pytest.raises(ValueError, match=message):
