@@ -62,6 +62,7 @@ __all__ = [
     "load_study",
     "make_study_data",
     "protocol_effects",
+    "seed_differences",
     "confident_logits",
     "voxel_losses",
     "training_batches",
@@ -344,6 +345,24 @@ def protocol_effects(per_case: pd.DataFrame) -> pd.DataFrame:
             "paper - standard (lesion-free cases)": gap[~lesion].mean(),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arm")
+
+
+def seed_differences(per_case: pd.DataFrame, reference: str, metric: str = "dice") -> pd.DataFrame:
+    """Each arm minus ``reference``, seed by seed: the mean of ``metric`` over the cases of
+    the arm's run with seed ``s`` minus that of the reference's run with the same seed (the
+    same initialisation, slice order and augmentation draws). Columns ``seed <s>``, then
+    ``min``, ``max`` and ``same sign`` (True when every seed puts the arm on the same side
+    of the reference). A case bootstrap cannot see a seed that moves all cases at once;
+    this table shows it."""
+    _check_columns(per_case, metric)
+    means = per_case.pivot_table(index="loss", columns="seed", values=metric, aggfunc="mean", sort=False)
+    if reference not in means.index:
+        raise ValueError(f"reference {reference!r} is not an arm of the table ({list(means.index)})")
+    diff = means.drop(index=reference) - means.loc[reference]
+    out = diff.rename(columns=lambda s: f"seed {s}").rename_axis(index="arm", columns=None)
+    out["min"], out["max"] = diff.min(axis=1), diff.max(axis=1)
+    out["same sign"] = (diff > 0).all(axis=1) | (diff < 0).all(axis=1)
+    return out
 
 
 # --------------------------------------------------------------------------- who carries the loss

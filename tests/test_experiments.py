@@ -31,6 +31,7 @@ from afl_core.experiments import (  # noqa: E402
     plot_seed_spread,
     protocol_effects,
     results_dir,
+    seed_differences,
     train_arms,
     training_batches,
     training_set,
@@ -192,6 +193,21 @@ def test_protocol_effects_by_hand():
     assert a["paper - standard (lesion-free cases)"] == pytest.approx(-0.5)
     with pytest.raises(KeyError, match="target_voxels"):
         protocol_effects(table.drop(columns="target_voxels"))
+
+
+def test_seed_differences_by_hand():
+    table = pd.DataFrame({
+        "loss": ["ref"] * 4 + ["a"] * 4 + ["b"] * 4, "seed": [0, 0, 1, 1] * 3, "case": ["x", "y"] * 6,
+        "dice": [0.5, 0.7, 0.4, 0.6,  0.6, 0.8, 0.3, 0.5,  0.7, 0.7, 0.6, 0.6],
+    })
+    out = seed_differences(table, "ref")
+    assert list(out.index) == ["a", "b"]
+    np.testing.assert_allclose(out.loc["a", ["seed 0", "seed 1"]].astype(float), [0.1, -0.1])
+    np.testing.assert_allclose(out.loc["b", ["seed 0", "seed 1"]].astype(float), [0.1, 0.1])
+    assert list(out["same sign"]) == [False, True]
+    assert out.loc["a", "min"] == pytest.approx(-0.1) and out.loc["b", "max"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="reference"):
+        seed_differences(table, "afl")
 
 
 # --------------------------------------------------------------------------- who carries the loss
