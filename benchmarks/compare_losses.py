@@ -46,8 +46,7 @@ import torch
 
 from afl_core._io import atomic_target, write_json
 from afl_core.evaluate import evaluate_run
-from afl_core.experiments import ARMS, STUDIES
-from afl_core.synthetic import make_dataset
+from afl_core.experiments import ARMS, STUDIES, make_study_data
 from afl_core.train import TrainConfig, fit
 
 PER_CASE_COLUMNS = ["loss", "seed", "case", "dice", "iou", "hd95_mm", "hd95_penalised_mm", "lesion_f1",
@@ -96,9 +95,7 @@ def main(argv=None) -> None:
                    if not args.only or arm in args.only}, key=lambda key: (key[0], list(ARMS).index(key[1])))
     runs = Path(args.runs)
     started = time.perf_counter()
-    data = make_dataset(runs / "data", args.cases, seed=0, shape=(args.depth, args.size, args.size),
-                        lesion_radius=(1.5, 0.1 * args.size), irregularity=(0.0, 0.6), empty_fraction=0.15,
-                        progress=False)
+    data = make_study_data(runs / "data", cases=args.cases, depth=args.depth, size=args.size)
     configs = []
     for seed, arm in grid:
         loss, variant, options = ARMS[arm]

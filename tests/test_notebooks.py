@@ -341,8 +341,8 @@ def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
         assert not [t for t in texts if PROGRESS_BAR.search(t)], executed.name
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert not widgets, f"{executed.name}: widget outputs (a tqdm bar?) in a static run"
-    assert (out / "runs" / "synthetic" / "afl" / "history.csv").is_file()
-    assert (out / "runs" / "synthetic" / "afl" / "eval" / "per_case.csv").is_file()
+    assert (out / "runs" / "synthetic" / "afl-seed0" / "history.csv").is_file()
+    assert (out / "runs" / "synthetic" / "afl-seed0" / "eval" / "per_case.csv").is_file()
     assert (data / "synthetic" / "dataset.json").is_file()
 
 
