@@ -15,8 +15,9 @@ def atomic_target(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
     For libraries that write by file name (``nibabel.save``, ``torch.save``,
-    ``DataFrame.to_csv``). The file is flushed to disk before the rename. On any exception the temporary file is removed and the
-    previous content of ``path``, if any, is left untouched. The temporary name keeps
+    ``DataFrame.to_csv``). The file is flushed to disk before the rename. On any
+    exception the temporary file is removed and the previous content of ``path``, if any,
+    is left untouched. The temporary name keeps
     the final name at its end (``.nii.gz``) because some writers choose the format from it.
     """
     final = Path(path)
