@@ -10,7 +10,7 @@ from afl_core.losses import (
     DEGENERATE_ALPHA,
     LOSS_NAMES,
     AdaptiveFocalLoss,
-    _focal_parts,
+    _focal_terms,
     _FusedFocalLoss,
     adaptive_focal_loss,
     adaptive_parameters,
@@ -134,7 +134,7 @@ def test_gradcheck_fused_gradient(variant, reduction):
 
 @pytest.mark.parametrize("gamma", [0.0, 0.3, 2.0, 4.5])
 def test_fused_gradient_is_autograd_of_the_one_formula(gamma):
-    """The hand-derived gradient against autograd through _focal_parts, the formula every
+    """The hand-derived gradient against autograd through _focal_terms, the formula every
     variant evaluates (per-sample weights and gamma, as paper / scale_aware pass them)."""
     x, t = random_case((4, 1, 32, 32), seed=12)
     xt, tt = tensors(2 * x, t, torch.float64)  # logits up to about +-20: saturated voxels too
@@ -142,7 +142,7 @@ def test_fused_gradient_is_autograd_of_the_one_formula(gamma):
     is_fg = (tt > 0).double()
     w_fg = torch.tensor([0.9, 0.7, 0.5, 0.99], dtype=torch.float64).view(-1, 1, 1, 1)
     gammas = torch.tensor([gamma, gamma / 2, 0.0, gamma], dtype=torch.float64).view(-1, 1, 1, 1)
-    formula = _focal_parts(xt, is_fg, w_fg, 1 - w_fg, gammas)[0]
+    formula = _focal_terms(xt, is_fg, w_fg, 1 - w_fg, gammas)
     for reduction, reduce in (("mean", torch.mean), ("sum", torch.sum)):
         (autograd,) = torch.autograd.grad(reduce(formula), xt, retain_graph=True)
         (fused,) = torch.autograd.grad(_FusedFocalLoss.apply(xt, is_fg, w_fg, 1 - w_fg, gammas, reduction), xt)
