@@ -269,9 +269,12 @@ def adaptive_parameters(
 
         *Size.* ``2 log10(D/d)`` is ``log10`` of the area ratio to a 200 mm disc, the
         earlier ``log10(1/f)`` with the canvas replaced by a fixed physical reference, so
-        padding or cropping the image changes nothing. A 1 ml lesion (d = 12.4 mm) gets
-        2.4, 10 ml (26.7 mm) 1.75, 100 ml 1.1; a 10 mm slice of a lesion 2.6; the term is
-        capped at ``SCALE_AWARE_MAX_SIZE_GAMMA = 4`` (d <= 2 mm, about a voxel).
+        padding or cropping the image changes nothing (an r = 8 disc: 2.245 on 128^2,
+        256^2 and 512^2; was 1.99 / 2.60 / 3.20). The size term of a 1 ml lesion
+        (d = 12.4 mm) is 2.41, of 10 ml (26.7 mm) 1.75, of 100 ml 1.08, of a 10 mm slice
+        2.6, capped at ``SCALE_AWARE_MAX_SIZE_GAMMA = 4`` (d <= 2 mm, about a voxel).
+        Measured gamma, outline included, of 1 ml / 10 ml balls: 2.45 / 1.80 on 1 mm voxels,
+        2.47 / 1.79 on 0.5 x 0.5 x 3 mm, 2.46 / 1.78 on 0.5 x 0.5 x 3.6 mm.
 
         *Several lesions.* Per lesion, then averaged weighted by size: two discs read as
         two regular lesions (not one irregular object), and a speck of label noise beside a
@@ -281,9 +284,9 @@ def adaptive_parameters(
         so an empty slice and one with a single voxel differ only by that voxel's outline
         term (0; a voxel reads ``r < 1``): no jump. Its effect, measured: the loss of a
         false positive at p = 0.9 on an otherwise correct empty 64 x 64 slice is the same
-        (to 1e-6 relative) as on that slice with one true voxel added, where the previous
-        rule (empty: gamma 0, alpha 0.5; one voxel: gamma 4.2, alpha 0.99994) changed it by
-        ``0.5 / 6e-5``, a factor 8000.
+        (to 1e-6 relative) as on that slice with one true voxel added; the previous rule
+        (empty: gamma 0, alpha 0.5; one voxel: gamma 3.6, alpha 0.99976) made it 3000 times
+        larger on the empty slice.
 
         *Alpha.* For any gamma, the expected loss of a voxel that is lesion with
         probability ``q`` is minimised by ``p > 1/2`` exactly when ``q > 1 - alpha`` (the
@@ -294,11 +297,13 @@ def adaptive_parameters(
         best reachable Dice (Lipton et al. 2014), i.e. 0.25-0.45 for small lesions. Measured
         on discs of radius 2, 4 and 8 mm with posteriors ``sigmoid((R - |x|)/w)``, w = 0.5,
         1, 2 mm (0.5 mm grid): the best fixed alpha lies between 0.56 and 0.78; alpha = 0.7
-        is within 0.016 Dice of the best in all nine cases, ``1 - f`` loses 0.15-0.45 Dice.
+        is within 0.016 Dice of the best in all nine cases, ``1 - f`` loses 0.14-0.44 Dice.
         A dataset-level value is one ``alpha=`` away.
 
-        Cost: the components are found on the host (SciPy), so on a GPU the target is copied
-        to the CPU (one sync per step); about 1 ms per 2D lesion, 2-60 ms per 3D lesion.
+        Cost: the lesions are measured on the host (SciPy), so on a GPU the target is
+        copied to the CPU (one sync per step): 8 ms for 16 slices of 256 x 256, 1-35 ms per
+        3D lesion of 5-40 mm (:func:`afl_core.shape.lesion_shapes`); about 3x the time of
+        smp's focal loss on a 2D CPU batch (``benchmarks/loss_overhead.py``).
 
     ``variant="reference"`` is computed batch-wide inside :func:`adaptive_focal_loss`.
 

@@ -286,9 +286,11 @@ def lesion_shapes(mask: torch.Tensor, spacing=None) -> list[LesionShapes]:
     length 1 are dropped (a ``(N, 1, 1, H, W)`` slice is 2D); lesions of a voxel or two read
     ``r < 1`` (no measurable outline).
 
-    Cost: the mask is copied to the host (a device sync on an accelerator) and labelled
-    with SciPy; each lesion costs two distance transforms of its bounding box, about
-    0.3-1 ms for a 2D lesion and 2-60 ms for a 3D one of 5-40 mm.
+    Cost (one CPU thread): the mask is copied to the host (a device sync on an
+    accelerator) and labelled with SciPy; each lesion costs two distance transforms of
+    its bounding box. Measured: 8 ms for 16 slices of 256 x 256 with 27 lesions; a 3D
+    lesion of 5 / 10 / 20 / 40 mm takes 0.3 / 0.6 / 2 / 18 ms on 1 mm voxels, 0.8 / 2 /
+    13 / 35 ms on 0.5 x 0.5 x 3 mm, up to 100 ms for 40 mm on 0.5 mm isotropic voxels.
     """
     check_mask(mask)
     spatial = list(mask.shape[2:])

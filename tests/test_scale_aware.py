@@ -153,3 +153,19 @@ def test_wrong_spacing_is_a_clear_error():
         adaptive_focal_loss(
             torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), variant="scale_aware", spacing=(1.0, 1.0, 1.0)
         )
+
+
+@pytest.mark.parametrize("radius_mm,width_mm", [(2.0, 0.5), (4.0, 1.0), (8.0, 2.0)])
+def test_the_fixed_alpha_is_near_the_dice_optimal_threshold(radius_mm, width_mm):
+    """The docstring's measurement: expected Dice of thresholding a calibrated posterior
+    sigmoid((R - |x|) / w) at 1 - alpha, for alpha = 0.7, the best alpha and 1 - f."""
+    rho = np.hypot(*((np.mgrid[:256, :256] - 127.5) * 0.5))
+    q = 1 / (1 + np.exp(-(radius_mm - rho) / width_mm))
+
+    def expected_dice(alpha):
+        called = q > 1 - alpha
+        return 2 * q[called].sum() / (called.sum() + q.sum())
+
+    best = max(expected_dice(a) for a in np.linspace(0.01, 0.99, 99))
+    assert expected_dice(SCALE_AWARE_ALPHA) > best - 0.016
+    assert expected_dice(1 - (rho <= radius_mm).mean()) < best - 0.14  # the paper's alpha = 1 - f
