@@ -415,7 +415,8 @@ def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values, red
             # [1 - alpha, alpha] built on the device: a host-to-device copy would sync.
             channel = torch.arange(2, device=logits.device, dtype=logits.dtype)
             weights = (1.0 - alpha) + channel * (2.0 * alpha - 1.0)
-    foreground = torch.cat([target <= 0, target > 0], dim=1).to(logits.dtype)  # the one-hot target [1 - t, t]
+    lesion = _foreground(target)
+    foreground = torch.cat([1.0 - lesion, lesion], dim=1)  # the one-hot target [1 - t, t]
     # MONAI's sigmoid focal loss has no alpha: every element of channel c has weight w_c,
     # whatever its label, so the "foreground" and "background" weights are both w_c.
     weights = weights.view(1, 2, *([1] * (logits.ndim - 2)))
