@@ -57,6 +57,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -478,14 +479,48 @@ def _nanmean(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------- fit
 
 
-def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict) -> TrainConfig:
+#: what a run writes into its folder: a new run refuses to start over them unless told to
+_RUN_FILES = ("config.json", "history.csv", "checkpoint_last.pt", "checkpoint_best.pt", "eval")
+
+
+def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
+    """Refuse to train a new run over an existing one (a forgotten ``--resume`` would wipe
+    it); with ``overwrite`` remove the old run's files first, so that no table of the old
+    model (``eval/``) outlives it."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    existing = [name for name in _RUN_FILES if (out / name).exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise ValueError(f"{out} already holds a run ({', '.join(existing)}): continue it with --resume "
+                         "(fit(resume=True)), start it again with --overwrite (fit(overwrite=True)), "
+                         "or choose another --out")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 clears the folder
+        for name in existing:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
+
+
+def _completed_epochs(out: Path) -> int:
+    history = out / "history.csv"
+    return len(pd.read_csv(history)) if history.is_file() and history.stat().st_size else 0
+
+
+def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, overwrite: bool = False) -> TrainConfig:
     values = (config.to_dict() if config is not None else {}) | overrides
     if "out" not in values:
         raise TypeError("fit needs out= (the run folder)")
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite starts it again: give one of them")
     if not resume:
         if "data" not in values:
             raise TypeError("fit needs a TrainConfig or data= and out=")
-        return TrainConfig(**values)
+        cfg = TrainConfig(**values)
+        _check_fresh_run_folder(Path(cfg.out), overwrite)
+        return cfg
     saved_path = Path(values["out"]) / "config.json"
     if not saved_path.is_file():
         if "data" in values:  # nothing to resume yet: the same command starts the run
@@ -500,6 +535,14 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict) -
         raise ValueError(f"cannot resume {saved_path.parent} with different settings ({', '.join(changed)}); only "
                          f"{', '.join(_RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
                          "or start a new run in another --out folder.")
+    done = _completed_epochs(saved_path.parent)
+    if merged.epochs < done:
+        raise ValueError(f"cannot resume {saved_path.parent} with --epochs {merged.epochs}: {done} epochs are done "
+                         f"already; give --epochs {done} or more")
+    if merged.epochs != saved.epochs:
+        print(f"note: the run was planned for {saved.epochs} epochs and now runs {merged.epochs}: the learning-rate "
+              f"schedule of the remaining epochs is stretched to the new length (epochs 1-{done} were trained "
+              f"with the old one)", file=sys.stderr)
     return merged
 
 
@@ -533,12 +576,15 @@ class _Run:
     first_epoch: int = 1
 
 
-def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides) -> FitResult:
+def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: bool = False,
+        **overrides) -> FitResult:
     """Train a U-Net as ``config`` says (keywords override its fields); see the module
     docstring for the run folder. With ``resume=True`` continue the run in ``out`` after
     its last completed epoch, or from the start if none completed (``epochs``, ``device``,
     ``num_workers``, ``progress`` may change; other settings must match the saved
-    ``config.json``; a larger ``epochs`` stretches the rest of the learning-rate schedule).
+    ``config.json``; fewer ``epochs`` than completed are refused, more stretch the rest of
+    the learning-rate schedule, and a note says so). Without ``resume`` a folder that
+    already holds a run is refused unless ``overwrite=True``, which removes the old run.
 
     Steps: :func:`_build_run`, :func:`_restore` (when resuming), then per epoch
     :func:`_train_epoch` and :func:`_end_epoch` (validation, history, checkpoints).
@@ -547,7 +593,7 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, **overrides)
         TrainingDiverged: the loss became NaN/Inf (the message says what to change).
         GPUOutOfMemory: CUDA ran out of memory (the message says what to change).
     """
-    cfg = _resolve_config(config, resume, overrides)
+    cfg = _resolve_config(config, resume, overrides, overwrite)
     if cfg.recipe is not None:
         print(recipes.describe(cfg.recipe, cfg))
     run = _build_run(cfg)
@@ -766,19 +812,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoints, history "
+                   "and eval/) with a new one")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
-    resume = args.pop("resume")
+    resume, overwrite = args.pop("resume"), args.pop("overwrite")
     overrides = {k: v for k, v in args.items() if v is not None}
     if "size" in overrides:
         overrides["size"] = tuple(overrides["size"])
     if not resume and "data" not in overrides:
         _parser().error("--data is required (unless --resume)")
     try:
-        result = fit(resume=resume, **overrides)
+        result = fit(resume=resume, overwrite=overwrite, **overrides)
     except (TrainingDiverged, GPUOutOfMemory, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -259,3 +259,35 @@ def test_resume_on_a_new_folder_starts_the_run(dataset, tmp_path):
     assert len(result.history) == 1
     with pytest.raises(FileNotFoundError, match="give --data"):
         fit(resume=True, out=tmp_path / "nothing")
+
+
+def test_a_new_run_never_replaces_an_existing_one(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    fit(tiny(dataset, run, epochs=1))
+    (run / "eval").mkdir()
+    (run / "eval" / "summary.json").write_text("{}")
+    before = (run / "checkpoint_last.pt").read_bytes()
+    # the CLI without --resume: exit 1, advice, the old run untouched
+    code = train.main(["--data", str(dataset), "--out", str(run), "--loss", "afl", "--encoder", ENCODER,
+                       "--encoder-weights", "none", "--epochs", "1", "--batch-size", "4", "--no-progress"])
+    assert code == 1
+    message = capsys.readouterr().err
+    assert "--resume" in message and "--overwrite" in message and "Traceback" not in message
+    assert (run / "checkpoint_last.pt").read_bytes() == before and (run / "eval" / "summary.json").is_file()
+    # --overwrite starts again and drops the old model's tables
+    fit(tiny(dataset, run, epochs=1, seed=8), overwrite=True)
+    assert not (run / "eval").exists() and len(pd.read_csv(run / "history.csv")) == 1
+    with pytest.raises(ValueError, match="give one of them"):
+        fit(tiny(dataset, run, epochs=1), resume=True, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        fit(tiny(dataset, tmp_path / "file", epochs=1))
+
+
+def test_resume_refuses_fewer_epochs_than_done_and_notes_a_longer_schedule(dataset, tmp_path, capsys):
+    fit(tiny(dataset, tmp_path / "run", epochs=2))
+    with pytest.raises(ValueError, match="2 epochs are done already"):
+        fit(resume=True, out=tmp_path / "run", epochs=1)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 2
+    fit(resume=True, out=tmp_path / "run", epochs=3)
+    assert "schedule of the remaining epochs is stretched" in capsys.readouterr().err
