@@ -174,6 +174,18 @@ def _dataset(config: dict, root: Path, cases: Sequence[str]) -> SliceDataset | V
     return VolumeDataset(root, cases, size=tuple(config["volume_size"]), resize=config["resize"])
 
 
+def _same_data(root: str | Path, training_data: str | Path) -> bool:
+    return Path(root).resolve() == Path(training_data).resolve()
+
+
+def default_out_dir(run_dir: str | Path, training_data: str | Path, data: str | Path | None = None) -> Path:
+    """``RUN/eval`` for the run's own dataset, ``RUN/eval-<name>`` for another one."""
+    run_dir = Path(run_dir)
+    if data is None or _same_data(data, training_data):
+        return run_dir / "eval"
+    return run_dir / f"eval-{Path(data).resolve().name}"
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -187,7 +199,9 @@ def evaluate_run(
     progress: bool = True,
 ) -> EvaluationResult:
     """Evaluate a run's checkpoint per case in 3D and write ``per_case.csv``,
-    ``lesions.csv`` and ``summary.json`` into ``out_dir`` (default ``RUN/eval``).
+    ``lesions.csv`` and ``summary.json`` into ``out_dir`` (default ``RUN/eval`` for the
+    run's own dataset, ``RUN/eval-<name of data>`` for another one, so that scores on other
+    data never replace the run's own tables).
 
     Cases: ``cases`` if given; else every case of ``data`` if given; else the run's
     validation cases (never seen in training). ``data`` defaults to the run's dataset.
@@ -205,6 +219,10 @@ def evaluate_run(
     model, saved = load_model(run_dir, checkpoint, torch_device)
     config = saved["config"]
     root = Path(data) if data is not None else Path(config["data"])
+    if data is not None and not _same_data(root, config["data"]):
+        grid = config.get("slice_size") or config.get("volume_size")
+        print(f"note: scoring on {root}, not the run's training data ({config['data']}): every case is "
+              f"cropped or padded to the training grid {grid} before prediction", file=sys.stderr)
     if cases is None:
         cases = list_cases(root) if data is not None else config["val_cases"]
     dataset = _dataset(config, root, cases)
@@ -217,12 +235,13 @@ def evaluate_run(
     summary = {
         "run": str(run_dir), "loss": config["loss"], "variant": config.get("variant"),
         "encoder": config["encoder"], "checkpoint": checkpoint, "epoch": saved["epoch"],
-        "data": str(root), "cases": list(dataset.cases), "threshold": threshold, "dims": config.get("dims", 2),
+        "data": str(root), "training_data": config["data"], "cases": list(dataset.cases), "threshold": threshold,
+        "dims": config.get("dims", 2),
         "grid": "resized" if config.get("resize") else "original",
         "paper_protocol_background": "network channel 0" if config["classes"] == 2 else "1 - p",
         "means": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in means.items()},
     }
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "eval"
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, config["data"], data)
     export_csv(per_case, out_dir / "per_case.csv")
     export_csv(per_lesion, out_dir / "lesions.csv")
     write_json(out_dir / "summary.json", summary, default=float)
@@ -241,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--out", help="output folder (default RUN/eval)")
+    p.add_argument("--out", help="output folder (default RUN/eval, or RUN/eval-<name> for other --data)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
     try:
@@ -251,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    out = Path(args.out) if args.out else Path(args.run) / "eval"
+    out = Path(args.out) if args.out else default_out_dir(args.run, result.summary["training_data"], args.data)
     print(pd.Series(result.summary["means"], dtype=object).to_string())
     print(f"{len(result.per_case)} case(s) from epoch {result.summary['epoch']}; tables in {out}")
     return 0

@@ -16,7 +16,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from afl_core import train
+from afl_core import evaluate, train
 from afl_core.data import normalise_channels
 from afl_core.synthetic import make_dataset
 from afl_core.train import (
@@ -291,3 +291,18 @@ def test_resume_refuses_fewer_epochs_than_done_and_notes_a_longer_schedule(datas
     assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 2
     fit(resume=True, out=tmp_path / "run", epochs=3)
     assert "schedule of the remaining epochs is stretched" in capsys.readouterr().err
+
+
+def test_scores_on_other_data_get_their_own_folder(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    fit(tiny(dataset, run, epochs=1))
+    own = evaluate.evaluate_run(run, progress=False)
+    other = make_dataset(tmp_path / "other", 3, seed=11, shape=(4, 32, 32), lesion_radius=(2.0, 4.0),
+                         progress=False)
+    assert evaluate.main(["--run", str(run), "--data", str(other), "--no-progress"]) == 0
+    err_out = capsys.readouterr()
+    assert "not the run's training data" in err_out.err and "eval-other" in err_out.out
+    assert len(pd.read_csv(run / "eval-other" / "per_case.csv")) == 3
+    # the run's own tables are untouched
+    assert sorted(pd.read_csv(run / "eval" / "per_case.csv")["case"]) == sorted(own.per_case["case"])
+    assert json.loads((run / "eval" / "summary.json").read_text())["data"] == str(dataset)
