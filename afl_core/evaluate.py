@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from afl_core._io import write_json
 from afl_core.data import SliceDataset, VolumeDataset, list_cases
 from afl_core.metrics import evaluate_cases, export_csv, results_table
-from afl_core.models import autocast_dtype, build_model, resolve_device
+from afl_core.models import autocast_dtype, build_model, load_checkpoint, resolve_device
 
 __all__ = [
     "EvaluationResult",
@@ -148,12 +148,17 @@ def load_model(run_dir: str | Path, checkpoint: str = "best",
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training run folder "
                                 "(python -m afl_core.train ... --out RUN) with at least one epoch done?")
     # On the CPU: a last checkpoint also holds optimiser state, which evaluation never needs.
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_checkpoint(path, ("model", "config", "epoch", "best", "history"))
     config = saved["config"]
     # The weights come from the checkpoint: no need to fetch pretrained ones.
     model = build_model(config["encoder"], None, in_channels=config["in_channels"], classes=config["classes"],
                         dims=config.get("dims", 2))
-    model.load_state_dict(saved["model"])
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as error:
+        raise ValueError(f"the weights in {path} do not fit the network its own config describes (encoder "
+                         f"{config['encoder']!r}, {config['classes']} class(es)): the file was altered or comes from "
+                         f"another program ({str(error).splitlines()[0][:160]})") from None
     return model.to(device).eval(), {key: saved[key] for key in ("epoch", "config", "best", "history")}
 
 

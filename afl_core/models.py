@@ -30,11 +30,53 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PretrainedWeightsWarning", "ENCODERS_3D", "PadToMultiple", "build_model", "resolve_device",
-           "autocast_dtype"]
+__all__ = ["PretrainedWeightsWarning", "ENCODERS_3D", "PadToMultiple", "check_encoder", "load_checkpoint",
+           "build_model", "resolve_device", "autocast_dtype"]
 
 #: Encoders of the 3D U-Net (MONAI FlexibleUNet's ResNet backbones).
 ENCODERS_3D = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
+
+
+def check_encoder(encoder: str, dims: int = 2) -> None:
+    """Raise a ``ValueError`` naming the choices when ``encoder`` does not exist (before any
+    data is loaded): smp's encoder names or ``"tu-<timm model>"`` in 2D, :data:`ENCODERS_3D` in 3D."""
+    if dims == 3:
+        if encoder not in ENCODERS_3D:
+            raise ValueError(f"3D encoder {encoder!r} is not available; choose from {ENCODERS_3D}")
+        return
+    if encoder.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(encoder[3:]):
+            raise ValueError(f"timm has no model {encoder[3:]!r} (from encoder {encoder!r}); list them with "
+                             "timm.list_models(), e.g. 'tu-resnet10t'")
+    elif encoder not in smp.encoders.get_encoder_names():
+        raise ValueError(f"unknown encoder {encoder!r}; e.g. 'resnet50' (the paper's), 'resnet18', 'tu-resnet10t'; "
+                         "all: segmentation_models_pytorch.encoders.get_encoder_names()")
+
+
+def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch")) -> dict:
+    """A checkpoint of :mod:`afl_core.train` read with ``weights_only=True`` (a file from
+    elsewhere cannot run code), on the CPU; a truncated, corrupt or foreign file raises a
+    ``ValueError`` that says what to do (and never suggests ``weights_only=False``)."""
+    import pickle
+    import zipfile
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint of afl_core.train ({reason}): it is truncated (an interrupted "
+            "copy or a full disk), corrupt, or not made by this program. Do not load it with weights_only=False. "
+            "Restore the run folder from a copy, or start the run again with --overwrite") from None
+    missing = [key for key in keys if not isinstance(saved, dict) or key not in saved]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of afl_core.train (it lacks {missing}); "
+                         "start the run again with --overwrite")
+    return saved
+
+
 # The 3D U-Net's encoder halves every axis five times.
 _MULTIPLE_3D = 32
 
@@ -81,8 +123,7 @@ class PadToMultiple(nn.Module):
 
 
 def _unet_3d(encoder: str, encoder_weights: str | None, in_channels: int, classes: int, **unet_kwargs) -> nn.Module:
-    if encoder not in ENCODERS_3D:
-        raise ValueError(f"3D encoder {encoder!r} is not available; choose from {ENCODERS_3D}")
+    check_encoder(encoder, dims=3)
     if encoder_weights is not None:
         raise ValueError(f"3D encoders start from random weights (got encoder_weights={encoder_weights!r}): MONAI's "
                          "pretrained 3D ResNets take one input channel only; use --encoder-weights none")

@@ -78,7 +78,7 @@ from afl_core.data import SliceDataset, VolumeDataset, load_geometry, patient_gr
 from afl_core.evaluate import loss_with_spacing, predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
 from afl_core.metrics import export_csv, overlap_scores
-from afl_core.models import ENCODERS_3D, autocast_dtype, build_model, resolve_device
+from afl_core.models import ENCODERS_3D, autocast_dtype, build_model, check_encoder, load_checkpoint, resolve_device
 
 __all__ = [
     "TrainConfig",
@@ -227,8 +227,7 @@ class TrainConfig:
             self.size = size
         if self.resize and (self.dims != 3 or self.size is None):
             raise ValueError("resize needs dims 3 and a size (D, H, W) to resize to (--dims 3 --size D H W)")
-        if self.dims == 3 and self.encoder not in ENCODERS_3D:
-            raise ValueError(f"3D encoder {self.encoder!r} is not available; choose from {ENCODERS_3D}")
+        check_encoder(self.encoder, self.dims)
         if self.dims == 3 and str(self.encoder_weights).lower() != "none":
             raise ValueError("3D encoders start from random weights: MONAI's pretrained 3D ResNets take one input "
                              f"channel only (got encoder_weights {self.encoder_weights!r}; use --encoder-weights none)")
@@ -527,7 +526,11 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
             print(f"no run in {saved_path.parent} yet: starting one", file=sys.stderr)
             return TrainConfig(**values)
         raise FileNotFoundError(f"cannot resume: {saved_path} does not exist; give --data to start the run")
-    saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
+    try:
+        saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as error:  # not JSON, {}, or settings that no longer validate
+        raise ValueError(f"{saved_path} is not a valid run configuration ({error}); restore it from a copy, "
+                         "or start the run again with --overwrite") from None
     merged = TrainConfig.from_dict(saved.to_dict() | values)
     changed = [f"{k}: {getattr(saved, k)!r} -> {v!r}" for k, v in merged.to_dict().items()
                if k not in _RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)]
@@ -683,8 +686,12 @@ def _restore(run: _Run) -> None:
     if not last_path.is_file():
         return
     # On the CPU: RNG states must stay there; load_state_dict moves the rest to the model's device.
-    last = torch.load(last_path, map_location="cpu", weights_only=True)
-    run.model.load_state_dict(last["model"])
+    last = load_checkpoint(last_path, ("model", "optimizer", "scheduler", "history", "best", "rng", "epoch"))
+    try:
+        run.model.load_state_dict(last["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{last_path} holds weights of another network than this run's ({run.cfg.encoder}): "
+                         f"{str(error).splitlines()[0][:160]}; start the run again with --overwrite") from None
     run.optimizer.load_state_dict(last["optimizer"])
     run.scheduler.load_state_dict(last["scheduler"])
     if run.step.scaler.is_enabled() and last["scaler"]:

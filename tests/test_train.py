@@ -306,3 +306,40 @@ def test_scores_on_other_data_get_their_own_folder(dataset, tmp_path, capsys):
     # the run's own tables are untouched
     assert sorted(pd.read_csv(run / "eval" / "per_case.csv")["case"]) == sorted(own.per_case["case"])
     assert json.loads((run / "eval" / "summary.json").read_text())["data"] == str(dataset)
+
+
+def _cli(dataset: Path, run: Path, *extra: str) -> list[str]:
+    return ["--data", str(dataset), "--out", str(run), "--loss", "afl", "--encoder", ENCODER, "--encoder-weights",
+            "none", "--epochs", "2", "--batch-size", "4", "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("damage", ["zero bytes", "truncated", "garbage", "a pickle"])
+def test_a_damaged_checkpoint_gets_advice_not_a_traceback(dataset, tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    fit(tiny(dataset, run, epochs=1))
+    last = run / "checkpoint_last.pt"
+    content = last.read_bytes()
+    last.write_bytes({"zero bytes": b"", "truncated": content[: len(content) // 2],
+                      "garbage": b"\x00not a checkpoint" * 64}.get(damage, b"cos\nsystem\n(S'echo hi'\ntR."))
+    assert train.main(["--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 1
+    message = capsys.readouterr().err
+    assert "cannot be read as a checkpoint" in message and "--overwrite" in message
+    assert "weights_only=False." in message and "Traceback" not in message  # named as what not to do
+    assert evaluate.main(["--run", str(run), "--checkpoint", "last", "--no-progress"]) == 1
+
+
+@pytest.mark.parametrize("content", ["{not json", "{}"])
+def test_a_broken_config_json_on_resume_gets_advice(dataset, tmp_path, capsys, content):
+    run = tmp_path / "run"
+    fit(tiny(dataset, run, epochs=1))
+    (run / "config.json").write_text(content)
+    assert train.main(["--out", str(run), "--resume", "--no-progress"]) == 1
+    assert "is not a valid run configuration" in capsys.readouterr().err
+
+
+def test_an_unknown_encoder_is_refused_before_the_data_loads(tmp_path, capsys):
+    argv = _cli(tmp_path / "no-such-data", tmp_path / "run")
+    argv[argv.index(ENCODER)] = "resnet9000"
+    assert train.main(argv) == 1
+    assert "unknown encoder 'resnet9000'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
