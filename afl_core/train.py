@@ -74,7 +74,7 @@ from tqdm.auto import tqdm
 
 from afl_core import distributed, recipes
 from afl_core._io import atomic_target, write_json
-from afl_core.data import SliceDataset, VolumeDataset, load_geometry, patient_grouping, split_cases
+from afl_core.data import SliceDataset, VolumeDataset, case_has_lesion, load_geometry, patient_grouping, split_cases
 from afl_core.evaluate import loss_with_spacing, predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
 from afl_core.metrics import export_csv, overlap_scores
@@ -112,6 +112,8 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_dice")
 _SIZE_MULTIPLE = 32
 # On an accelerator the loss is read back (and checked for NaN) every this many steps.
 _GPU_SYNC_EVERY = 25
+#: a training loss this many times its first value (or NaN/Inf) stops the run as diverged
+DIVERGENCE_FACTOR = 1e3
 # Settings that may change when a run is resumed; any other change is refused.
 _RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
 
@@ -424,9 +426,10 @@ def _save(path: Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def _diverged_message(cfg: TrainConfig, epoch: int, step: int, value: float) -> str:
+def _diverged_message(cfg: TrainConfig, epoch: int, step: int, value: float, initial: float | None) -> str:
+    start = f", {value / initial:.3g} times its start {initial:.4g}," if math.isfinite(value) and initial else ""
     return (
-        f"the training loss became {value} at epoch {epoch}, step {step} "
+        f"the training loss became {value:.4g}{start} at epoch {epoch}, step {step} "
         f"(loss {cfg.loss!r}, optimizer {cfg.optimizer!r}, lr {cfg.lr:g}). Lower the learning rate "
         f"(e.g. --lr {cfg.lr / 10:g}), or use --optimizer adam; check that the images hold no NaN/Inf "
         f"(afl_core.data.load_case checks this); on a GPU, try --no-amp. The last good "
@@ -503,6 +506,15 @@ def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
                 (out / name).unlink()
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove what a killed run left half-written (``_io.atomic_target``'s ``.tmp-<id>-<name>``
+    of the run's own files, a full-size checkpoint each): the files under their final names
+    are complete, and a resumed run restarts after the last complete checkpoint."""
+    for name in _RUN_FILES:
+        for stale in out.glob(f".tmp-*-{name}"):
+            stale.unlink(missing_ok=True)
+
+
 def _completed_epochs(out: Path) -> int:
     history = out / "history.csv"
     return len(pd.read_csv(history)) if history.is_file() and history.stat().st_size else 0
@@ -577,6 +589,8 @@ class _Run:
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=lambda: {"epoch": 0, "val_dice": -math.inf})
     first_epoch: int = 1
+    #: the first training loss the run saw (the yardstick of divergence)
+    initial_loss: float | None = None
 
 
 def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: bool = False,
@@ -593,10 +607,13 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
     :func:`_train_epoch` and :func:`_end_epoch` (validation, history, checkpoints).
 
     Raises:
-        TrainingDiverged: the loss became NaN/Inf (the message says what to change).
+        TrainingDiverged: the loss became NaN/Inf or DIVERGENCE_FACTOR times its first value
+            (the message says what to change).
         GPUOutOfMemory: CUDA ran out of memory (the message says what to change).
     """
     cfg = _resolve_config(config, resume, overrides, overwrite)
+    if os.environ.get("RANK", "0") == "0":
+        _remove_stale_temporaries(Path(cfg.out))
     if cfg.recipe is not None:
         print(recipes.describe(cfg.recipe, cfg))
     run = _build_run(cfg)
@@ -652,6 +669,11 @@ def _build_run(cfg: TrainConfig) -> _Run:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_set, val_set, size, split = _datasets(cfg)
+    if world.main and not any(case_has_lesion(cfg.data, case) for case in split["val_cases"]):
+        print(f"warning: none of the {len(split['val_cases'])} validation case(s) has a lesion: the validation "
+              "Dice only says whether the network stays silent (1 if it predicts nothing, 0 otherwise), and the "
+              "best checkpoint is picked on that; use a dataset with lesion cases, or another --split-seed / "
+              "--val-fraction", file=sys.stderr)
     # A last batch of one slice cannot train batch normalisation: drop the remainder
     # (fewer items than a batch, drawn anew each epoch).
     drop_last = len(train_set) > cfg.batch_size
@@ -731,8 +753,10 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, int, int, float]:
         if index % sync_every == 0 or index == len(loader):
             # The only host sync of the epoch loop: NaN check (on every rank alike) and progress display.
             mean = distributed.sum_over_ranks(loss_sum).item() / (seen * world.size)
-            if not math.isfinite(mean):
-                raise TrainingDiverged(_diverged_message(cfg, epoch, index, mean))
+            if run.initial_loss is None:
+                run.initial_loss = run.history[0]["train_loss"] if run.history else mean
+            if not math.isfinite(mean) or mean > DIVERGENCE_FACTOR * max(run.initial_loss, 1e-3):
+                raise TrainingDiverged(_diverged_message(cfg, epoch, index, mean, run.initial_loss))
             bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
     return distributed.sum_over_ranks(loss_sum), seen * world.size, skipped, started
 

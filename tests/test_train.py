@@ -343,3 +343,32 @@ def test_an_unknown_encoder_is_refused_before_the_data_loads(tmp_path, capsys):
     assert train.main(argv) == 1
     assert "unknown encoder 'resnet9000'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_exploding_loss_stops_as_diverged(dataset, tmp_path, capsys):
+    # Adam at lr 1e6 keeps finite numbers far beyond the start: NaN checks alone let it "succeed"
+    argv = _cli(dataset, tmp_path / "run", "--optimizer", "adam", "--lr", "1e6", "--epochs", "3")
+    argv[argv.index("afl")] = "ce"
+    assert train.main(argv) == 1
+    message = capsys.readouterr().err
+    assert "times its start" in message and "Lower the learning rate" in message
+
+
+def test_validation_without_lesions_is_named(tmp_path, capsys):
+    empty = make_dataset(tmp_path / "empty", 3, seed=1, shape=(4, 32, 32), lesion_radius=(2.0, 4.0),
+                         empty_fraction=1.0, progress=False)
+    fit(tiny(empty, tmp_path / "run", epochs=1))
+    assert "none of the 1 validation case(s) has a lesion" in capsys.readouterr().err
+
+
+def test_temporaries_of_a_killed_run_are_removed_on_the_next_start(dataset, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny(dataset, run, epochs=1))
+    stale = [run / ".tmp-0123456789ab-checkpoint_last.pt", run / ".tmp-ba9876543210-history.csv"]
+    for path in stale:
+        path.write_bytes(b"half written")
+    kept = run / ".tmp-notes.txt"
+    kept.write_text("not ours")
+    fit(resume=True, out=run, epochs=2)
+    assert not any(path.exists() for path in stale) and kept.exists()
+    assert len(pd.read_csv(run / "history.csv")) == 2
