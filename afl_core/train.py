@@ -562,7 +562,9 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
 
 
 def _same_setting(name: str, a: Any, b: Any) -> bool:
-    if name in ("data", "out"):  # the same folder, however it is spelled
+    if name == "out":  # the run is where its config.json was read: a moved or copied run resumes
+        return True
+    if name == "data":  # the same folder, however it is spelled
         return Path(a).resolve() == Path(b).resolve()
     return a == b
 

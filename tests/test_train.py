@@ -372,3 +372,11 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_start(dataset, tmp_
     fit(resume=True, out=run, epochs=2)
     assert not any(path.exists() for path in stale) and kept.exists()
     assert len(pd.read_csv(run / "history.csv")) == 2
+
+
+def test_a_moved_run_folder_resumes(dataset, tmp_path):
+    fit(tiny(dataset, tmp_path / "run", epochs=1))
+    (tmp_path / "run").rename(tmp_path / "moved")
+    result = fit(resume=True, out=tmp_path / "moved", epochs=2)
+    assert len(result.history) == 2
+    assert json.loads((tmp_path / "moved" / "config.json").read_text())["out"] == str(tmp_path / "moved")
