@@ -475,3 +475,18 @@ def test_volume_augmentation_is_seeded_and_moves_image_and_label_together(tmp_pa
         assert int(item["label"].sum()) == int(label.sum())
         img = item["image"][0]
         assert torch.equal(img > (img.max() + img.min()) / 2, item["label"][0].bool())
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_header_that_claims_a_terabyte_is_refused_before_reading(tmp_path, suffix):
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float64)
+    header.set_data_shape((32767, 32767, 256))  # 2 TiB of float64
+    header["vox_offset"] = 352
+    payload = header.binaryblock + b"\0" * 4 + b"\0" * 4096
+    path = tmp_path / f"forged{suffix}"
+    path.write_bytes(gzip.compress(payload) if suffix.endswith(".gz") else payload)
+    with pytest.raises(ValueError, match=r"forged\.nii.*claims .*2\.05e\+03 GiB.*truncated or forged"):
+        D.layout._read_nifti(path, "a test volume")

@@ -300,9 +300,26 @@ def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
         ) from err
 
 
+#: gzip cannot shrink data more than about 1032 to 1: a header that claims more is lying
+_MAX_GZIP_RATIO = 1100
+
+
+def _check_claimed_size(path: Path, image: nib.Nifti1Image) -> None:
+    """Refuse a header whose voxel count cannot fit in the file, before a single voxel is
+    read (a forged header could otherwise ask for a terabyte of memory)."""
+    claimed = int(np.prod(image.shape, dtype=np.float64)) * image.get_data_dtype().itemsize
+    available = path.stat().st_size
+    limit = available * _MAX_GZIP_RATIO if path.name.endswith(".gz") else available
+    if claimed > limit:
+        raise ValueError(f"{path}: its header claims {image.shape} voxels ({claimed / 2**30:.3g} GiB), more than "
+                         f"a {available / 2**20:.3g} MiB file can hold; the file is truncated or forged: write or "
+                         "download it again")
+
+
 def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Array (3D), affine and spacing of one NIfTI file, with errors that name the file."""
     image = _open_nifti(path, what)
+    _check_claimed_size(path, image)
     try:
         data = np.asanyarray(image.dataobj)
     except _READ_ERRORS as err:
