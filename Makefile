@@ -29,6 +29,7 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Rewrites files in place (the configuration is pyproject.toml's [tool.ruff]).
 format: $(STAMP)

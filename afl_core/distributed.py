@@ -50,8 +50,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-__all__ = ["World", "launched", "init", "cleanup", "wrap", "ShardedSampler", "sum_over_ranks", "any_rank",
-           "spawn"]
+__all__ = ["World", "launched", "init", "cleanup", "wrap", "ShardedSampler", "sum_over_ranks", "any_rank", "spawn"]
 
 # Rank 0 validates (and writes checkpoints) while the others wait at their next collective
 # call: long enough for the validation of a large dataset.
@@ -85,8 +84,10 @@ class World:
     def per_rank_batch(self, batch_size: int) -> int:
         """``batch_size / size``: each rank's share of the global batch."""
         if batch_size % self.size:
-            raise ValueError(f"the batch size {batch_size} (the global batch) does not divide over {self.size} "
-                             f"processes: use a multiple of {self.size} (each process takes batch size / processes)")
+            raise ValueError(
+                f"the batch size {batch_size} (the global batch) does not divide over {self.size} "
+                f"processes: use a multiple of {self.size} (each process takes batch size / processes)"
+            )
         return batch_size // self.size
 
 
@@ -106,8 +107,10 @@ def init(device: torch.device) -> World:
     rank, size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"process {rank} needs GPU {local_rank} but {torch.cuda.device_count()} are visible: "
-                             "start at most one process per GPU (torchrun --nproc_per_node)")
+            raise ValueError(
+                f"process {rank} needs GPU {local_rank} but {torch.cuda.device_count()} are visible: "
+                "start at most one process per GPU (torchrun --nproc_per_node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
@@ -160,8 +163,10 @@ class ShardedSampler(Sampler[int]):
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         World(rank, world_size).per_rank_batch(batch_size)  # divisibility, with its message
         if len(base) < batch_size:
-            raise ValueError(f"{len(base)} training items per epoch are fewer than one global batch of "
-                             f"{batch_size}: lower the batch size or train on one process")
+            raise ValueError(
+                f"{len(base)} training items per epoch are fewer than one global batch of "
+                f"{batch_size}: lower the batch size or train on one process"
+            )
         self.base, self.batch_size, self.rank, self.world_size = base, batch_size, rank, world_size
 
     def __len__(self) -> int:
@@ -170,7 +175,7 @@ class ShardedSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         indices = list(self.base)
         usable = len(indices) // self.batch_size * self.batch_size
-        return iter(indices[self.rank:usable:self.world_size])
+        return iter(indices[self.rank : usable : self.world_size])
 
 
 def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
@@ -198,11 +203,18 @@ def spawn(fn: Callable, world_size: int, args: Sequence = ()) -> None:
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    torch.multiprocessing.start_processes(_run_as_rank, args=(fn, world_size, port, tuple(args)), nprocs=world_size,
-                                          start_method="spawn")
+    torch.multiprocessing.start_processes(
+        _run_as_rank, args=(fn, world_size, port, tuple(args)), nprocs=world_size, start_method="spawn"
+    )
 
 
 def _run_as_rank(rank: int, fn: Callable, world_size: int, port: int, args: tuple) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     fn(*args)

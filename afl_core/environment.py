@@ -18,13 +18,29 @@ import torch
 from afl_core.models import resolve_device
 
 __all__ = [
-    "print_config", "choose", "data_root", "in_colab", "check_close", "real_examples_dir", "REAL_EXAMPLE_FILES",
+    "print_config",
+    "choose",
+    "data_root",
+    "in_colab",
+    "check_close",
+    "real_examples_dir",
+    "REAL_EXAMPLE_FILES",
 ]
 
 T = TypeVar("T")
 
-_PACKAGES = ("torch", "torchvision", "segmentation_models_pytorch", "numpy", "scipy", "nibabel",
-             "pandas", "matplotlib", "ipywidgets", "papermill")
+_PACKAGES = (
+    "torch",
+    "torchvision",
+    "segmentation_models_pytorch",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "pandas",
+    "matplotlib",
+    "ipywidgets",
+    "papermill",
+)
 
 
 def in_colab() -> bool:

@@ -66,8 +66,9 @@ def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits[:, -1:].float())
 
 
-def loss_with_spacing(loss_fn: nn.Module, logits: torch.Tensor, target: torch.Tensor,
-                      spacing: torch.Tensor | None) -> torch.Tensor:
+def loss_with_spacing(
+    loss_fn: nn.Module, logits: torch.Tensor, target: torch.Tensor, spacing: torch.Tensor | None
+) -> torch.Tensor:
     """``loss_fn(logits, target)``, with ``spacing=`` (moved to the logits' device) when the
     loss uses it (its ``uses_spacing`` attribute is true) and a spacing is known."""
     if spacing is not None and getattr(loss_fn, "uses_spacing", False):
@@ -99,14 +100,15 @@ def predict_cases(
     channel (a two-output network's background is channel 0, its lesion channel 1).
     """
     if dataset.augmentation is not None:
-        raise ValueError("predict on a SliceDataset built with augment=False: augmented slices "
-                         "would not line up with the case's grid")
+        raise ValueError(
+            "predict on a SliceDataset built with augment=False: augmented slices "
+            "would not line up with the case's grid"
+        )
     cases = list(dataset.cases if cases is None else cases)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     items = [i for case in cases for i in dataset.case_items(case)]
-    loader = DataLoader(Subset(dataset, items), batch_size=batch_size, shuffle=False,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(Subset(dataset, items), batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda")
     parts: dict[str, dict[int, np.ndarray]] = {case: {} for case in cases}
     loss_sum = torch.zeros((), device=device)
     loss_count = torch.zeros((), device=device)
@@ -138,27 +140,37 @@ def predict_volume(model: nn.Module, dataset: SliceDataset | VolumeDataset, case
     return predict_cases(model, dataset, [case], **kwargs)[0][case]
 
 
-def load_model(run_dir: str | Path, checkpoint: str = "best",
-               device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+def load_model(
+    run_dir: str | Path, checkpoint: str = "best", device: torch.device | str = "cpu"
+) -> tuple[nn.Module, dict]:
     """The network of a run from ``checkpoint_{checkpoint}.pt`` (``"best"`` or ``"last"``),
     in eval mode on ``device``, and the checkpoint's metadata (``epoch``, ``config``,
     ``best``, ``history``)."""
     path = Path(run_dir) / f"checkpoint_{checkpoint}.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a training run folder "
-                                "(python -m afl_core.train ... --out RUN) with at least one epoch done?")
+        raise FileNotFoundError(
+            f"{path} does not exist: is {run_dir} a training run folder "
+            "(python -m afl_core.train ... --out RUN) with at least one epoch done?"
+        )
     # On the CPU: a last checkpoint also holds optimiser state, which evaluation never needs.
     saved = load_checkpoint(path, ("model", "config", "epoch", "best", "history"))
     config = saved["config"]
     # The weights come from the checkpoint: no need to fetch pretrained ones.
-    model = build_model(config["encoder"], None, in_channels=config["in_channels"], classes=config["classes"],
-                        dims=config.get("dims", 2))
+    model = build_model(
+        config["encoder"],
+        None,
+        in_channels=config["in_channels"],
+        classes=config["classes"],
+        dims=config.get("dims", 2),
+    )
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as error:
-        raise ValueError(f"the weights in {path} do not fit the network its own config describes (encoder "
-                         f"{config['encoder']!r}, {config['classes']} class(es)): the file was altered or comes from "
-                         f"another program ({str(error).splitlines()[0][:160]})") from None
+        raise ValueError(
+            f"the weights in {path} do not fit the network its own config describes (encoder "
+            f"{config['encoder']!r}, {config['classes']} class(es)): the file was altered or comes from "
+            f"another program ({str(error).splitlines()[0][:160]})"
+        ) from None
     return model.to(device).eval(), {key: saved[key] for key in ("epoch", "config", "best", "history")}
 
 
@@ -226,21 +238,32 @@ def evaluate_run(
     root = Path(data) if data is not None else Path(config["data"])
     if data is not None and not _same_data(root, config["data"]):
         grid = config.get("slice_size") or config.get("volume_size")
-        print(f"note: scoring on {root}, not the run's training data ({config['data']}): every case is "
-              f"cropped or padded to the training grid {grid} before prediction", file=sys.stderr)
+        print(
+            f"note: scoring on {root}, not the run's training data ({config['data']}): every case is "
+            f"cropped or padded to the training grid {grid} before prediction",
+            file=sys.stderr,
+        )
     if cases is None:
         cases = list_cases(root) if data is not None else config["val_cases"]
     dataset = _dataset(config, root, cases)
     amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
 
     per_case, per_lesion = evaluate_cases(
-        _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress)
+        _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
+    )
     name = config["loss"] + (f"-{config['variant']}" if config.get("variant") else "")
     means = results_table({name: per_case}).iloc[0]
     summary = {
-        "run": str(run_dir), "loss": config["loss"], "variant": config.get("variant"),
-        "encoder": config["encoder"], "checkpoint": checkpoint, "epoch": saved["epoch"],
-        "data": str(root), "training_data": config["data"], "cases": list(dataset.cases), "threshold": threshold,
+        "run": str(run_dir),
+        "loss": config["loss"],
+        "variant": config.get("variant"),
+        "encoder": config["encoder"],
+        "checkpoint": checkpoint,
+        "epoch": saved["epoch"],
+        "data": str(root),
+        "training_data": config["data"],
+        "cases": list(dataset.cases),
+        "threshold": threshold,
         "dims": config.get("dims", 2),
         "grid": "resized" if config.get("resize") else "original",
         "paper_protocol_background": "network channel 0" if config["classes"] == 2 else "1 - p",
@@ -254,14 +277,18 @@ def evaluate_run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m afl_core.evaluate",
-                                description="Score a training run per case in 3D, under the standard and the "
-                                            "authors' soft protocol.")
+    p = argparse.ArgumentParser(
+        prog="python -m afl_core.evaluate",
+        description="Score a training run per case in 3D, under the standard and the authors' soft protocol.",
+    )
     p.add_argument("--run", required=True, help="run folder written by python -m afl_core.train")
     p.add_argument("--data", help="dataset to evaluate on (default: the run's)")
     p.add_argument("--cases", nargs="+", help="case ids (default: the run's validation cases, or all of --data)")
-    p.add_argument("--checkpoint", choices=("best", "last"),
-                   help="default: last on the run's validation cases (best was picked on them), else best")
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        help="default: last on the run's validation cases (best was picked on them), else best",
+    )
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
@@ -269,9 +296,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
     try:
-        result = evaluate_run(args.run, data=args.data, cases=args.cases, checkpoint=args.checkpoint,
-                              threshold=args.threshold, device=args.device, batch_size=args.batch_size,
-                              out_dir=args.out, progress=args.progress)
+        result = evaluate_run(
+            args.run,
+            data=args.data,
+            cases=args.cases,
+            checkpoint=args.checkpoint,
+            threshold=args.threshold,
+            device=args.device,
+            batch_size=args.batch_size,
+            out_dir=args.out,
+            progress=args.progress,
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

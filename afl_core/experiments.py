@@ -91,10 +91,28 @@ ARMS: dict[str, tuple[str, str | None, dict]] = {
     "afl_gamma_2": ("afl", "paper", {"gamma": 2.0}),
 }
 STUDIES: dict[str, list[str]] = {
-    "comparison": ["ce", "dice", "iou", "tversky", "focal", "dice_ce", "dice_focal", "afl", "afl_reference",
-                   "afl_scale_aware"],
-    "ablation": ["afl", "afl_gamma_va_only", "afl_gamma_msa_only", "afl_alpha_only", "afl_alpha_half",
-                 "afl_gamma_2", "afl_reference", "afl_scale_aware"],
+    "comparison": [
+        "ce",
+        "dice",
+        "iou",
+        "tversky",
+        "focal",
+        "dice_ce",
+        "dice_focal",
+        "afl",
+        "afl_reference",
+        "afl_scale_aware",
+    ],
+    "ablation": [
+        "afl",
+        "afl_gamma_va_only",
+        "afl_gamma_msa_only",
+        "afl_alpha_only",
+        "afl_alpha_half",
+        "afl_gamma_2",
+        "afl_reference",
+        "afl_scale_aware",
+    ],
 }
 PER_CASE_COLUMNS = ("loss", "seed", "case", "dice", "iou", "hd95_mm", "lesion_f1", "paper_dice", "paper_iou")
 HISTORY_COLUMNS = ("loss", "seed", "epoch", "train_loss", "val_loss", "val_dice")
@@ -145,9 +163,12 @@ def tutorial_settings(
     """
     on_gpu = resolve_device(device).type == "cuda"
     return dict(
-        data=str(data), device=device, progress=False,
-        encoder=choose(encoder, gpu="resnet50", cpu="tu-resnet10t", quick="tu-mobilenetv3_small_050",
-                       on_gpu=on_gpu, is_quick=quick),
+        data=str(data),
+        device=device,
+        progress=False,
+        encoder=choose(
+            encoder, gpu="resnet50", cpu="tu-resnet10t", quick="tu-mobilenetv3_small_050", on_gpu=on_gpu, is_quick=quick
+        ),
         encoder_weights=choose(encoder_weights, gpu="imagenet", cpu="none", on_gpu=on_gpu),
         epochs=choose(epochs, gpu=30, cpu=12, quick=2, on_gpu=on_gpu, is_quick=quick),
         batch_size=choose(batch_size, gpu=16, cpu=8, on_gpu=on_gpu),
@@ -189,11 +210,14 @@ def train_arms(arms: Sequence[str], seeds: Sequence[int], runs: str | Path, **se
     for seed in seeds:
         for arm in arms:
             out = run_folder(runs, arm, seed)
-            result = fit(arm_config(arm, **settings, seed=int(seed), out=str(out)),
-                         resume=(out / "config.json").is_file())
+            result = fit(
+                arm_config(arm, **settings, seed=int(seed), out=str(out)), resume=(out / "config.json").is_file()
+            )
             last = result.history.iloc[-1]
-            print(f"{arm:<18s} seed {seed}: {len(result.history)} epochs, train loss {last['train_loss']:.4f}, "
-                  f"validation Dice {last['val_dice']:.3f} (last epoch), {result.history['seconds'].sum():.0f} s")
+            print(
+                f"{arm:<18s} seed {seed}: {len(result.history)} epochs, train loss {last['train_loss']:.4f}, "
+                f"validation Dice {last['val_dice']:.3f} (last epoch), {result.history['seconds'].sum():.0f} s"
+            )
             histories.append(result.history.assign(loss=arm, seed=int(seed)))
     return _history_columns_first(pd.concat(histories, ignore_index=True))
 
@@ -205,8 +229,12 @@ def _history_columns_first(history: pd.DataFrame) -> pd.DataFrame:
 def _finished_runs(runs: Path, arms: Iterable[str] | None) -> Iterator[tuple[str, int, Path]]:
     for folder in sorted(runs.iterdir()) if runs.is_dir() else []:
         match = _RUN_NAME.fullmatch(folder.name)
-        if match and match["arm"] in ARMS and (arms is None or match["arm"] in arms) \
-                and (folder / "checkpoint_last.pt").is_file():
+        if (
+            match
+            and match["arm"] in ARMS
+            and (arms is None or match["arm"] in arms)
+            and (folder / "checkpoint_last.pt").is_file()
+        ):
             yield match["arm"], int(match["seed"]), folder
 
 
@@ -229,8 +257,9 @@ class Study:
         return [a for a in order if a in found] + [a for a in found if a not in order]
 
 
-def evaluate_arms(runs: str | Path, arms: Iterable[str] | None = None, *, device: str = "auto",
-                  name: str = "runs") -> Study:
+def evaluate_arms(
+    runs: str | Path, arms: Iterable[str] | None = None, *, device: str = "auto", name: str = "runs"
+) -> Study:
     """Score every finished ``<arm>-seed<k>`` run in ``runs`` on its validation cases
     (:func:`afl_core.evaluate.evaluate_run`: the last epoch's weights, 3D per case; it
     also writes ``RUN/eval/``) into the tables :func:`load_study` reads."""
@@ -239,8 +268,10 @@ def evaluate_arms(runs: str | Path, arms: Iterable[str] | None = None, *, device
     runs = Path(runs)
     found = list(_finished_runs(runs, None if arms is None else set(arms)))
     if not found:
-        raise FileNotFoundError(f"no finished <arm>-seed<k> run in {runs}: train them first "
-                                "(notebook 04, or afl_core.experiments.train_arms)")
+        raise FileNotFoundError(
+            f"no finished <arm>-seed<k> run in {runs}: train them first "
+            "(notebook 04, or afl_core.experiments.train_arms)"
+        )
     per_case, history = [], []
     for arm, seed, folder in found:
         scores = evaluate_run(folder, device=device, progress=False).per_case
@@ -248,15 +279,21 @@ def evaluate_arms(runs: str | Path, arms: Iterable[str] | None = None, *, device
         history.append(pd.read_csv(folder / "history.csv").assign(loss=arm, seed=seed))
     table = pd.concat(per_case, ignore_index=True)
     table = table[list(PER_CASE_COLUMNS) + [c for c in table if c not in PER_CASE_COLUMNS]]
-    return Study(name, table, _history_columns_first(pd.concat(history, ignore_index=True)),
-                 {"runs": str(runs), "arms": sorted({a for a, _, _ in found})}, str(runs))
+    return Study(
+        name,
+        table,
+        _history_columns_first(pd.concat(history, ignore_index=True)),
+        {"runs": str(runs), "arms": sorted({a for a, _, _ in found})},
+        str(runs),
+    )
 
 
 # --------------------------------------------------------------------------- committed studies
 
 
-def results_dir(study: str, root: str | Path | None = None,
-                cache: str | Path = "~/.cache/afl-tutorial/results") -> Path:
+def results_dir(
+    study: str, root: str | Path | None = None, cache: str | Path = "~/.cache/afl-tutorial/results"
+) -> Path:
     """Folder holding the tables of ``study`` (:data:`_RESULT_FILES`): ``root/<study>`` when
     ``root`` is given (e.g. the ``--results`` of a re-run benchmark); otherwise the
     repository's ``results/<study>`` in a clone, or (an installed package, e.g. on Colab)
@@ -289,29 +326,42 @@ def load_study(study: str, root: str | Path | None = None) -> Study:
     folder = results_dir(study, root)
     missing = [name for name in _RESULT_FILES if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder} lacks {missing}: make them with benchmarks/compare_losses.py "
-                                "(the command is in the README)")
+        raise FileNotFoundError(
+            f"{folder} lacks {missing}: make them with benchmarks/compare_losses.py (the command is in the README)"
+        )
     per_case = pd.read_csv(folder / "per_case.csv")
     history = pd.read_csv(folder / "history.csv")
-    for name, table, needed in (("per_case.csv", per_case, PER_CASE_COLUMNS),
-                                ("history.csv", history, HISTORY_COLUMNS)):
+    for name, table, needed in (
+        ("per_case.csv", per_case, PER_CASE_COLUMNS),
+        ("history.csv", history, HISTORY_COLUMNS),
+    ):
         absent = [c for c in needed if c not in table]
         if absent:
-            raise ValueError(f"{folder / name} lacks columns {absent}; it was not written by "
-                             "benchmarks/compare_losses.py")
+            raise ValueError(
+                f"{folder / name} lacks columns {absent}; it was not written by benchmarks/compare_losses.py"
+            )
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     return Study(study, per_case, history, config, str(folder))
 
 
-def make_study_data(root: str | Path, *, cases: int = 40, depth: int = 8, size: int = 64,
-                    progress: bool = False) -> Path:
+def make_study_data(
+    root: str | Path, *, cases: int = 40, depth: int = 8, size: int = 64, progress: bool = False
+) -> Path:
     """The synthetic dataset of the committed studies (``benchmarks/compare_losses.py``):
     ``cases`` volumes of ``depth x size x size`` voxels, small lesions (radius 1.5 voxels
     to 10 % of ``size``), 15 % lesion-free cases, seed 0. Returns its folder."""
     from afl_core.synthetic import make_dataset
 
-    return make_dataset(root, cases, seed=0, shape=(depth, size, size), lesion_radius=(1.5, 0.1 * size),
-                        irregularity=(0.0, 0.6), empty_fraction=0.15, progress=progress)
+    return make_dataset(
+        root,
+        cases,
+        seed=0,
+        shape=(depth, size, size),
+        lesion_radius=(1.5, 0.1 * size),
+        irregularity=(0.0, 0.6),
+        empty_fraction=0.15,
+        progress=progress,
+    )
 
 
 # --------------------------------------------------------------------------- seeds and cases
@@ -336,7 +386,8 @@ def protocol_effects(per_case: pd.DataFrame) -> pd.DataFrame:
         gap = df["paper_dice"] - df["dice"]
         lesion = df["target_voxels"] > 0
         rows[arm] = {
-            "standard DSC": df["dice"].mean(), "soft lesion Dice": df["paper_dice_foreground"].mean(),
+            "standard DSC": df["dice"].mean(),
+            "soft lesion Dice": df["paper_dice_foreground"].mean(),
             "paper DSC": df["paper_dice"].mean(),
             "softness": (df["paper_dice_foreground"] - df["dice"]).mean(),
             "background": (df["paper_dice"] - df["paper_dice_foreground"]).mean(),
@@ -380,8 +431,9 @@ def confident_logits(target: torch.Tensor, p_t: float | tuple[float, float], cha
             raise ValueError(f"p_t must lie strictly between 0 and 1, got {p_t}")
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
-    fg = torch.where(target > 0, math.log(p_lesion / (1.0 - p_lesion)),
-                     -math.log(p_background / (1.0 - p_background))).float()
+    fg = torch.where(
+        target > 0, math.log(p_lesion / (1.0 - p_lesion)), -math.log(p_background / (1.0 - p_background))
+    ).float()
     return fg if channels == 1 else torch.cat([-fg, fg], dim=1)
 
 
@@ -393,13 +445,16 @@ def _per_voxel_loss(arm: str) -> AdaptiveFocalLoss:
     # ce = 2 x (alpha 0.5, gamma 0) and focal = 2 x (alpha 0.5, gamma 2).
     fixed = {"ce": 0.0, "focal": 2.0}
     if loss not in fixed:
-        raise ValueError(f"arm {arm!r}: {loss!r} has no per-voxel loss (overlap losses are defined per batch); "
-                         f"use an A-FL arm, 'ce' or 'focal'")
+        raise ValueError(
+            f"arm {arm!r}: {loss!r} has no per-voxel loss (overlap losses are defined per batch); "
+            f"use an A-FL arm, 'ce' or 'focal'"
+        )
     return AdaptiveFocalLoss("paper", alpha=0.5, gamma=fixed[loss], reduction="none", check_values=False)
 
 
-def voxel_losses(arm: str, target: torch.Tensor, p_t: float | tuple[float, float],
-                 spacing: torch.Tensor | None = None) -> torch.Tensor:
+def voxel_losses(
+    arm: str, target: torch.Tensor, p_t: float | tuple[float, float], spacing: torch.Tensor | None = None
+) -> torch.Tensor:
     """The loss of ``arm`` on every voxel of the batch ``target`` ``(N, 1, *S)`` when the
     network gives the true class probability ``p_t`` (:func:`confident_logits`),
     shaped like ``target`` (``variant="reference"``: its two channels summed per voxel).
@@ -424,7 +479,7 @@ def training_batches(dataset: SliceDataset, epochs: Sequence[int], batch_size: i
     for epoch in epochs:
         order = list(dataset.sampler(epoch))
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            items = [dataset[i] for i in order[start:start + batch_size]]
+            items = [dataset[i] for i in order[start : start + batch_size]]
             batch = {"label": torch.stack([item["label"] for item in items])}
             if "spacing" in items[0]:
                 batch["spacing"] = torch.stack([torch.as_tensor(item["spacing"]) for item in items])
@@ -460,23 +515,24 @@ def loss_shares(arm: str, batches: Iterable[dict], p_t: float | tuple[float, flo
     if whole == 0:
         raise ValueError(f"arm {arm!r}: no loss in the batches given (no batch, or every one skipped)")
     shares = {part: value / whole for part, value in totals.items()}
-    ratio = (np.mean(per_slice[False]) / np.mean(per_slice[True])
-             if per_slice[False] and per_slice[True] else math.nan)
+    ratio = np.mean(per_slice[False]) / np.mean(per_slice[True]) if per_slice[False] and per_slice[True] else math.nan
     return shares | {"empty / lesion slice": float(ratio), "skipped batches": skipped}
 
 
 # --------------------------------------------------------------------------- figures
 
 
-def plot_runs(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss", "val_dice"),
-              labels: Mapping[str, str] | None = None) -> plt.Figure:
+def plot_runs(
+    history: pd.DataFrame, metrics: Sequence[str] = ("train_loss", "val_dice"), labels: Mapping[str, str] | None = None
+) -> plt.Figure:
     """Training curves of arms x seeds: one panel per metric, a thin line per seed and a
     thick one for the mean over seeds, one colour per arm. ``labels`` name the y axes."""
-    labels = {"train_loss": "training loss (mean over the epoch's batches)",
-              "val_loss": "validation loss (mean over slices)",
-              "val_dice": "validation Dice (mean over cases)"} | dict(labels or {})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), layout="constrained",
-                             squeeze=False)
+    labels = {
+        "train_loss": "training loss (mean over the epoch's batches)",
+        "val_loss": "validation loss (mean over slices)",
+        "val_dice": "validation Dice (mean over cases)",
+    } | dict(labels or {})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), layout="constrained", squeeze=False)
     arms = list(dict.fromkeys(history["loss"]))
     colours = plt.get_cmap("tab10")
     for ax, metric in zip(axes[0], metrics):
@@ -485,8 +541,13 @@ def plot_runs(history: pd.DataFrame, metrics: Sequence[str] = ("train_loss", "va
             for _, run in runs.groupby("seed"):
                 ax.plot(run["epoch"], run[metric], color=colours(i % 10), lw=0.7, alpha=0.5)
             mean = runs.groupby("epoch")[metric].mean()
-            ax.plot(mean.index, mean.to_numpy(), color=colours(i % 10), lw=2,
-                    label=f"{arm} (mean of {runs['seed'].nunique()} seeds)")
+            ax.plot(
+                mean.index,
+                mean.to_numpy(),
+                color=colours(i % 10),
+                lw=2,
+                label=f"{arm} (mean of {runs['seed'].nunique()} seeds)",
+            )
         ax.set(xlabel="epoch", ylabel=labels.get(metric, metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -519,12 +580,24 @@ def plot_comparisons(table: pd.DataFrame, *, ax: Axes | None = None, xlabel: str
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 0.35 * len(table) + 1.2), layout="constrained")
     y = np.arange(len(table))[::-1]
-    ax.errorbar(table["mean_diff"], y, xerr=[table["mean_diff"] - table["low"], table["high"] - table["mean_diff"]],
-                fmt="none", ecolor="tab:blue", capsize=3)
+    ax.errorbar(
+        table["mean_diff"],
+        y,
+        xerr=[table["mean_diff"] - table["low"], table["high"] - table["mean_diff"]],
+        fmt="none",
+        ecolor="tab:blue",
+        capsize=3,
+    )
     significant = table["p_adjusted"].to_numpy() < 0.05
     ax.plot(table["mean_diff"][significant], y[significant], "o", color="tab:blue", label="adjusted p < 0.05")
-    ax.plot(table["mean_diff"][~significant], y[~significant], "o", mfc="white", color="tab:blue",
-            label="adjusted p >= 0.05")
+    ax.plot(
+        table["mean_diff"][~significant],
+        y[~significant],
+        "o",
+        mfc="white",
+        color="tab:blue",
+        label="adjusted p >= 0.05",
+    )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, table.index, fontsize=8)
     ax.set_xlabel(xlabel)

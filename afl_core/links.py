@@ -79,6 +79,5 @@ def raw_url(path: str) -> str:
 def badges_markdown(notebook: str) -> str:
     """The two badges placed under each notebook's title."""
     return (
-        f"[![Open In Colab]({COLAB_BADGE})]({colab_url(notebook)}) "
-        f"[![Binder]({BINDER_BADGE})]({binder_url(notebook)})"
+        f"[![Open In Colab]({COLAB_BADGE})]({colab_url(notebook)}) [![Binder]({BINDER_BADGE})]({binder_url(notebook)})"
     )

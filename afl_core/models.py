@@ -30,8 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PretrainedWeightsWarning", "ENCODERS_3D", "PadToMultiple", "check_encoder", "load_checkpoint",
-           "build_model", "resolve_device", "autocast_dtype"]
+__all__ = [
+    "PretrainedWeightsWarning",
+    "ENCODERS_3D",
+    "PadToMultiple",
+    "check_encoder",
+    "load_checkpoint",
+    "build_model",
+    "resolve_device",
+    "autocast_dtype",
+]
 
 #: Encoders of the 3D U-Net (MONAI FlexibleUNet's ResNet backbones).
 ENCODERS_3D = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet200")
@@ -48,11 +56,15 @@ def check_encoder(encoder: str, dims: int = 2) -> None:
         import timm
 
         if not timm.is_model(encoder[3:]):
-            raise ValueError(f"timm has no model {encoder[3:]!r} (from encoder {encoder!r}); list them with "
-                             "timm.list_models(), e.g. 'tu-resnet10t'")
+            raise ValueError(
+                f"timm has no model {encoder[3:]!r} (from encoder {encoder!r}); list them with "
+                "timm.list_models(), e.g. 'tu-resnet10t'"
+            )
     elif encoder not in smp.encoders.get_encoder_names():
-        raise ValueError(f"unknown encoder {encoder!r}; e.g. 'resnet50' (the paper's), 'resnet18', 'tu-resnet10t'; "
-                         "all: segmentation_models_pytorch.encoders.get_encoder_names()")
+        raise ValueError(
+            f"unknown encoder {encoder!r}; e.g. 'resnet50' (the paper's), 'resnet18', 'tu-resnet10t'; "
+            "all: segmentation_models_pytorch.encoders.get_encoder_names()"
+        )
 
 
 def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch")) -> dict:
@@ -69,11 +81,13 @@ def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch")) 
         raise ValueError(
             f"{path} cannot be read as a checkpoint of afl_core.train ({reason}): it is truncated (an interrupted "
             "copy or a full disk), corrupt, or not made by this program. Do not load it with weights_only=False. "
-            "Restore the run folder from a copy, or start the run again with --overwrite") from None
+            "Restore the run folder from a copy, or start the run again with --overwrite"
+        ) from None
     missing = [key for key in keys if not isinstance(saved, dict) or key not in saved]
     if missing:
-        raise ValueError(f"{path} is not a checkpoint of afl_core.train (it lacks {missing}); "
-                         "start the run again with --overwrite")
+        raise ValueError(
+            f"{path} is not a checkpoint of afl_core.train (it lacks {missing}); start the run again with --overwrite"
+        )
     return saved
 
 
@@ -93,6 +107,7 @@ def _fetch_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [OSError, ConnectionError]
     try:
         from huggingface_hub.errors import HfHubHTTPError
+
         errors.append(HfHubHTTPError)
     except ImportError:  # an old huggingface_hub: its HTTP errors are OSErrors already
         pass
@@ -125,12 +140,15 @@ class PadToMultiple(nn.Module):
 def _unet_3d(encoder: str, encoder_weights: str | None, in_channels: int, classes: int, **unet_kwargs) -> nn.Module:
     check_encoder(encoder, dims=3)
     if encoder_weights is not None:
-        raise ValueError(f"3D encoders start from random weights (got encoder_weights={encoder_weights!r}): MONAI's "
-                         "pretrained 3D ResNets take one input channel only; use --encoder-weights none")
+        raise ValueError(
+            f"3D encoders start from random weights (got encoder_weights={encoder_weights!r}): MONAI's "
+            "pretrained 3D ResNets take one input channel only; use --encoder-weights none"
+        )
     from monai.networks.nets import FlexibleUNet  # MONAI only for 3D: it takes a second to import
 
-    net = FlexibleUNet(in_channels=in_channels, out_channels=classes, backbone=encoder, pretrained=False,
-                       spatial_dims=3, **unet_kwargs)
+    net = FlexibleUNet(
+        in_channels=in_channels, out_channels=classes, backbone=encoder, pretrained=False, spatial_dims=3, **unet_kwargs
+    )
     return PadToMultiple(net, _MULTIPLE_3D)
 
 
@@ -183,8 +201,9 @@ def build_model(
         weights = True
 
     def unet(weights):
-        return smp.Unet(encoder_name=encoder, encoder_weights=weights, in_channels=in_channels,
-                        classes=classes, **unet_kwargs)
+        return smp.Unet(
+            encoder_name=encoder, encoder_weights=weights, in_channels=in_channels, classes=classes, **unet_kwargs
+        )
 
     if weights is None:
         return unet(None)
@@ -214,8 +233,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but PyTorch sees no CUDA GPU; "
-                           "use --device cpu (or auto), or install a CUDA build of PyTorch")
+        raise ValueError(
+            "device 'cuda' was requested but PyTorch sees no CUDA GPU; "
+            "use --device cpu (or auto), or install a CUDA build of PyTorch"
+        )
     return device
 
 

@@ -73,8 +73,18 @@ try:
 except ImportError:  # Windows: no flock; one sweep process per folder there
     fcntl = None
 
-__all__ = ["RunKey", "SweepResult", "expand_losses", "parse_shard", "make_grid", "shard_runs", "run_sweep",
-           "collect", "load_sweep", "main"]
+__all__ = [
+    "RunKey",
+    "SweepResult",
+    "expand_losses",
+    "parse_shard",
+    "make_grid",
+    "shard_runs",
+    "run_sweep",
+    "collect",
+    "load_sweep",
+    "main",
+]
 
 #: Settings a later call may change (as :func:`afl_core.train.fit` allows on resume); the rest must match.
 MAY_CHANGE = ("epochs", "device", "num_workers", "progress")
@@ -136,15 +146,19 @@ def make_grid(losses: Sequence[str], seeds: Sequence[int], folds: Sequence[int])
     arms = expand_losses(losses)
     if not seeds:
         raise ValueError("no seed given: name at least one, e.g. --seeds 0")
-    return [RunKey(loss, int(seed), int(fold)) for seed in dict.fromkeys(seeds) for fold in dict.fromkeys(folds)
-            for loss in arms]
+    return [
+        RunKey(loss, int(seed), int(fold))
+        for seed in dict.fromkeys(seeds)
+        for fold in dict.fromkeys(folds)
+        for loss in arms
+    ]
 
 
 def shard_runs(grid: Sequence[RunKey], index: int, count: int) -> list[RunKey]:
     """Shard ``index`` of ``count`` (1-based): runs ``index, index + count, ...`` of ``grid``.
     Over ``index = 1 .. count`` every run is in exactly one shard."""
     parse_shard(f"{index}/{count}")
-    return list(grid[index - 1::count])
+    return list(grid[index - 1 :: count])
 
 
 # --------------------------------------------------------------------------- running
@@ -177,11 +191,14 @@ def run_sweep(
     index, count = parse_shard(shard) if isinstance(shard, str) else shard
     fold_ids = _check_folds(data, folds, only_folds)
     if set(settings) & set(_PER_RUN):
-        raise ValueError(f"{sorted(set(settings) & set(_PER_RUN))} are set per run by the sweep's grid, "
-                         "not by a shared setting")
+        raise ValueError(
+            f"{sorted(set(settings) & set(_PER_RUN))} are set per run by the sweep's grid, not by a shared setting"
+        )
     settings = {"progress": progress} | settings
-    configs = {key: _run_config(key, folds, data, out, settings)
-               for key in shard_runs(make_grid(losses, seeds, fold_ids), index, count)}
+    configs = {
+        key: _run_config(key, folds, data, out, settings)
+        for key in shard_runs(make_grid(losses, seeds, fold_ids), index, count)
+    }
     _record_settings(out, data, folds, settings)
     result = SweepResult()
     bar = tqdm(configs.items(), desc=f"sweep shard {index}/{count}", unit="run", disable=not progress)
@@ -200,8 +217,10 @@ def run_sweep(
 def _check_folds(data: str | os.PathLike, folds: int, only_folds: Sequence[int] | None) -> list[int]:
     cases = list_cases(data)
     if not cases:
-        raise ValueError(f"no cases in {data} (labelsTr/ is empty): write a dataset there first, e.g. "
-                         "python -m data_download synthetic --dest DIR")
+        raise ValueError(
+            f"no cases in {data} (labelsTr/ is empty): write a dataset there first, e.g. "
+            "python -m data_download synthetic --dest DIR"
+        )
     if not 2 <= folds <= len(cases):
         raise ValueError(f"folds must be at least 2 and at most the number of cases ({len(cases)}), got {folds}")
     fold_ids = list(range(folds)) if only_folds is None else list(dict.fromkeys(int(f) for f in only_folds))
@@ -213,8 +232,15 @@ def _check_folds(data: str | os.PathLike, folds: int, only_folds: Sequence[int] 
 def _run_config(key: RunKey, folds: int, data, out: Path, settings: dict) -> TrainConfig:
     """The run's TrainConfig (checked now, before any run trains). Fold ``f``: the split
     of seed ``f`` holding out ``1/folds`` of the cases (see the module docstring)."""
-    return arm_config(key.loss, data=str(Path(data).resolve()), out=str(out / "runs" / key.name), seed=key.seed,
-                      val_fraction=1 / folds, split_seed=key.fold, **settings)
+    return arm_config(
+        key.loss,
+        data=str(Path(data).resolve()),
+        out=str(out / "runs" / key.name),
+        seed=key.seed,
+        val_fraction=1 / folds,
+        split_seed=key.fold,
+        **settings,
+    )
 
 
 def _record_settings(out: Path, data, folds: int, settings: dict) -> None:
@@ -225,11 +251,14 @@ def _record_settings(out: Path, data, folds: int, settings: dict) -> None:
     path = out / _SETTINGS_FILE
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in recorded.items()
-                   if k not in MAY_CHANGE and saved.get(k) != v]
+        changed = [
+            f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in recorded.items() if k not in MAY_CHANGE and saved.get(k) != v
+        ]
         if changed:
-            raise ValueError(f"{out} is a sweep with other settings ({', '.join(changed)}); only "
-                             f"{', '.join(MAY_CHANGE)} may change. Use its settings or another --out folder.")
+            raise ValueError(
+                f"{out} is a sweep with other settings ({', '.join(changed)}); only "
+                f"{', '.join(MAY_CHANGE)} may change. Use its settings or another --out folder."
+            )
     write_json(path, recorded)
 
 
@@ -291,8 +320,10 @@ def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFra
     out = Path(out)
     settings = out / _SETTINGS_FILE
     if not settings.is_file():
-        raise FileNotFoundError(f"{out} is not a sweep folder (no {_SETTINGS_FILE}): run python -m afl_core.sweep "
-                                "--data D --losses ... --out SWEEP first")
+        raise FileNotFoundError(
+            f"{out} is not a sweep folder (no {_SETTINGS_FILE}): run python -m afl_core.sweep "
+            "--data D --losses ... --out SWEEP first"
+        )
     epochs = json.loads(settings.read_text(encoding="utf-8"))["epochs"]
     found = {}
     for run_dir in (out / "runs").iterdir() if (out / "runs").is_dir() else []:
@@ -308,8 +339,12 @@ def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFra
         if require:
             raise FileNotFoundError(f"no finished run in {out / 'runs'} yet")
         return None, None
-    per_case_table = _columns_first(pd.concat(per_case, ignore_index=True).rename(
-        columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}), PER_CASE_COLUMNS)
+    per_case_table = _columns_first(
+        pd.concat(per_case, ignore_index=True).rename(
+            columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}
+        ),
+        PER_CASE_COLUMNS,
+    )
     history_table = _columns_first(pd.concat(history, ignore_index=True), HISTORY_COLUMNS)
     export_csv(per_case_table, out / "per_case.csv")
     export_csv(history_table, out / "history.csv")
@@ -340,12 +375,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m afl_core.sweep",
         description="Train and score every (loss, seed, fold) of a grid, each as its own run; resumable, shardable.",
-        epilog="Rerun the same command to continue an interrupted sweep. Cluster: docs/sweep_slurm.sh.")
+        epilog="Rerun the same command to continue an interrupted sweep. Cluster: docs/sweep_slurm.sh.",
+    )
     p.add_argument("--out", required=True, help="sweep folder (runs/, sweep.json, per_case.csv, history.csv)")
     p.add_argument("--collect", action="store_true", help="only gather the finished runs into the tables")
     p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
-    p.add_argument("--losses", nargs="+", metavar="ARM",
-                   help=f"arms ({', '.join(ARMS)}) or studies ({', '.join(STUDIES)})")
+    p.add_argument(
+        "--losses", nargs="+", metavar="ARM", help=f"arms ({', '.join(ARMS)}) or studies ({', '.join(STUDIES)})"
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
     p.add_argument("--folds", type=int, default=5, help="K: fold f holds out 1/K of the cases (default 5)")
     p.add_argument("--only-folds", nargs="+", type=int, metavar="F", help="run these folds only (default all)")
@@ -381,8 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args["collect"]:
             per_case, _ = collect(args["out"])
-            print(f"{len(per_case)} rows from {per_case.groupby(['loss', 'seed', 'fold']).ngroups} runs "
-                  f"in {Path(args['out']) / 'per_case.csv'}")
+            print(
+                f"{len(per_case)} rows from {per_case.groupby(['loss', 'seed', 'fold']).ngroups} runs "
+                f"in {Path(args['out']) / 'per_case.csv'}"
+            )
             return 0
         if not args["data"] or not args["losses"]:
             parser.error("--data and --losses are required (unless --collect)")
@@ -391,22 +430,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings["size"] = tuple(settings["size"])
         if str(settings.get("encoder_weights")).lower() == "none":  # the word on the command line, None in Python
             settings["encoder_weights"] = None
-        result = run_sweep(args["data"], args["losses"], args["seeds"], args["folds"], args["out"],
-                           only_folds=args["only_folds"], shard=args["shard"], progress=args["progress"],
-                           **settings)
+        result = run_sweep(
+            args["data"],
+            args["losses"],
+            args["seeds"],
+            args["folds"],
+            args["out"],
+            only_folds=args["only_folds"],
+            shard=args["shard"],
+            progress=args["progress"],
+            **settings,
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to continue (finished runs are kept)", file=sys.stderr)
         return 130
-    print(f"{len(result.trained)} trained, {len(result.skipped)} already finished, "
-          f"{len(result.busy)} held by another process, {len(result.failed)} failed")
+    print(
+        f"{len(result.trained)} trained, {len(result.skipped)} already finished, "
+        f"{len(result.busy)} held by another process, {len(result.failed)} failed"
+    )
     for name, error in result.failed.items():
         print(f"  {name}: {error}", file=sys.stderr)
     if result.per_case is not None:
-        print(f"tables over {result.per_case.groupby(['loss', 'seed', 'fold']).ngroups} finished runs in "
-              f"{args['out']}: per_case.csv, history.csv")
+        print(
+            f"tables over {result.per_case.groupby(['loss', 'seed', 'fold']).ngroups} finished runs in "
+            f"{args['out']}: per_case.csv, history.csv"
+        )
     return 1 if result.failed else 0
 
 

@@ -59,7 +59,12 @@ from afl_core.data import (
 from afl_core.shape import boundary_irregularity
 
 __all__ = [
-    "Outline", "lesion_mask_2d", "make_case", "make_dataset", "default_lesion_radius", "LESION_COLUMNS",
+    "Outline",
+    "lesion_mask_2d",
+    "make_case",
+    "make_dataset",
+    "default_lesion_radius",
+    "LESION_COLUMNS",
     "GENERATOR_VERSION",
 ]
 
@@ -473,9 +478,15 @@ def make_dataset(
         )
     n_cases = int(n_cases)
     arguments = _generator_arguments(
-        n_cases=n_cases, seed=int(seed), shape=[int(s) for s in shape], lesion_radius=lesion_radius,
-        irregularity=irregularity, empty_fraction=float(empty_fraction), n_channels=int(n_channels),
-        max_lesions=int(max_lesions), spacing=[float(s) for s in spacing],
+        n_cases=n_cases,
+        seed=int(seed),
+        shape=[int(s) for s in shape],
+        lesion_radius=lesion_radius,
+        irregularity=irregularity,
+        empty_fraction=float(empty_fraction),
+        n_channels=int(n_channels),
+        max_lesions=int(max_lesions),
+        spacing=[float(s) for s in spacing],
     )
     root = Path(root)
     case_ids = [f"synth_{i:04d}" for i in range(n_cases)]
@@ -508,8 +519,13 @@ def make_dataset(
         rng = np.random.default_rng(case_seed)
         n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
         channels, label, lesions = make_case(
-            rng, shape=shape, lesion_radius=lesion_radius, irregularity=irregularity,
-            n_lesions=n_lesions, n_channels=n_channels, spacing=spacing,
+            rng,
+            shape=shape,
+            lesion_radius=lesion_radius,
+            irregularity=irregularity,
+            n_lesions=n_lesions,
+            n_channels=n_channels,
+            spacing=spacing,
         )
         write_case(root, case_id, channels, label, affine)
         rows.extend({"case": case_id, **facts} for facts in lesions)
@@ -518,9 +534,7 @@ def make_dataset(
         writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    names = [
-        _CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)
-    ]
+    names = [_CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)]
     write_dataset_json(
         root,
         channel_names=names,

@@ -174,8 +174,9 @@ class TrainConfig:
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {LOSS_NAMES}")
         if self.variant is not None and self.loss != "afl":
-            raise ValueError(f"variant applies to loss 'afl' only, got loss {self.loss!r} "
-                             f"with variant {self.variant!r}")
+            raise ValueError(
+                f"variant applies to loss 'afl' only, got loss {self.loss!r} with variant {self.variant!r}"
+            )
         if self.loss_options and self.loss != "afl":
             raise ValueError(f"loss_options apply to loss 'afl' only, got loss {self.loss!r}")
         if self.loss == "afl":
@@ -183,8 +184,10 @@ class TrainConfig:
             try:  # refuse unknown or invalid options now, not after the data are loaded
                 make_loss(self.loss, self.variant, **self.loss_options)
             except TypeError as error:
-                raise ValueError(f"loss_options {self.loss_options} do not fit A-FL ({error}); it takes "
-                                 "alpha, gamma, gamma_terms, reduction, check_values") from None
+                raise ValueError(
+                    f"loss_options {self.loss_options} do not fit A-FL ({error}); it takes "
+                    "alpha, gamma, gamma_terms, reduction, check_values"
+                ) from None
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
@@ -192,8 +195,9 @@ class TrainConfig:
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, "
-                             f"{self.batch_size}, {self.lr}")
+            raise ValueError(
+                f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
@@ -209,8 +213,14 @@ class TrainConfig:
         self.dims = 2 if self.dims is None else int(self.dims)
         if self.dims not in (2, 3):
             raise ValueError(f"dims must be 2 (slices) or 3 (volumes), got {self.dims}")
-        defaults = {"batch_size": 8 if self.dims == 2 else 1, "optimizer": "adam", "schedule": "poly",
-                    "resize": False, "oversample_lesions": 0.33, "amp": True}
+        defaults = {
+            "batch_size": 8 if self.dims == 2 else 1,
+            "optimizer": "adam",
+            "schedule": "poly",
+            "resize": False,
+            "oversample_lesions": 0.33,
+            "amp": True,
+        }
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -222,8 +232,10 @@ class TrainConfig:
         if self.size is not None:
             size = (self.size,) * self.dims if isinstance(self.size, int) else tuple(int(s) for s in self.size)
             if self.dims == 2 and (len(size) != 2 or min(size) < 1 or any(s % _SIZE_MULTIPLE for s in size)):
-                raise ValueError(f"size must be (H, W) with multiples of {_SIZE_MULTIPLE} (the U-Net "
-                                 f"downsamples 5 times), got {self.size}")
+                raise ValueError(
+                    f"size must be (H, W) with multiples of {_SIZE_MULTIPLE} (the U-Net "
+                    f"downsamples 5 times), got {self.size}"
+                )
             if self.dims == 3 and (len(size) != 3 or min(size) < 1):
                 raise ValueError(f"size must be three positive numbers (D, H, W) with dims 3, got {self.size}")
             self.size = size
@@ -231,8 +243,10 @@ class TrainConfig:
             raise ValueError("resize needs dims 3 and a size (D, H, W) to resize to (--dims 3 --size D H W)")
         check_encoder(self.encoder, self.dims)
         if self.dims == 3 and str(self.encoder_weights).lower() != "none":
-            raise ValueError("3D encoders start from random weights: MONAI's pretrained 3D ResNets take one input "
-                             f"channel only (got encoder_weights {self.encoder_weights!r}; use --encoder-weights none)")
+            raise ValueError(
+                "3D encoders start from random weights: MONAI's pretrained 3D ResNets take one input "
+                f"channel only (got encoder_weights {self.encoder_weights!r}; use --encoder-weights none)"
+            )
 
     @property
     def classes(self) -> int:
@@ -292,8 +306,13 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) 
     """``"sgd"``: the paper's SGD (momentum 0.9, Nesterov); ``"adam"``: Adam. Both with
     L2 ``weight_decay`` (the paper's 1e-5 by default)."""
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=PAPER_SGD["momentum"],
-                               nesterov=PAPER_SGD["nesterov"], weight_decay=weight_decay)
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=lr,
+            momentum=PAPER_SGD["momentum"],
+            nesterov=PAPER_SGD["nesterov"],
+            weight_decay=weight_decay,
+        )
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
@@ -355,8 +374,9 @@ class TrainStep:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, spacing: torch.Tensor | None = None) -> torch.Tensor:
         images, labels = self.to_device(images, labels)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             logits = self.model(images)
         loss = loss_with_spacing(self.loss_fn, logits.float(), labels, spacing)
         self.optimizer.zero_grad(set_to_none=True)
@@ -382,8 +402,12 @@ def _rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
     }
 
@@ -412,8 +436,12 @@ def _volume_size(dataset_root: str, cases: Sequence[str]) -> tuple[int, int, int
 
 
 def _versions(dims: int) -> dict[str, str]:
-    versions = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
-                "segmentation_models_pytorch": smp.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "segmentation_models_pytorch": smp.__version__,
+    }
     if dims == 3:
         import monai
 
@@ -464,10 +492,10 @@ def validate(
 ) -> dict[str, float]:
     """``val_loss`` (mean over items) and mean per-case 3D ``val_dice``, ``val_iou``,
     ``val_sensitivity`` of the thresholded prediction on each case's evaluation grid."""
-    probs, val_loss = predict_cases(model, dataset, device=device, batch_size=batch_size,
-                                    amp_dtype=amp_dtype, loss_fn=loss_fn)
-    scores = [overlap_scores(probs[case] > 0.5, dataset.case_label(case))
-              for case in dataset.cases]
+    probs, val_loss = predict_cases(
+        model, dataset, device=device, batch_size=batch_size, amp_dtype=amp_dtype, loss_fn=loss_fn
+    )
+    scores = [overlap_scores(probs[case] > 0.5, dataset.case_label(case)) for case in dataset.cases]
     means = {f"val_{k}": _nanmean([s[k] for s in scores]) for k in ("dice", "iou", "sensitivity")}
     return {"val_loss": val_loss, **means}
 
@@ -495,9 +523,11 @@ def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
     if not existing:
         return
     if not overwrite:
-        raise ValueError(f"{out} already holds a run ({', '.join(existing)}): continue it with --resume "
-                         "(fit(resume=True)), start it again with --overwrite (fit(overwrite=True)), "
-                         "or choose another --out")
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(existing)}): continue it with --resume "
+            "(fit(resume=True)), start it again with --overwrite (fit(overwrite=True)), "
+            "or choose another --out"
+        )
     if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 clears the folder
         for name in existing:
             if (out / name).is_dir():
@@ -541,23 +571,35 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
     try:
         saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as error:  # not JSON, {}, or settings that no longer validate
-        raise ValueError(f"{saved_path} is not a valid run configuration ({error}); restore it from a copy, "
-                         "or start the run again with --overwrite") from None
+        raise ValueError(
+            f"{saved_path} is not a valid run configuration ({error}); restore it from a copy, "
+            "or start the run again with --overwrite"
+        ) from None
     merged = TrainConfig.from_dict(saved.to_dict() | values)
-    changed = [f"{k}: {getattr(saved, k)!r} -> {v!r}" for k, v in merged.to_dict().items()
-               if k not in _RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)]
+    changed = [
+        f"{k}: {getattr(saved, k)!r} -> {v!r}"
+        for k, v in merged.to_dict().items()
+        if k not in _RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)
+    ]
     if changed:
-        raise ValueError(f"cannot resume {saved_path.parent} with different settings ({', '.join(changed)}); only "
-                         f"{', '.join(_RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
-                         "or start a new run in another --out folder.")
+        raise ValueError(
+            f"cannot resume {saved_path.parent} with different settings ({', '.join(changed)}); only "
+            f"{', '.join(_RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
+            "or start a new run in another --out folder."
+        )
     done = _completed_epochs(saved_path.parent)
     if merged.epochs < done:
-        raise ValueError(f"cannot resume {saved_path.parent} with --epochs {merged.epochs}: {done} epochs are done "
-                         f"already; give --epochs {done} or more")
+        raise ValueError(
+            f"cannot resume {saved_path.parent} with --epochs {merged.epochs}: {done} epochs are done "
+            f"already; give --epochs {done} or more"
+        )
     if merged.epochs != saved.epochs:
-        print(f"note: the run was planned for {saved.epochs} epochs and now runs {merged.epochs}: the learning-rate "
-              f"schedule of the remaining epochs is stretched to the new length (epochs 1-{done} were trained "
-              f"with the old one)", file=sys.stderr)
+        print(
+            f"note: the run was planned for {saved.epochs} epochs and now runs {merged.epochs}: the learning-rate "
+            f"schedule of the remaining epochs is stretched to the new length (epochs 1-{done} were trained "
+            f"with the old one)",
+            file=sys.stderr,
+        )
     return merged
 
 
@@ -595,8 +637,7 @@ class _Run:
     initial_loss: float | None = None
 
 
-def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: bool = False,
-        **overrides) -> FitResult:
+def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: bool = False, **overrides) -> FitResult:
     """Train a U-Net as ``config`` says (keywords override its fields); see the module
     docstring for the run folder. With ``resume=True`` continue the run in ``out`` after
     its last completed epoch, or from the start if none completed (``epochs``, ``device``,
@@ -623,8 +664,14 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
         _restore(run)
     if run.world.main:
         write_json(run.dir / "config.json", run.resolved)
-    epochs_bar = tqdm(range(run.first_epoch, cfg.epochs + 1), desc=f"{cfg.loss} training", unit="epoch",
-                      initial=run.first_epoch - 1, total=cfg.epochs, disable=not (cfg.progress and run.world.main))
+    epochs_bar = tqdm(
+        range(run.first_epoch, cfg.epochs + 1),
+        desc=f"{cfg.loss} training",
+        unit="epoch",
+        initial=run.first_epoch - 1,
+        total=cfg.epochs,
+        disable=not (cfg.progress and run.world.main),
+    )
     epoch = run.first_epoch
     try:
         for epoch in epochs_bar:
@@ -637,17 +684,26 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
     finally:
         epochs_bar.close()
     distributed.cleanup(run.world)
-    return FitResult(run_dir=run.dir, history=pd.DataFrame(run.history), model=run.model,
-                     best_epoch=run.best["epoch"], best_val_dice=run.best["val_dice"], config=run.resolved)
+    return FitResult(
+        run_dir=run.dir,
+        history=pd.DataFrame(run.history),
+        model=run.model,
+        best_epoch=run.best["epoch"],
+        best_val_dice=run.best["val_dice"],
+        config=run.resolved,
+    )
 
 
 def _datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, SliceDataset | VolumeDataset, tuple, dict]:
     """Training and validation datasets of the case split, their item size, and the split."""
-    train_cases, val_cases = split_cases(cfg.data, cfg.val_fraction, seed=cfg.split_seed,
-                                         group_of=patient_grouping(cfg.data))
+    train_cases, val_cases = split_cases(
+        cfg.data, cfg.val_fraction, seed=cfg.split_seed, group_of=patient_grouping(cfg.data)
+    )
     if not val_cases:
-        raise ValueError(f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "
-                         "use at least 2 cases and val_fraction > 0")
+        raise ValueError(
+            f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "
+            "use at least 2 cases and val_fraction > 0"
+        )
     if cfg.dims == 2:
         size = cfg.size or _slice_size(cfg.data, train_cases + val_cases)
         make = functools.partial(SliceDataset, cfg.data, size=size)
@@ -672,34 +728,65 @@ def _build_run(cfg: TrainConfig) -> _Run:
         torch.backends.cudnn.benchmark = True
     train_set, val_set, size, split = _datasets(cfg)
     if world.main and not any(case_has_lesion(cfg.data, case) for case in split["val_cases"]):
-        print(f"warning: none of the {len(split['val_cases'])} validation case(s) has a lesion: the validation "
-              "Dice only says whether the network stays silent (1 if it predicts nothing, 0 otherwise), and the "
-              "best checkpoint is picked on that; use a dataset with lesion cases, or another --split-seed / "
-              "--val-fraction", file=sys.stderr)
+        print(
+            f"warning: none of the {len(split['val_cases'])} validation case(s) has a lesion: the validation "
+            "Dice only says whether the network stays silent (1 if it predicts nothing, 0 otherwise), and the "
+            "best checkpoint is picked on that; use a dataset with lesion cases, or another --split-seed / "
+            "--val-fraction",
+            file=sys.stderr,
+        )
     # A last batch of one slice cannot train batch normalisation: drop the remainder
     # (fewer items than a batch, drawn anew each epoch).
     drop_last = len(train_set) > cfg.batch_size
     steps_per_epoch = len(train_set) // cfg.batch_size if drop_last else 1
 
     seed_everything(cfg.seed)
-    model = build_model(cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes,
-                        dims=cfg.dims)
+    model = build_model(
+        cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes, dims=cfg.dims
+    )
     model.to(device)
     loss_fn = make_loss(cfg.loss, cfg.variant, **cfg.loss_options)
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
-    step = TrainStep(model, loss_fn, optimizer, scheduler, device=device, amp_dtype=amp_dtype,
-                     channels_last=cfg.channels_last and cfg.dims == 2)
+    step = TrainStep(
+        model,
+        loss_fn,
+        optimizer,
+        scheduler,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=cfg.channels_last and cfg.dims == 2,
+    )
     # After TrainStep set the memory format: DDP's gradient buckets take the parameters' layout.
     step.model = distributed.wrap(model, world)
     resolved = cfg.to_dict() | {
-        f"{'slice' if cfg.dims == 2 else 'volume'}_size": list(size), "in_channels": train_set.in_channels,
-        "classes": cfg.classes, **split, "steps_per_epoch": steps_per_epoch, "resolved_device": str(device),
-        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32", "versions": _versions(cfg.dims),
+        f"{'slice' if cfg.dims == 2 else 'volume'}_size": list(size),
+        "in_channels": train_set.in_channels,
+        "classes": cfg.classes,
+        **split,
+        "steps_per_epoch": steps_per_epoch,
+        "resolved_device": str(device),
+        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "versions": _versions(cfg.dims),
         "world_size": world.size,
     }
-    return _Run(cfg, Path(cfg.out), device, amp_dtype, train_set, val_set, size, model, loss_fn, optimizer,
-                scheduler, step, drop_last, resolved, world)
+    return _Run(
+        cfg,
+        Path(cfg.out),
+        device,
+        amp_dtype,
+        train_set,
+        val_set,
+        size,
+        model,
+        loss_fn,
+        optimizer,
+        scheduler,
+        step,
+        drop_last,
+        resolved,
+        world,
+    )
 
 
 def _restore(run: _Run) -> None:
@@ -714,8 +801,10 @@ def _restore(run: _Run) -> None:
     try:
         run.model.load_state_dict(last["model"])
     except RuntimeError as error:
-        raise ValueError(f"{last_path} holds weights of another network than this run's ({run.cfg.encoder}): "
-                         f"{str(error).splitlines()[0][:160]}; start the run again with --overwrite") from None
+        raise ValueError(
+            f"{last_path} holds weights of another network than this run's ({run.cfg.encoder}): "
+            f"{str(error).splitlines()[0][:160]}; start the run again with --overwrite"
+        ) from None
     run.optimizer.load_state_dict(last["optimizer"])
     run.scheduler.load_state_dict(last["scheduler"])
     if run.step.scaler.is_enabled() and last["scaler"]:
@@ -733,9 +822,14 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, int, int, float]:
     sampler = run.train_set.sampler(epoch)
     if world.size > 1:
         sampler = distributed.ShardedSampler(sampler, cfg.batch_size, rank=world.rank, world_size=world.size)
-    loader = DataLoader(run.train_set, batch_size=world.per_rank_batch(cfg.batch_size), sampler=sampler,
-                        drop_last=run.drop_last, num_workers=_workers(cfg, run.device),
-                        pin_memory=run.device.type == "cuda")
+    loader = DataLoader(
+        run.train_set,
+        batch_size=world.per_rank_batch(cfg.batch_size),
+        sampler=sampler,
+        drop_last=run.drop_last,
+        num_workers=_workers(cfg, run.device),
+        pin_memory=run.device.type == "cuda",
+    )
     # The authors' loss is undefined on a batch without lesion voxels: leave such batches
     # out (all ranks, when any rank's part has none). The labels are still on the host here,
     # so the check costs no device sync.
@@ -776,14 +870,23 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
     checkpoints (the best one when the validation Dice improved); returns the row."""
     train_seconds = time.perf_counter() - started
     run.model.eval()
-    scores = validate(run.model, run.val_set, run.loss_fn, device=run.device, batch_size=run.cfg.batch_size,
-                      amp_dtype=run.amp_dtype)
+    scores = validate(
+        run.model, run.val_set, run.loss_fn, device=run.device, batch_size=run.cfg.batch_size, amp_dtype=run.amp_dtype
+    )
     if seen == 0:
-        raise TrainingDiverged(f"epoch {epoch} had no batch with lesion voxels, which variant "
-                               "'reference' needs: raise --oversample or --batch-size")
-    row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, **scores,
-           "lr": run.optimizer.param_groups[0]["lr"], "skipped_batches": skipped,
-           "train_images_per_s": seen / train_seconds, "seconds": time.perf_counter() - started}
+        raise TrainingDiverged(
+            f"epoch {epoch} had no batch with lesion voxels, which variant "
+            "'reference' needs: raise --oversample or --batch-size"
+        )
+    row = {
+        "epoch": epoch,
+        "train_loss": loss_sum.item() / seen,
+        **scores,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "skipped_batches": skipped,
+        "train_images_per_s": seen / train_seconds,
+        "seconds": time.perf_counter() - started,
+    }
     run.history.append(row)
     improved = not math.isnan(row["val_dice"]) and row["val_dice"] > run.best["val_dice"]
     if improved:
@@ -792,10 +895,17 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
     export_csv(pd.DataFrame(run.history), run.dir / "history.csv")
     if improved:
         _save(run.dir / "checkpoint_best.pt", {"model": run.model.state_dict(), **meta})
-    _save(run.dir / "checkpoint_last.pt", {
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "scaler": run.step.scaler.state_dict(),
-        "rng": _rng_state(), **meta})
+    _save(
+        run.dir / "checkpoint_last.pt",
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.step.scaler.state_dict(),
+            "rng": _rng_state(),
+            **meta,
+        },
+    )
     return row
 
 
@@ -806,37 +916,60 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m afl_core.train",
         description="Train a U-Net (2D on slices, or 3D on volumes) on a dataset in the afl_core layout with one "
-                    "of the compared losses.",
+        "of the compared losses.",
         epilog="Resume an interrupted run with: python -m afl_core.train --out RUN --resume. "
-               "The A-FL authors' setup: --recipe authors (explicit options override its choices).",
+        "The A-FL authors' setup: --recipe authors (explicit options override its choices).",
     )
     p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
     p.add_argument("--out", required=True, help="run folder (config.json, history.csv, checkpoints)")
     p.add_argument("--loss", choices=LOSS_NAMES, help="loss (default afl)")
     p.add_argument("--variant", choices=VARIANTS, help="A-FL variant (loss afl only; default paper)")
-    p.add_argument("--loss-options", type=json.loads, metavar="JSON",
-                   help="""A-FL options for ablations, e.g. '{"gamma_terms": ["volume"]}' or '{"gamma": 0}'""")
-    p.add_argument("--recipe", choices=tuple(recipes.RECIPES),
-                   help="'authors': every choice of the A-FL authors' experiment (3D, batch 1, their resize, "
-                        "2 channels, reference loss, SGD 0.1), printed at start; explicit options override it")
+    p.add_argument(
+        "--loss-options",
+        type=json.loads,
+        metavar="JSON",
+        help="""A-FL options for ablations, e.g. '{"gamma_terms": ["volume"]}' or '{"gamma": 0}'""",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=tuple(recipes.RECIPES),
+        help="'authors': every choice of the A-FL authors' experiment (3D, batch 1, their resize, "
+        "2 channels, reference loss, SGD 0.1), printed at start; explicit options override it",
+    )
     p.add_argument("--dims", type=int, choices=(2, 3), help="2: slices (default), 3: whole volumes")
-    p.add_argument("--encoder", help=f"smp encoder in 2D, one of {', '.join(ENCODERS_3D)} in 3D "
-                                     "(default resnet50, as the paper)")
+    p.add_argument(
+        "--encoder", help=f"smp encoder in 2D, one of {', '.join(ENCODERS_3D)} in 3D (default resnet50, as the paper)"
+    )
     p.add_argument("--encoder-weights", help="'imagenet' (2D default) or 'none' (3D: none only)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (default) or sgd (the paper's: lr 0.1, "
-                   "momentum 0.9, Nesterov, weight decay 1e-5)")
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="adam (default) or sgd (the paper's: lr 0.1, momentum 0.9, Nesterov, weight decay 1e-5)",
+    )
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3 for adam, 0.1 for sgd)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--size", type=int, nargs="+", metavar="N",
-                   help="2D: H W, crop/pad slices (multiples of 32); 3D: D H W, crop/pad (or --resize) volumes")
-    p.add_argument("--resize", action=argparse.BooleanOptionalAction,
-                   help="3D: reach --size by the authors' area resampling (labels then != 0) instead of crop/pad")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="2D: H W, crop/pad slices (multiples of 32); 3D: D H W, crop/pad (or --resize) volumes",
+    )
+    p.add_argument(
+        "--resize",
+        action=argparse.BooleanOptionalAction,
+        help="3D: reach --size by the authors' area resampling (labels then != 0) instead of crop/pad",
+    )
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="augmentation (default on)")
-    p.add_argument("--oversample", dest="oversample_lesions", type=float,
-                   help="share of lesion-bearing slices drawn per epoch (default 0.33)")
+    p.add_argument(
+        "--oversample",
+        dest="oversample_lesions",
+        type=float,
+        help="share of lesion-bearing slices drawn per epoch (default 0.33)",
+    )
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--split-seed", type=int, help="seed of the train/validation case split (default 0)")
     p.add_argument("--seed", type=int, help="seed of initialisation, sampling and augmentation (default 0)")
@@ -845,8 +978,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last epoch")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoints, history "
-                   "and eval/) with a new one")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its checkpoints, history and eval/) with a new one",
+    )
     return p
 
 
@@ -864,8 +1000,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m afl_core.train --out {overrides['out']} --resume",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted; continue with: python -m afl_core.train --out {overrides['out']} --resume", file=sys.stderr
+        )
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 validated
         print(f"best val_dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run saved in {result.run_dir}")

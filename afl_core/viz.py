@@ -112,7 +112,10 @@ def show_slice(
         if name == "pred":
             ax.imshow(
                 np.ma.masked_where(~overlay.T, overlay.T),
-                cmap=_single_colour(PRED_COLOUR), alpha=0.45, origin="lower", interpolation="nearest",
+                cmap=_single_colour(PRED_COLOUR),
+                alpha=0.45,
+                origin="lower",
+                interpolation="nearest",
             )
         elif overlay.any():
             ax.contour(overlay.T.astype(float), levels=[0.5], colors=LABEL_COLOUR, linewidths=1.2, origin="lower")
@@ -154,8 +157,7 @@ def render_case_slice(
     image, label = _as_numpy(image), _as_numpy(label)
     if image.ndim != 4 or label.shape != image.shape[1:]:
         raise ValueError(
-            f"expected image (C, X, Y, Z) and label (X, Y, Z) on the same grid, "
-            f"got {image.shape} and {label.shape}"
+            f"expected image (C, X, Y, Z) and label (X, Y, Z) on the same grid, got {image.shape} and {label.shape}"
         )
     if not 0 <= slice_index < image.shape[3]:
         raise IndexError(f"slice_index {slice_index} outside 0..{image.shape[3] - 1}")
@@ -165,7 +167,9 @@ def render_case_slice(
     lesion = label[:, :, slice_index]
     for ax, c in zip(axes[0], channels):
         show_slice(
-            image[c, :, :, slice_index], lesion if show_label else None, ax=ax,
+            image[c, :, :, slice_index],
+            lesion if show_label else None,
+            ax=ax,
             title=f"{names[c]} | slice {slice_index} | lesion {int((lesion > 0).sum())} px",
         )
     return fig
@@ -189,14 +193,20 @@ def slice_viewer(image: Any, label: Any, *, channel_names: Sequence[str] | None 
         plt.show()
         plt.close(fig)
 
-    return _interactive(draw, {
-        "slice_index": widgets.IntSlider(
-            value=largest_lesion_slice(label), min=0, max=image.shape[3] - 1, description="slice",
-            continuous_update=False,
-        ),
-        "channel": widgets.Dropdown(options=options, value="all", description="channel"),
-        "show_label": widgets.Checkbox(value=True, description="lesion outline"),
-    })
+    return _interactive(
+        draw,
+        {
+            "slice_index": widgets.IntSlider(
+                value=largest_lesion_slice(label),
+                min=0,
+                max=image.shape[3] - 1,
+                description="slice",
+                continuous_update=False,
+            ),
+            "channel": widgets.Dropdown(options=options, value="all", description="channel"),
+            "show_label": widgets.Checkbox(value=True, description="lesion outline"),
+        },
+    )
 
 
 def plot_curves(
@@ -312,9 +322,7 @@ def plot_results_bars(
     return ax
 
 
-def plot_case_distributions(
-    table: Any, *, metric: str, by: str = "loss", ax: Axes | None = None
-) -> Axes:
+def plot_case_distributions(table: Any, *, metric: str, by: str = "loss", ax: Axes | None = None) -> Axes:
     """Per-case spread of ``metric`` for each group in column ``by`` (box plot with
     every case as a dot): a mean hides the cases a loss fails on."""
     ax = _new_axes(ax, figsize=(5.5, 3.2))
@@ -375,8 +383,12 @@ def plot_adaptive_example(
         fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.3), layout="constrained")
     fig = axes[0].figure
     image_size = " x ".join(str(n) for n in mask.shape)
-    show_slice(mask.astype(float), mask, ax=axes[0],
-               title=f"{title}\ngamma={gamma:.4f}  alpha={alpha:.4f}\n(zoomed; image {image_size} voxels)")
+    show_slice(
+        mask.astype(float),
+        mask,
+        ax=axes[0],
+        title=f"{title}\ngamma={gamma:.4f}  alpha={alpha:.4f}\n(zoomed; image {image_size} voxels)",
+    )
     im = axes[1].imshow(weight.T, origin="lower", cmap="magma", interpolation="nearest")
     axes[1].contour(mask.T.astype(float), levels=[0.5], colors=LABEL_COLOUR, linewidths=0.8, origin="lower")
     axes[1].set_title("loss weight vs cross-entropy", fontsize=9)
@@ -455,7 +467,10 @@ def adaptive_explorer(
     def draw(radius: float, irregularity: float, variant: str) -> None:
         out = example(radius=radius, irregularity=irregularity, variant=variant)
         fig = plot_adaptive_example(
-            out["mask"], out["weight"], gamma=float(out["gamma"]), alpha=float(out["alpha"]),
+            out["mask"],
+            out["weight"],
+            gamma=float(out["gamma"]),
+            alpha=float(out["alpha"]),
             title=f"{variant}: radius {radius:g}, irregularity {irregularity:g}",
         )
         plt.show()
@@ -463,18 +478,21 @@ def adaptive_explorer(
 
     lo, hi, step = radius
     ilo, ihi, istep = irregularity
-    return _interactive(draw, {
-        "radius": widgets.FloatSlider(value=defaults.get("radius", (lo + hi) / 4), min=lo, max=hi, step=step,
-                                      continuous_update=False),
-        "irregularity": widgets.FloatSlider(value=defaults.get("irregularity", ilo), min=ilo, max=ihi, step=istep,
-                                            continuous_update=False),
-        "variant": widgets.Dropdown(options=list(variants), value=defaults.get("variant", variants[0])),
-    })
+    return _interactive(
+        draw,
+        {
+            "radius": widgets.FloatSlider(
+                value=defaults.get("radius", (lo + hi) / 4), min=lo, max=hi, step=step, continuous_update=False
+            ),
+            "irregularity": widgets.FloatSlider(
+                value=defaults.get("irregularity", ilo), min=ilo, max=ihi, step=istep, continuous_update=False
+            ),
+            "variant": widgets.Dropdown(options=list(variants), value=defaults.get("variant", variants[0])),
+        },
+    )
 
 
-def show_cases(
-    cases: Sequence[Mapping[str, Any]], *, ncols: int = 4, size: float = 2.8
-) -> Figure:
+def show_cases(cases: Sequence[Mapping[str, Any]], *, ncols: int = 4, size: float = 2.8) -> Figure:
     """A grid of slices with outline (truth) and fill (prediction).
 
     Each item has ``image`` (2D), ``label`` (2D), optionally ``pred`` (2D) and ``title``.

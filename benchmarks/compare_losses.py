@@ -49,8 +49,19 @@ from afl_core.evaluate import evaluate_run
 from afl_core.experiments import ARMS, STUDIES, make_study_data
 from afl_core.train import TrainConfig, fit
 
-PER_CASE_COLUMNS = ["loss", "seed", "case", "dice", "iou", "hd95_mm", "hd95_penalised_mm", "lesion_f1",
-                    "lesion_picai_f1", "paper_dice", "paper_iou"]
+PER_CASE_COLUMNS = [
+    "loss",
+    "seed",
+    "case",
+    "dice",
+    "iou",
+    "hd95_mm",
+    "hd95_penalised_mm",
+    "lesion_f1",
+    "lesion_picai_f1",
+    "paper_dice",
+    "paper_iou",
+]
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
 HISTORY_COLUMNS = ["loss", "seed", "epoch", "train_loss", "val_loss", "val_dice"]
 
@@ -62,8 +73,9 @@ def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFram
     history = run / "history.csv"
     if not (history.is_file() and len(pd.read_csv(history)) >= config["epochs"]):
         fit(TrainConfig(**config), resume=(run / "config.json").is_file())
-    per_case = evaluate_run(run, progress=False).per_case.rename(columns={"hd95": "hd95_mm",
-                                                                          "hd95_penalised": "hd95_penalised_mm"})
+    per_case = evaluate_run(run, progress=False).per_case.rename(
+        columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}
+    )
     curve = pd.read_csv(history)
     return arm, config["seed"], per_case, curve
 
@@ -71,8 +83,13 @@ def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFram
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", choices=[*STUDIES, "all"], default="all")
-    parser.add_argument("--only", nargs="+", choices=list(ARMS), metavar="ARM",
-                        help="train and score just these arms of the studies (no tables written)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(ARMS),
+        metavar="ARM",
+        help="train and score just these arms of the studies (no tables written)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="comparison seeds")
     parser.add_argument("--ablation-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--cases", type=int, default=40)
@@ -91,31 +108,60 @@ def main(argv=None) -> None:
     studies = list(STUDIES) if args.study == "all" else [args.study]
     seeds = {"comparison": args.seeds, "ablation": args.ablation_seeds}
     # seed-major: an interrupted benchmark leaves whole seeds
-    grid = sorted({(seed, arm) for study in studies for seed in seeds[study] for arm in STUDIES[study]
-                   if not args.only or arm in args.only}, key=lambda key: (key[0], list(ARMS).index(key[1])))
+    grid = sorted(
+        {
+            (seed, arm)
+            for study in studies
+            for seed in seeds[study]
+            for arm in STUDIES[study]
+            if not args.only or arm in args.only
+        },
+        key=lambda key: (key[0], list(ARMS).index(key[1])),
+    )
     runs = Path(args.runs)
     started = time.perf_counter()
     data = make_study_data(runs / "data", cases=args.cases, depth=args.depth, size=args.size)
     configs = []
     for seed, arm in grid:
         loss, variant, options = ARMS[arm]
-        configs.append((arm, dict(
-            data=str(data), out=str(runs / f"{arm}-seed{seed}"), loss=loss, variant=variant,
-            loss_options=options, encoder=args.encoder, encoder_weights=None, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, seed=seed, val_fraction=args.val_fraction, device="cpu",
-            progress=False)))
-    print(f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
-          f"; shared runs once), {args.jobs} at a time; "
-          f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
-          flush=True)
+        configs.append(
+            (
+                arm,
+                dict(
+                    data=str(data),
+                    out=str(runs / f"{arm}-seed{seed}"),
+                    loss=loss,
+                    variant=variant,
+                    loss_options=options,
+                    encoder=args.encoder,
+                    encoder_weights=None,
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    lr=args.lr,
+                    seed=seed,
+                    val_fraction=args.val_fraction,
+                    device="cpu",
+                    progress=False,
+                ),
+            )
+        )
+    print(
+        f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
+        f"; shared runs once), {args.jobs} at a time; "
+        f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
+        flush=True,
+    )
     per_case, curves = {}, {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, arm, config) for arm, config in configs]
         for future in futures:
             arm, seed, table, curve = future.result()
             per_case[arm, seed], curves[arm, seed] = table, curve
-            print(f"  {arm:<20s} seed {seed}: dice {table['dice'].mean():.3f}  "
-                  f"({curve['seconds'].sum():.0f} s of training)", flush=True)
+            print(
+                f"  {arm:<20s} seed {seed}: dice {table['dice'].mean():.3f}  "
+                f"({curve['seconds'].sum():.0f} s of training)",
+                flush=True,
+            )
     wall = time.perf_counter() - started
 
     for study in [] if args.only else studies:
@@ -126,23 +172,37 @@ def main(argv=None) -> None:
         out = Path(args.results) / study
         write_csv(table, out / "per_case.csv")
         write_csv(history[HISTORY_COLUMNS], out / "history.csv")
-        write_json(out / "config.json", {
-            "command": "python " + shlex.join(["benchmarks/compare_losses.py", *(sys.argv[1:] if argv is None
-                                                                                 else argv)]),
-            "study": study, "arms": {arm: dict(zip(("loss", "variant", "loss_options"), ARMS[arm]))
-                                     for arm in STUDIES[study]},
-            "settings": {k: v for k, v in vars(args).items() if k not in ("runs", "results", "study")},
-            "val_cases": sorted(table["case"].unique()),
-            "versions": {"python": platform.python_version(),
-                         **{p: importlib.metadata.version(p) for p in VERSIONED}},
-            "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                        "cpus": os.cpu_count(), "torch_threads_per_run": 1},
-            "wall_seconds_this_call": round(wall, 1),
-            "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
-        })
-        save_figure(table, history, out / "results.png", title=f"{study}: {len(seeds[study])} seeds x "
-                    f"{table['case'].nunique()} cases, {args.encoder}, {args.epochs} epochs, synthetic "
-                    f"{args.depth}x{args.size}x{args.size}")
+        write_json(
+            out / "config.json",
+            {
+                "command": "python "
+                + shlex.join(["benchmarks/compare_losses.py", *(sys.argv[1:] if argv is None else argv)]),
+                "study": study,
+                "arms": {arm: dict(zip(("loss", "variant", "loss_options"), ARMS[arm])) for arm in STUDIES[study]},
+                "settings": {k: v for k, v in vars(args).items() if k not in ("runs", "results", "study")},
+                "val_cases": sorted(table["case"].unique()),
+                "versions": {
+                    "python": platform.python_version(),
+                    **{p: importlib.metadata.version(p) for p in VERSIONED},
+                },
+                "machine": {
+                    "platform": platform.platform(),
+                    "processor": platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "torch_threads_per_run": 1,
+                },
+                "wall_seconds_this_call": round(wall, 1),
+                "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
+            },
+        )
+        save_figure(
+            table,
+            history,
+            out / "results.png",
+            title=f"{study}: {len(seeds[study])} seeds x "
+            f"{table['case'].nunique()} cases, {args.encoder}, {args.epochs} epochs, synthetic "
+            f"{args.depth}x{args.size}x{args.size}",
+        )
         seed_means = table.pivot_table(index="loss", columns="seed", values="dice", aggfunc="mean")
         seed_means = seed_means.loc[STUDIES[study]]
         seed_means["mean"], seed_means["sd over seeds"] = seed_means.mean(axis=1), seed_means.std(axis=1)

@@ -84,17 +84,49 @@ def check_syncs(batch, device, amp_dtype) -> dict[str, dict[str, str]]:
 def ddp_smoke(data: Path, run: Path, *, batch: int, device: str) -> dict:
     """Step 5: the run of step 4 through torchrun on one process, then ``--resume`` for a
     second epoch; its config and history, or the error of the step that failed."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-               "-m", "afl_core.train", "--out", str(run), "--no-progress"]
-    start = ["--data", str(data), "--loss", "afl", "--variant", "paper", "--encoder", "resnet50", "--encoder-weights",
-             "none", "--epochs", "1", "--batch-size", str(batch), "--optimizer", "sgd", "--device", device]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "afl_core.train",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
+    start = [
+        "--data",
+        str(data),
+        "--loss",
+        "afl",
+        "--variant",
+        "paper",
+        "--encoder",
+        "resnet50",
+        "--encoder-weights",
+        "none",
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(batch),
+        "--optimizer",
+        "sgd",
+        "--device",
+        device,
+    ]
     for name, extra in (("start", start), ("resume", ["--resume", "--epochs", "2"])):
         done = subprocess.run(command + extra, capture_output=True, text=True, timeout=180)
         if done.returncode != 0:
             return {"error": f"{name} failed ({done.returncode}): {done.stderr[-3000:]}"}
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    return {"world_size": config["world_size"], "resolved_device": config["resolved_device"],
-            "history": pd.read_csv(run / "history.csv").to_dict(orient="records")}
+    return {
+        "world_size": config["world_size"],
+        "resolved_device": config["resolved_device"],
+        "history": pd.read_csv(run / "history.csv").to_dict(orient="records"),
+    }
 
 
 def main(argv=None) -> int:
@@ -115,8 +147,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU rehearsal)"
-    report: dict = {"gpu": gpu, "torch": torch.__version__,
-                    "amp_dtype": str(amp_dtype), "size": args.size, "batch": args.batch}
+    report: dict = {
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "amp_dtype": str(amp_dtype),
+        "size": args.size,
+        "batch": args.batch,
+    }
     print(json.dumps(report), flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,8 +163,9 @@ def main(argv=None) -> int:
 
         # 1 and 3: throughput and peak memory (one measure() per loss for its own peak).
         losses = {"focal": {"name": "focal"}} | {f"afl-{v}": {"name": "afl", "variant": v} for v in VARIANTS}
-        rates = measure(losses, batches, encoder="resnet50", device=device, steps=args.steps,
-                        repeats=args.repeats, warmup=5)
+        rates = measure(
+            losses, batches, encoder="resnet50", device=device, steps=args.steps, repeats=args.repeats, warmup=5
+        )
         report["images_per_s"] = {name: statistics.median(values) for name, values in rates.items()}
         report["ratio_to_focal"] = ratios(rates)
         report["peak_memory_gib"] = {name: float("nan") for name in losses}
@@ -136,8 +174,16 @@ def main(argv=None) -> int:
             for name, spec in losses.items():
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-                measure({name: spec}, batches, encoder="resnet50", device=device, steps=3, repeats=1, warmup=1,
-                        progress=False)
+                measure(
+                    {name: spec},
+                    batches,
+                    encoder="resnet50",
+                    device=device,
+                    steps=3,
+                    repeats=1,
+                    warmup=1,
+                    progress=False,
+                )
                 report["peak_memory_gib"][name] = torch.cuda.max_memory_allocated() / 2**30
             print(f"throughput done ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -147,38 +193,57 @@ def main(argv=None) -> int:
 
         # 4: the real loop on CUDA.
         run = Path(tmp) / "run"
-        result = fit(data=data, out=run, loss="afl", variant="paper", encoder="resnet50", encoder_weights=None,
-                     epochs=args.fit_epochs, batch_size=args.batch, optimizer="sgd", device=args.device,
-                     progress=False)
+        result = fit(
+            data=data,
+            out=run,
+            loss="afl",
+            variant="paper",
+            encoder="resnet50",
+            encoder_weights=None,
+            epochs=args.fit_epochs,
+            batch_size=args.batch,
+            optimizer="sgd",
+            device=args.device,
+            progress=False,
+        )
         evaluation = evaluate_run(run, device=args.device, progress=False)
-        report["fit"] = {"history": result.history.to_dict(orient="records"),
-                         "eval_means": evaluation.summary["means"]}
+        report["fit"] = {"history": result.history.to_dict(orient="records"), "eval_means": evaluation.summary["means"]}
         print(f"fit done ({time.perf_counter() - started:.0f} s)", flush=True)
 
         # 5: DDP through torchrun, one process.
         report["ddp"] = ddp_smoke(data, Path(tmp) / "run_ddp", batch=args.batch, device=args.device)
     report["seconds"] = time.perf_counter() - started
 
-    print(f"\nGPU check on {report['gpu']} ({amp_dtype}), batch {args.batch} x 3 x {args.size} x {args.size}, "
-          "ResNet50 U-Net, paper SGD")
+    print(
+        f"\nGPU check on {report['gpu']} ({amp_dtype}), batch {args.batch} x 3 x {args.size} x {args.size}, "
+        "ResNet50 U-Net, paper SGD"
+    )
     for name, rate in report["images_per_s"].items():
         ratio = report["ratio_to_focal"].get(name)
-        print(f"  {name:<18s} {rate:8.1f} images/s  peak {report['peak_memory_gib'][name]:5.2f} GiB"
-              + (f"  ratio to focal {ratio:.3f}" if ratio is not None else ""))
+        print(
+            f"  {name:<18s} {rate:8.1f} images/s  peak {report['peak_memory_gib'][name]:5.2f} GiB"
+            + (f"  ratio to focal {ratio:.3f}" if ratio is not None else "")
+        )
     for variant, checks in report["host_syncs"].items():
-        print(f"  host syncs, afl-{variant:<12s} loss fwd+bwd: {checks['loss_forward_backward']}; "
-              f"train step: {checks['train_step']}")
+        print(
+            f"  host syncs, afl-{variant:<12s} loss fwd+bwd: {checks['loss_forward_backward']}; "
+            f"train step: {checks['train_step']}"
+        )
     history = report["fit"]["history"][-1]
-    print(f"  fit: epoch {history['epoch']} train_loss {history['train_loss']:.4f} val_dice {history['val_dice']:.4f} "
-          f"({history['train_images_per_s']:.0f} images/s with data loading)")
+    print(
+        f"  fit: epoch {history['epoch']} train_loss {history['train_loss']:.4f} val_dice {history['val_dice']:.4f} "
+        f"({history['train_images_per_s']:.0f} images/s with data loading)"
+    )
     ddp = report["ddp"]
     if "error" in ddp:
         print(f"  torchrun (DDP, 1 process): FAILED: {ddp['error']}")
     else:
         first, second = ddp["history"]
-        print(f"  torchrun (DDP, world_size {ddp['world_size']}, {ddp['resolved_device']}): epoch 1 train_loss "
-              f"{first['train_loss']:.4f} (fit without DDP: {report['fit']['history'][0]['train_loss']:.4f}), "
-              f"resumed epoch 2 train_loss {second['train_loss']:.4f} val_dice {second['val_dice']:.4f}")
+        print(
+            f"  torchrun (DDP, world_size {ddp['world_size']}, {ddp['resolved_device']}): epoch 1 train_loss "
+            f"{first['train_loss']:.4f} (fit without DDP: {report['fit']['history'][0]['train_loss']:.4f}), "
+            f"resumed epoch 2 train_loss {second['train_loss']:.4f} val_dice {second['val_dice']:.4f}"
+        )
     print(f"  total {report['seconds']:.0f} s")
     write_json(out / "gpu_check.json", report)
     return 1 if "error" in ddp else 0

@@ -44,15 +44,24 @@ from afl_core.train import PAPER_SGD, TrainStep, make_loss, make_optimizer
 GOAL = 0.97
 
 
-def synthetic_batches(root: Path, *, size: int, batch: int, n_batches: int,
-                      seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def synthetic_batches(
+    root: Path, *, size: int, batch: int, n_batches: int, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``n_batches`` (image, label) batches of ``size`` x ``size`` synthetic slices, half of
     them drawn from lesion-bearing slices, every batch holding at least one lesion (A-FL's
     reference variant is undefined otherwise)."""
     depth = 16
     n_cases = max(2, -(-batch * n_batches // depth))
-    make_dataset(root, n_cases, seed=seed, shape=(depth, size, size), lesion_radius=(2.0, 0.1 * size),
-                 irregularity=(0.0, 0.6), empty_fraction=0.0, progress=False)
+    make_dataset(
+        root,
+        n_cases,
+        seed=seed,
+        shape=(depth, size, size),
+        lesion_radius=(2.0, 0.1 * size),
+        irregularity=(0.0, 0.6),
+        empty_fraction=0.0,
+        progress=False,
+    )
     slices = SliceDataset(root, oversample_lesions=0.5, seed=seed)
     batches = []
     epoch = 0
@@ -90,8 +99,9 @@ def measure(
         model = copy.deepcopy(two if spec.get("variant") == "reference" else one).to(device)
         model.train()
         optimizer = make_optimizer(model, "sgd", PAPER_SGD["lr"], PAPER_SGD["weight_decay"])
-        trainers[name] = TrainStep(model, make_loss(**spec), optimizer, device=device, amp_dtype=amp_dtype,
-                                   channels_last=True)
+        trainers[name] = TrainStep(
+            model, make_loss(**spec), optimizer, device=device, amp_dtype=amp_dtype, channels_last=True
+        )
 
     def run(trainer: TrainStep, count: int) -> float:
         """Images per second over ``count`` steps (device work finished inside the timing)."""
@@ -112,7 +122,7 @@ def measure(
     rates: dict[str, list[float]] = {name: [] for name in trainers}
     names = list(trainers)
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             rates[name].append(run(trainers[name], steps))
         if progress:
             print(f"  round {r + 1}/{repeats}: " + ", ".join(f"{n} {rates[n][-1]:.1f}" for n in names), flush=True)
@@ -121,8 +131,11 @@ def measure(
 
 def ratios(rates: dict[str, list[float]], baseline: str = "focal") -> dict[str, float]:
     """Median over rounds of ``rate / baseline rate`` of the same round."""
-    return {name: statistics.median(r / b for r, b in zip(values, rates[baseline]))
-            for name, values in rates.items() if name != baseline}
+    return {
+        name: statistics.median(r / b for r, b in zip(values, rates[baseline]))
+        for name, values in rates.items()
+        if name != baseline
+    }
 
 
 def measure_rank(batches_file: str, result_file: str, options: dict) -> None:
@@ -138,7 +151,7 @@ def measure_rank(batches_file: str, result_file: str, options: dict) -> None:
     optimizer = make_optimizer(model, "sgd", PAPER_SGD["lr"], PAPER_SGD["weight_decay"])
     step = TrainStep(model, make_loss(**options["loss"]), optimizer, device=torch.device("cpu"))
     step.model = distributed.wrap(model, world)
-    share = [(x[world.rank::world.size], y[world.rank::world.size]) for x, y in batches]
+    share = [(x[world.rank :: world.size], y[world.rank :: world.size]) for x, y in batches]
     losses = []
 
     def run(count: int) -> float:
@@ -158,8 +171,9 @@ def measure_rank(batches_file: str, result_file: str, options: dict) -> None:
 def measure_ranks(args, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, dict]:
     """``--ranks``: slices/s (median over rounds) and loss drift of each configuration."""
     loss = {"name": "afl", "variant": args.variants[0]}
-    options = dict(encoder=args.encoder, loss=loss, steps=args.steps, repeats=args.repeats, warmup=2,
-                   threads=args.threads)
+    options = dict(
+        encoder=args.encoder, loss=loss, steps=args.steps, repeats=args.repeats, warmup=2, threads=args.threads
+    )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         batches_file = str(Path(tmp) / "batches.pt")
@@ -175,10 +189,16 @@ def measure_ranks(args, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dic
     reference = results["1 process"]["losses"]
     for name, result in results.items():
         drift = [abs(a - b) / abs(b) for a, b in zip(result["losses"], reference)]
-        result |= {"slices_per_s": statistics.median(result["rates"]), "first_step_relative_loss_drift": drift[0],
-                   "max_relative_loss_drift": max(drift)}
-        print(f"  {name:<12s} {result['slices_per_s']:8.1f} slices/s   loss vs 1 process: relative difference "
-              f"{drift[0]:.1e} at the first step, at most {max(drift):.1e} over {len(drift)} steps", flush=True)
+        result |= {
+            "slices_per_s": statistics.median(result["rates"]),
+            "first_step_relative_loss_drift": drift[0],
+            "max_relative_loss_drift": max(drift),
+        }
+        print(
+            f"  {name:<12s} {result['slices_per_s']:8.1f} slices/s   loss vs 1 process: relative difference "
+            f"{drift[0]:.1e} at the first step, at most {max(drift):.1e} over {len(drift)} steps",
+            flush=True,
+        )
     return results
 
 
@@ -190,21 +210,33 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="training steps per loss per round")
     parser.add_argument("--repeats", type=int, default=7, help="rounds")
-    parser.add_argument("--variants", nargs="+", default=["paper", "scale_aware"],
-                        choices=["paper", "reference", "scale_aware"])
+    parser.add_argument(
+        "--variants", nargs="+", default=["paper", "scale_aware"], choices=["paper", "reference", "scale_aware"]
+    )
     parser.add_argument("--no-amp", dest="amp", action="store_false")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads (default 1: OpenMP threads fighting over a shared machine "
-                             "make timings swing many-fold); with --ranks, per process")
-    parser.add_argument("--ranks", type=int, nargs="+",
-                        help="DistributedDataParallel on this many CPU processes (gloo) each, against one process")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: OpenMP threads fighting over a shared machine "
+        "make timings swing many-fold); with --ranks, per process",
+    )
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        nargs="+",
+        help="DistributedDataParallel on this many CPU processes (gloo) each, against one process",
+    )
     args = parser.parse_args(argv)
     if args.ranks:
         with tempfile.TemporaryDirectory() as tmp:
             batches = synthetic_batches(Path(tmp) / "data", size=args.size, batch=args.batch, n_batches=4)
-        print(f"training throughput on the CPU: U-Net {args.encoder}, A-FL {args.variants[0]}, global batch "
-              f"{args.batch} x {batches[0][0].shape[1]} x {args.size} x {args.size}, paper SGD, {args.threads} "
-              f"thread(s) per process, {args.repeats} rounds of {args.steps} steps", flush=True)
+        print(
+            f"training throughput on the CPU: U-Net {args.encoder}, A-FL {args.variants[0]}, global batch "
+            f"{args.batch} x {batches[0][0].shape[1]} x {args.size} x {args.size}, paper SGD, {args.threads} "
+            f"thread(s) per process, {args.repeats} rounds of {args.steps} steps",
+            flush=True,
+        )
         return measure_ranks(args, batches)
     device = resolve_device(args.device)
     if device.type == "cpu":
@@ -212,13 +244,19 @@ def main(argv=None) -> dict:
     losses = {"focal": {"name": "focal"}} | {f"afl-{v}": {"name": "afl", "variant": v} for v in args.variants}
     with tempfile.TemporaryDirectory() as tmp:
         batches = synthetic_batches(Path(tmp) / "data", size=args.size, batch=args.batch, n_batches=4)
-    print(f"training throughput: U-Net {args.encoder}, batch {args.batch} x {batches[0][0].shape[1]} x "
-          f"{args.size} x {args.size}, {device}"
-          + (f" ({torch.cuda.get_device_name(device)}, {autocast_dtype(device, args.amp)})" if device.type == "cuda"
-             else f" ({torch.get_num_threads()} threads)")
-          + f", paper SGD, {args.repeats} rounds of {args.steps} steps")
-    rates = measure(losses, batches, encoder=args.encoder, device=device, amp=args.amp,
-                    steps=args.steps, repeats=args.repeats)
+    print(
+        f"training throughput: U-Net {args.encoder}, batch {args.batch} x {batches[0][0].shape[1]} x "
+        f"{args.size} x {args.size}, {device}"
+        + (
+            f" ({torch.cuda.get_device_name(device)}, {autocast_dtype(device, args.amp)})"
+            if device.type == "cuda"
+            else f" ({torch.get_num_threads()} threads)"
+        )
+        + f", paper SGD, {args.repeats} rounds of {args.steps} steps"
+    )
+    rates = measure(
+        losses, batches, encoder=args.encoder, device=device, amp=args.amp, steps=args.steps, repeats=args.repeats
+    )
     result = ratios(rates)
     for name, values in rates.items():
         line = f"  {name:<16s} {statistics.median(values):8.1f} images/s"

@@ -134,8 +134,9 @@ def finish(root: str | os.PathLike, cases: set[str], *, channel_names: list[str]
     """Remove cases from other runs, then write dataset.json (last, so that its presence with
     a matching ``download`` entry marks the dataset complete)."""
     remove_other_cases(root, cases)
-    return write_dataset_json(root, channel_names=channel_names, num_training=len(cases),
-                              download=_as_json(request), **extra)
+    return write_dataset_json(
+        root, channel_names=channel_names, num_training=len(cases), download=_as_json(request), **extra
+    )
 
 
 def check_dest_source(root: str | os.PathLike, source: str) -> None:

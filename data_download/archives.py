@@ -118,8 +118,14 @@ def safe_extract(
             _check_expansion(archive, total, max_bytes=max_bytes, max_ratio=max_ratio)
             ensure_free_space(destination.parent, total, what=f"extracting {archive.name}")
             tmp.mkdir(parents=True)
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=f"extract {archive.name}", disable=not progress) as bar:
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"extract {archive.name}",
+                disable=not progress,
+            ) as bar:
                 for member, source in selected:
                     target = tmp.joinpath(*_parts(member.name))
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +134,13 @@ def safe_extract(
                         while chunk := src.read(CHUNK_BYTES):
                             written += len(chunk)
                             if written > member.size:
-                                raise UnsafeArchiveError(_bomb(archive, f"the member {member.name!r} expands beyond "
-                                                                        f"its declared {format_bytes(member.size)}"))
+                                raise UnsafeArchiveError(
+                                    _bomb(
+                                        archive,
+                                        f"the member {member.name!r} expands beyond "
+                                        f"its declared {format_bytes(member.size)}",
+                                    )
+                                )
                             dst.write(chunk)
                             bar.update(len(chunk))
         os.replace(tmp, destination)
@@ -222,18 +233,30 @@ def _clash(archive: Path, clash: str) -> UnsafeArchiveError:
 def _check_expansion(archive: Path, total: int, *, max_bytes: int, max_ratio: float) -> None:
     size = archive.stat().st_size
     if total > max_bytes:
-        raise UnsafeArchiveError(_bomb(archive, f"it would expand to {format_bytes(total)}, more than the "
-                                                f"{format_bytes(max_bytes)} allowed for one archive"))
+        raise UnsafeArchiveError(
+            _bomb(
+                archive,
+                f"it would expand to {format_bytes(total)}, more than the "
+                f"{format_bytes(max_bytes)} allowed for one archive",
+            )
+        )
     if total > max(RATIO_EXEMPT_BYTES, max_ratio * size):
-        raise UnsafeArchiveError(_bomb(archive, f"its {format_bytes(size)} would expand to {format_bytes(total)}, "
-                                                f"more than {max_ratio:g} times its size"))
+        raise UnsafeArchiveError(
+            _bomb(
+                archive,
+                f"its {format_bytes(size)} would expand to {format_bytes(total)}, "
+                f"more than {max_ratio:g} times its size",
+            )
+        )
 
 
 def _bomb(archive: Path, what: str) -> str:
-    return (f"The archive {archive} was not extracted: {what}. Medical images do not compress like "
-            "that, so this is not the published dataset but a damaged or tampered copy (a "
-            "decompression bomb): delete it and download it again from the official address "
-            "(drop --base-url if you used a mirror).")
+    return (
+        f"The archive {archive} was not extracted: {what}. Medical images do not compress like "
+        "that, so this is not the published dataset but a damaged or tampered copy (a "
+        "decompression bomb): delete it and download it again from the official address "
+        "(drop --base-url if you used a mirror)."
+    )
 
 
 class _NotAnArchive(DownloadError):
@@ -246,8 +269,10 @@ def _open(archive: str | os.PathLike):
         return zipfile.ZipFile(archive)
     if tarfile.is_tarfile(archive):
         return tarfile.open(archive, "r:*")
-    raise _NotAnArchive(f"{archive} is neither a zip nor a tar archive (damaged or incomplete?). "
-                        "Delete it and re-run the same command to download it again.")
+    raise _NotAnArchive(
+        f"{archive} is neither a zip nor a tar archive (damaged or incomplete?). "
+        "Delete it and re-run the same command to download it again."
+    )
 
 
 def _iter_members(handle) -> Iterator[tuple[Member, object]]:

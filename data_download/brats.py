@@ -70,8 +70,9 @@ def find_cases(source: str | os.PathLike) -> dict[str, tuple[str, Path]]:
             "you received again (or download it again) and re-run."
         )
     if not cases:
-        raise DownloadError(f"{root} has HGG/LGG folders but no case folders in them; "
-                            "unpack your BraTS 2018 copy there.")
+        raise DownloadError(
+            f"{root} has HGG/LGG folders but no case folders in them; unpack your BraTS 2018 copy there."
+        )
     return cases
 
 
@@ -81,19 +82,31 @@ def load_case(case_dir: Path) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]
     images = [nib.load(case_dir / f"{case}_{m}.nii.gz") for m in MODALITIES]
     seg_file = case_dir / f"{case}_seg.nii.gz"
     seg = np.asanyarray(nib.load(seg_file).dataobj)
-    mask = _layout.whole_tumour(seg, WHOLE_TUMOUR, seg_file,
-                                "BraTS 2018 uses only 0, 1, 2 and 4. The file is damaged or from another BraTS "
-                                "edition; replace it from your original copy and re-run.")
+    mask = _layout.whole_tumour(
+        seg,
+        WHOLE_TUMOUR,
+        seg_file,
+        "BraTS 2018 uses only 0, 1, 2 and 4. The file is damaged or from another BraTS "
+        "edition; replace it from your original copy and re-run.",
+    )
     channels = [np.asanyarray(image.dataobj) for image in images]
     shapes = {str(c.shape) for c in channels} | {str(seg.shape)}
     if len(shapes) > 1:
-        raise DownloadError(f"The files of {case_dir} have different shapes ({', '.join(sorted(shapes))}); "
-                            "a BraTS case is co-registered on one grid. Replace them from your original copy.")
+        raise DownloadError(
+            f"The files of {case_dir} have different shapes ({', '.join(sorted(shapes))}); "
+            "a BraTS case is co-registered on one grid. Replace them from your original copy."
+        )
     return channels, mask, images[0].affine
 
 
-def convert_brats2018(source: str | os.PathLike, dest: str | os.PathLike, *, max_cases: int | None = None,
-                      force: bool = False, progress: bool = True) -> Path | None:
+def convert_brats2018(
+    source: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    max_cases: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path | None:
     """Check a BraTS 2018 training copy and convert it into ``dest``; ``None`` if already complete."""
     request = {"source": str(Path(source).resolve()), "max_cases": max_cases}
     if not force and _layout.is_complete(dest, request):
@@ -103,11 +116,18 @@ def convert_brats2018(source: str | os.PathLike, dest: str | os.PathLike, *, max
     print(ACCESS_NOTICE, flush=True)
     cases = sorted(found)[:max_cases]
     loaders = {case: (lambda d=found[case][1]: load_case(d)) for case in cases}
-    _layout.write_cases(dest, loaders, params={"source": request["source"]}, force=force, progress=progress,
-                        desc="BraTS 2018")
-    _layout.finish(dest, set(cases), channel_names=CHANNEL_NAMES, request=request, source="brats2018",
-                   licence="BraTS 2018 data-use terms (registration required)",
-                   label_mapping="lesion = whole tumour = seg in {1, 2, 4}",
-                   grades={case: found[case][0] for case in cases})
+    _layout.write_cases(
+        dest, loaders, params={"source": request["source"]}, force=force, progress=progress, desc="BraTS 2018"
+    )
+    _layout.finish(
+        dest,
+        set(cases),
+        channel_names=CHANNEL_NAMES,
+        request=request,
+        source="brats2018",
+        licence="BraTS 2018 data-use terms (registration required)",
+        label_mapping="lesion = whole tumour = seg in {1, 2, 4}",
+        grades={case: found[case][0] for case in cases},
+    )
     print(f"BraTS 2018: {len(cases)} cases in {dest}.", flush=True)
     return Path(dest)

@@ -20,19 +20,29 @@ from .remote import DownloadError, RemoteFile, check_transfer_options, describe,
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dest", type=Path, required=True, help="dataset folder to write (the common layout)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be fetched or written, then stop")
-    parser.add_argument("--force", action="store_true",
-                        help="convert again even if DEST is complete (downloads are still only re-verified)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="convert again even if DEST is complete (downloads are still only re-verified)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
 def _network(parser: argparse.ArgumentParser, official: str) -> None:
-    parser.add_argument("--base-url", default=official,
-                        help=f"mirror replacing {official} (same file names under it)")
+    parser.add_argument("--base-url", default=official, help=f"mirror replacing {official} (same file names under it)")
     parser.add_argument("--cache", type=Path, help="folder for downloaded archives (default DEST/.downloads)")
-    parser.add_argument("--delete-archives", dest="keep_archives", action="store_false",
-                        help="delete the downloaded archives after a successful conversion")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds without data, or with under 1 KiB/s on average over as long, before a retry (60)")
+    parser.add_argument(
+        "--delete-archives",
+        dest="keep_archives",
+        action="store_false",
+        help="delete the downloaded archives after a successful conversion",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds without data, or with under 1 KiB/s on average over as long, before a retry (60)",
+    )
     parser.add_argument("--retries", type=int, default=2, help="automatic retries of a failed transfer (2)")
 
 
@@ -49,43 +59,80 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_download", description=__doc__.split("\n\n")[0].strip("`"))
     sources = parser.add_subparsers(dest="command", required=True, metavar="{picai,brats2018,msd-brain,synthetic}")
 
-    p = sources.add_parser("picai", help="PI-CAI 2022 prostate bpMRI (Zenodo + picai_labels; CC BY-NC 4.0)",
-                           description=picai.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sources.add_parser(
+        "picai",
+        help="PI-CAI 2022 prostate bpMRI (Zenodo + picai_labels; CC BY-NC 4.0)",
+        description=picai.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(p)
     _network(p, picai.ZENODO_RECORD_URL)
-    p.add_argument("--record-url", default=picai.ZENODO_RECORD_URL,
-                   help="the Zenodo record (JSON) whose sizes and md5 the archives must match, wherever they come "
-                        "from; an https:// or file:// address (%(default)s)")
+    p.add_argument(
+        "--record-url",
+        default=picai.ZENODO_RECORD_URL,
+        help="the Zenodo record (JSON) whose sizes and md5 the archives must match, wherever they come "
+        "from; an https:// or file:// address (%(default)s)",
+    )
     p.add_argument("--folds", type=int, nargs="+", default=list(picai.FOLDS), help="image folds to fetch (0-4; all)")
-    p.add_argument("--labels", choices=sorted(picai.LABEL_SETS), default="human",
-                   help="human: expert labels only; human+pooch25 / human+ai: expert labels, then "
-                        "Pooch25 or AI (Bosma22a) labels for the remaining cases")
+    p.add_argument(
+        "--labels",
+        choices=sorted(picai.LABEL_SETS),
+        default="human",
+        help="human: expert labels only; human+pooch25 / human+ai: expert labels, then "
+        "Pooch25 or AI (Bosma22a) labels for the remaining cases",
+    )
     p.add_argument("--labels-commit", default=picai.LABELS_COMMIT, help="picai_labels commit (%(default)s)")
-    p.add_argument("--labels-base-url", default=picai.LABELS_ARCHIVE_URL,
-                   help="where <commit>.zip of picai_labels is served (%(default)s)")
+    p.add_argument(
+        "--labels-base-url",
+        default=picai.LABELS_ARCHIVE_URL,
+        help="where <commit>.zip of picai_labels is served (%(default)s)",
+    )
     p.add_argument("--labels-dir", type=Path, help="use this clone of picai_labels instead of downloading it")
-    p.add_argument("--spacing", type=float, nargs=3, default=list(picai.DEFAULT_SPACING), metavar=("Z", "Y", "X"),
-                   help="output voxel size in mm (3.0 0.5 0.5, as the PI-CAI U-Net baseline)")
-    p.add_argument("--matrix-size", type=int, nargs=3, default=list(picai.DEFAULT_MATRIX_SIZE),
-                   metavar=("Z", "Y", "X"), help="centre crop/pad to this many voxels (20 256 256)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=list(picai.DEFAULT_SPACING),
+        metavar=("Z", "Y", "X"),
+        help="output voxel size in mm (3.0 0.5 0.5, as the PI-CAI U-Net baseline)",
+    )
+    p.add_argument(
+        "--matrix-size",
+        type=int,
+        nargs=3,
+        default=list(picai.DEFAULT_MATRIX_SIZE),
+        metavar=("Z", "Y", "X"),
+        help="centre crop/pad to this many voxels (20 256 256)",
+    )
     _max_cases(p)
 
-    p = sources.add_parser("brats2018", help="BraTS 2018 training data from your own (registered) copy",
-                           description=brats.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sources.add_parser(
+        "brats2018",
+        help="BraTS 2018 training data from your own (registered) copy",
+        description=brats.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(p)
     _local(p)
     p.add_argument("--source", type=Path, required=True, help=f"your {brats.TRAINING_FOLDER} folder (or its parent)")
     _max_cases(p)
 
-    p = sources.add_parser("msd-brain", help="Medical Segmentation Decathlon Task01_BrainTumour (CC-BY-SA 4.0)",
-                           description=msd.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sources.add_parser(
+        "msd-brain",
+        help="Medical Segmentation Decathlon Task01_BrainTumour (CC-BY-SA 4.0)",
+        description=msd.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(p)
     _network(p, msd.BASE_URL)
     _max_cases(p)
 
-    p = sources.add_parser("synthetic", help="synthetic MRI-like cases with lesions of chosen size and irregularity",
-                           description="Generate synthetic cases with afl_core.synthetic.make_dataset; options "
-                                       "left out take that function's defaults.")
+    p = sources.add_parser(
+        "synthetic",
+        help="synthetic MRI-like cases with lesions of chosen size and irregularity",
+        description="Generate synthetic cases with afl_core.synthetic.make_dataset; options "
+        "left out take that function's defaults.",
+    )
     _common(p)
     _local(p)
     p.add_argument("--cases", type=int, default=16, help="number of cases (16)")
@@ -96,8 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--empty-fraction", type=float, help="fraction of cases without a lesion")
     p.add_argument("--channels", dest="n_channels", type=int, help="number of image channels")
     p.add_argument("--max-lesions", type=int, help="at most this many lesions per case")
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("D", "H", "W"),
-                   help="voxel size in mm, in the order of --shape (slice thickness first)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        metavar=("D", "H", "W"),
+        help="voxel size in mm, in the order of --shape (slice thickness first)",
+    )
     return parser
 
 
@@ -114,21 +166,41 @@ def _print_plan(remotes: list[RemoteFile], folder: Path) -> None:
 def _run_picai(args) -> int:
     cache = args.cache or args.dest / ".downloads"
     if args.dry_run:
-        remotes = picai.plan_picai(folds=args.folds, labels=args.labels, base_url=args.base_url,
-                                   record_url=args.record_url, labels_commit=args.labels_commit,
-                                   labels_base_url=args.labels_base_url, labels_dir=args.labels_dir,
-                                   **_network_options(args))
+        remotes = picai.plan_picai(
+            folds=args.folds,
+            labels=args.labels,
+            base_url=args.base_url,
+            record_url=args.record_url,
+            labels_commit=args.labels_commit,
+            labels_base_url=args.labels_base_url,
+            labels_dir=args.labels_dir,
+            **_network_options(args),
+        )
         print(picai.LICENCE_NOTICE)
         _print_plan(remotes, cache)
-        print(f"then convert ({args.labels} labels, {' x '.join(map(str, args.spacing))} mm, "
-              f"{' x '.join(map(str, args.matrix_size))} voxels) into {args.dest}")
+        print(
+            f"then convert ({args.labels} labels, {' x '.join(map(str, args.spacing))} mm, "
+            f"{' x '.join(map(str, args.matrix_size))} voxels) into {args.dest}"
+        )
         return 0
     done = picai.download_picai(
-        args.dest, folds=args.folds, labels=args.labels, base_url=args.base_url, record_url=args.record_url,
+        args.dest,
+        folds=args.folds,
+        labels=args.labels,
+        base_url=args.base_url,
+        record_url=args.record_url,
         labels_commit=args.labels_commit,
-        labels_base_url=args.labels_base_url, labels_dir=args.labels_dir, cache=args.cache, spacing=args.spacing,
-        matrix_size=args.matrix_size, max_cases=args.max_cases, keep_archives=args.keep_archives,
-        force=args.force, progress=args.progress, **_network_options(args))
+        labels_base_url=args.labels_base_url,
+        labels_dir=args.labels_dir,
+        cache=args.cache,
+        spacing=args.spacing,
+        matrix_size=args.matrix_size,
+        max_cases=args.max_cases,
+        keep_archives=args.keep_archives,
+        force=args.force,
+        progress=args.progress,
+        **_network_options(args),
+    )
     return _finished(done, args.dest, "PI-CAI")
 
 
@@ -141,9 +213,16 @@ def _run_msd(args) -> int:
         _print_plan([sized], args.cache or args.dest / ".downloads")
         print(f"then convert {'all' if args.max_cases is None else args.max_cases} training cases into {args.dest}")
         return 0
-    done = msd.download_msd(args.dest, base_url=args.base_url, cache=args.cache, max_cases=args.max_cases,
-                            keep_archives=args.keep_archives, force=args.force, progress=args.progress,
-                            **_network_options(args))
+    done = msd.download_msd(
+        args.dest,
+        base_url=args.base_url,
+        cache=args.cache,
+        max_cases=args.max_cases,
+        keep_archives=args.keep_archives,
+        force=args.force,
+        progress=args.progress,
+        **_network_options(args),
+    )
     return _finished(done, args.dest, "MSD Task01_BrainTumour")
 
 
@@ -152,11 +231,14 @@ def _run_brats(args) -> int:
         cases = brats.find_cases(args.source)
         grades = [grade for grade, _ in cases.values()]
         count = len(cases) if args.max_cases is None else min(args.max_cases, len(cases))
-        print(f"{len(cases)} complete BraTS 2018 cases found ({grades.count('HGG')} HGG, {grades.count('LGG')} LGG); "
-              f"would convert {count} into {args.dest}")
+        print(
+            f"{len(cases)} complete BraTS 2018 cases found ({grades.count('HGG')} HGG, {grades.count('LGG')} LGG); "
+            f"would convert {count} into {args.dest}"
+        )
         return 0
-    done = brats.convert_brats2018(args.source, args.dest, max_cases=args.max_cases, force=args.force,
-                                   progress=args.progress)
+    done = brats.convert_brats2018(
+        args.source, args.dest, max_cases=args.max_cases, force=args.force, progress=args.progress
+    )
     return _finished(done, args.dest, "BraTS 2018")
 
 
@@ -164,8 +246,11 @@ def _run_synthetic(args) -> int:
     from afl_core.synthetic import make_dataset
 
     # Only the options given are passed on: the generator's own defaults stay the defaults.
-    options = {name: (tuple(value) if isinstance(value, list) else value) for name in _SYNTHETIC_OPTIONS
-               if (value := getattr(args, name)) is not None}
+    options = {
+        name: (tuple(value) if isinstance(value, list) else value)
+        for name in _SYNTHETIC_OPTIONS
+        if (value := getattr(args, name)) is not None
+    }
     if args.dry_run:
         shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "generator defaults"
         print(f"Would generate {args.cases} synthetic cases (seed {args.seed}; {shown}) into {args.dest}")
@@ -185,14 +270,22 @@ def _run_synthetic(args) -> int:
 
 
 _SYNTHETIC_OPTIONS = (
-    "shape", "lesion_radius", "irregularity", "empty_fraction", "n_channels", "max_lesions", "spacing",
+    "shape",
+    "lesion_radius",
+    "irregularity",
+    "empty_fraction",
+    "n_channels",
+    "max_lesions",
+    "spacing",
 )
 
 
 def _finished(result, dest: Path, name: str) -> int:
     if result is None:
-        print(f"The {name} dataset in {dest} is already complete for these options; nothing to do "
-              "(use --force to convert it again).")
+        print(
+            f"The {name} dataset in {dest} is already complete for these options; nothing to do "
+            "(use --force to convert it again)."
+        )
     return 0
 
 
@@ -201,8 +294,17 @@ _RUNNERS = {"picai": _run_picai, "brats2018": _run_brats, "msd-brain": _run_msd,
 
 def _report(message: str) -> None:
     # Paths and URLs are never broken across lines, so they can be copied.
-    print(textwrap.fill(message, width=100, initial_indent="error: ", subsequent_indent="  ",
-                        break_long_words=False, break_on_hyphens=False), file=sys.stderr)
+    print(
+        textwrap.fill(
+            message,
+            width=100,
+            initial_indent="error: ",
+            subsequent_indent="  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ),
+        file=sys.stderr,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,10 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     except DownloadError as exc:
         _report(str(exc))
     except KeyboardInterrupt:
-        _report("Interrupted. Completed downloads and converted cases are kept, and a partial download resumes: "
-                "re-run the same command to continue.")
+        _report(
+            "Interrupted. Completed downloads and converted cases are kept, and a partial download resumes: "
+            "re-run the same command to continue."
+        )
         return 130
     except OSError as exc:
-        _report(f"A file operation failed ({exc}). Check that --dest (and --cache) are writable and that the "
-                "disk is not full, then re-run the same command; completed work is kept.")
+        _report(
+            f"A file operation failed ({exc}). Check that --dest (and --cache) are writable and that the "
+            "disk is not full, then re-run the same command; completed work is kept."
+        )
     return 1

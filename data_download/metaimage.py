@@ -26,8 +26,18 @@ from .remote import CHUNK_BYTES, DownloadError, format_bytes
 
 # MetaIO's element types and their sizes in bytes (MET_LONG is 32-bit in MetaIO).
 ELEMENT_BYTES = {
-    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 4,
+    "MET_ULONG": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
 }
 # A PI-CAI scan holds tens of MB; a claim above this is not a scan.
 MAX_VOXEL_BYTES = 2 << 30
@@ -81,15 +91,22 @@ def check_metaimage(path: str | os.PathLike, *, max_bytes: int = MAX_VOXEL_BYTES
         channels = int(fields.get("elementnumberofchannels", "1"))
         ndims = int(fields.get("ndims", len(dims)))
     except (KeyError, ValueError):
-        raise _fail(path, f"its DimSize ({fields.get('dimsize')!r}) or channel count is not a list of "
-                          "whole numbers") from None
+        raise _fail(
+            path, f"its DimSize ({fields.get('dimsize')!r}) or channel count is not a list of whole numbers"
+        ) from None
     if element not in ELEMENT_BYTES or not dims or len(dims) != ndims or min(dims + [channels]) < 1:
-        raise _fail(path, f"its header (NDims {ndims}, DimSize {dims}, ElementType {element!r}, "
-                          f"{channels} channel(s)) does not describe an image")
+        raise _fail(
+            path,
+            f"its header (NDims {ndims}, DimSize {dims}, ElementType {element!r}, "
+            f"{channels} channel(s)) does not describe an image",
+        )
     claimed = math.prod(dims) * ELEMENT_BYTES[element] * channels
     if claimed > max_bytes:
-        raise _fail(path, f"its header claims {format_bytes(claimed)} of voxels, more than the "
-                          f"{format_bytes(max_bytes)} any scan holds")
+        raise _fail(
+            path,
+            f"its header claims {format_bytes(claimed)} of voxels, more than the "
+            f"{format_bytes(max_bytes)} any scan holds",
+        )
     present = path.stat().st_size - header_bytes
     if fields.get("compresseddata", "false").lower() not in _TRUE:
         if present != claimed:
@@ -103,8 +120,7 @@ def check_metaimage(path: str | os.PathLike, *, max_bytes: int = MAX_VOXEL_BYTES
         raise _fail(path, "its compressed voxel data is damaged or cut short")
     if inflated != claimed:
         shown = f"more than {claimed}" if inflated > claimed else str(inflated)
-        raise _fail(path, f"its header claims {claimed} bytes of voxels, but its compressed data "
-                          f"inflates to {shown}")
+        raise _fail(path, f"its header claims {claimed} bytes of voxels, but its compressed data inflates to {shown}")
 
 
 def _inflated_size(path: Path, start: int, *, limit: int) -> int | None:

@@ -52,41 +52,70 @@ def load_case(image_file: Path, label_file: Path) -> tuple[list[np.ndarray], np.
             f"(X, Y, Z, {len(CHANNEL_NAMES)}) with an (X, Y, Z) label. The copy is damaged: delete "
             "the archive and its extracted folder, then re-run."
         )
-    mask = _layout.whole_tumour(label, WHOLE_TUMOUR, label_file,
-                                "MSD Task01 uses only 0-3. The copy is damaged: delete the archive and re-run.")
+    mask = _layout.whole_tumour(
+        label, WHOLE_TUMOUR, label_file, "MSD Task01 uses only 0-3. The copy is damaged: delete the archive and re-run."
+    )
     channels = [np.ascontiguousarray(data[..., c]) for c in range(data.shape[3])]
     return channels, mask, image.affine
 
 
-def convert_msd(task_dir: str | os.PathLike, dest: str | os.PathLike, *, max_cases: int | None = None,
-                request: dict | None = None, extra: dict | None = None, force: bool = False,
-                progress: bool = True) -> list[str]:
+def convert_msd(
+    task_dir: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    max_cases: int | None = None,
+    request: dict | None = None,
+    extra: dict | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> list[str]:
     """Convert an extracted ``Task01_BrainTumour`` folder into the layout; returns the case ids."""
     task_dir = Path(task_dir)
     _layout.check_dest_source(dest, "msd-brain")
     images = {p.name: p for p in sorted((task_dir / "imagesTr").glob("*.nii.gz")) if not is_junk(p.name)}
     if not images:
-        raise DownloadError(f"No training images (imagesTr/BRATS_*.nii.gz) in {task_dir}; it is not an "
-                            "extracted Task01_BrainTumour. Delete it and re-run to extract the archive again.")
+        raise DownloadError(
+            f"No training images (imagesTr/BRATS_*.nii.gz) in {task_dir}; it is not an "
+            "extracted Task01_BrainTumour. Delete it and re-run to extract the archive again."
+        )
     missing = [name for name in images if not (task_dir / "labelsTr" / name).is_file()]
     if missing:
-        raise DownloadError(f"{task_dir}/labelsTr lacks the labels of {len(missing)} images (e.g. {missing[0]}); "
-                            "the extraction is incomplete: delete the folder and re-run.")
+        raise DownloadError(
+            f"{task_dir}/labelsTr lacks the labels of {len(missing)} images (e.g. {missing[0]}); "
+            "the extraction is incomplete: delete the folder and re-run."
+        )
     names = list(images)[:max_cases]
     cases = [name.removesuffix(".nii.gz") for name in names]
-    loaders = {case: (lambda n=name: load_case(images[n], task_dir / "labelsTr" / n))
-               for case, name in zip(cases, names)}
+    loaders = {
+        case: (lambda n=name: load_case(images[n], task_dir / "labelsTr" / n)) for case, name in zip(cases, names)
+    }
     _layout.write_cases(dest, loaders, params={}, force=force, progress=progress, desc="MSD brain")
-    _layout.finish(dest, set(cases), channel_names=CHANNEL_NAMES, request=request or {"max_cases": max_cases},
-                   source="msd-brain", licence=LICENCE, label_mapping="lesion = whole tumour = label in {1, 2, 3}",
-                   **(extra or {}))
+    _layout.finish(
+        dest,
+        set(cases),
+        channel_names=CHANNEL_NAMES,
+        request=request or {"max_cases": max_cases},
+        source="msd-brain",
+        licence=LICENCE,
+        label_mapping="lesion = whole tumour = label in {1, 2, 3}",
+        **(extra or {}),
+    )
     return cases
 
 
-def download_msd(dest: str | os.PathLike, *, base_url: str = BASE_URL, cache: str | os.PathLike | None = None,
-                 max_cases: int | None = None, keep_archives: bool = True, force: bool = False,
-                 progress: bool = True, timeout: float = 60.0, retries: int = 2,
-                 retry_wait: float = 2.0) -> Path | None:
+def download_msd(
+    dest: str | os.PathLike,
+    *,
+    base_url: str = BASE_URL,
+    cache: str | os.PathLike | None = None,
+    max_cases: int | None = None,
+    keep_archives: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+    retries: int = 2,
+    retry_wait: float = 2.0,
+) -> Path | None:
     """Download, verify and convert Task01_BrainTumour into ``dest``; ``None`` if already complete.
     The options are checked first, and what a killed run left in ``cache`` is removed."""
     check_transfer_options(timeout=timeout, retries=retries)
@@ -102,11 +131,17 @@ def download_msd(dest: str | os.PathLike, *, base_url: str = BASE_URL, cache: st
     print(LICENCE_NOTICE, flush=True)
     # fetch() checks free space against the server's Content-Length (S3 sends it).
     tar = fetch(remote, cache, progress=progress, timeout=timeout, retries=retries, retry_wait=retry_wait)
-    extracted = safe_extract(tar, cache / TASK, progress=progress,
-                             include=lambda name: "/imagesTs/" not in f"/{name}")
+    extracted = safe_extract(tar, cache / TASK, progress=progress, include=lambda name: "/imagesTs/" not in f"/{name}")
     task_dir = extracted / TASK if (extracted / TASK).is_dir() else extracted
-    cases = convert_msd(task_dir, dest, max_cases=max_cases, request=request, force=force, progress=progress,
-                        extra={"archive": remote.url, "archive_md5": ARCHIVE_MD5})
+    cases = convert_msd(
+        task_dir,
+        dest,
+        max_cases=max_cases,
+        request=request,
+        force=force,
+        progress=progress,
+        extra={"archive": remote.url, "archive_md5": ARCHIVE_MD5},
+    )
     print(f"MSD Task01_BrainTumour: {len(cases)} cases in {dest}.", flush=True)
     shutil.rmtree(extracted)
     if not keep_archives:

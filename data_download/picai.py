@@ -115,7 +115,10 @@ def _check_folds(folds: Sequence[int]) -> None:
 
 
 def image_archives(
-    folds: Sequence[int] = FOLDS, *, base_url: str = ZENODO_RECORD_URL, record_url: str = ZENODO_RECORD_URL,
+    folds: Sequence[int] = FOLDS,
+    *,
+    base_url: str = ZENODO_RECORD_URL,
+    record_url: str = ZENODO_RECORD_URL,
     **read_options,
 ) -> list[RemoteFile]:
     """The fold archives at ``<base_url>/files/<name>/content``, with the sizes and md5 that
@@ -173,8 +176,10 @@ def _record_entry(entries: dict[str, dict], name: str, record_url: str) -> tuple
             algorithm, digest = parse_checksum(checksum if ":" in checksum else f"md5:{checksum}")
             return whole, f"{algorithm}:{digest}"
         except ValueError:
-            problem = (f"the checksum {entry['checksum']!r} is not '<algorithm>:<hex digest>' with algorithm md5, "
-                       "sha1, sha256 or sha512 and a digest of its length")
+            problem = (
+                f"the checksum {entry['checksum']!r} is not '<algorithm>:<hex digest>' with algorithm md5, "
+                "sha1, sha256 or sha512 and a digest of its length"
+            )
     raise DownloadError(
         f"The record at {record_url} lists {name}, but {problem}, so the download could not be verified and "
         "nothing was fetched. The record is damaged or is not Zenodo's: leave --record-url out to use "
@@ -286,13 +291,15 @@ def convert_case(
     channels = []
     for modality in MODALITIES:
         scan = t2w if modality == "t2w" else _read_image(scans[modality])
-        resampled = sitk.Resample(sitk.Cast(scan, sitk.sitkFloat32), grid, sitk.Transform(),
-                                  sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
+        resampled = sitk.Resample(
+            sitk.Cast(scan, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkBSpline, 0.0, sitk.sitkFloat32
+        )
         channels.append(sitk_to_nifti(resampled)[0])
     # Binarise before resampling: any ISUP >= 2 lesion (expert values 2..5, AI/Pooch25 value 1).
     lesion = _read_image(label_file) >= 1
-    label, affine = sitk_to_nifti(sitk.Resample(lesion, grid, sitk.Transform(), sitk.sitkNearestNeighbor,
-                                                0, sitk.sitkUInt8))
+    label, affine = sitk_to_nifti(
+        sitk.Resample(lesion, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    )
     return channels, label, affine
 
 
@@ -337,18 +344,34 @@ def convert_picai(
             label_source[case] = folder
     cases = sorted(label_source)[:max_cases]
     loaders = {
-        case: (lambda case=case: convert_case(scans[case], labels_root / label_source[case] / f"{case}.nii.gz",
-                                              spacing=spacing, matrix_size=matrix_size))
+        case: (
+            lambda case=case: convert_case(
+                scans[case],
+                labels_root / label_source[case] / f"{case}.nii.gz",
+                spacing=spacing,
+                matrix_size=matrix_size,
+            )
+        )
         for case in cases
     }
-    request = request or {"labels": labels, "spacing": list(spacing), "matrix_size": list(matrix_size),
-                          "max_cases": max_cases}
+    request = request or {
+        "labels": labels,
+        "spacing": list(spacing),
+        "matrix_size": list(matrix_size),
+        "max_cases": max_cases,
+    }
     # Which cases are converted does not change a case's content; the rest does.
     params = {key: value for key, value in request.items() if key not in ("folds", "max_cases")}
     written = _layout.write_cases(dest, loaders, params=params, force=force, progress=progress, desc="PI-CAI")
     _layout.finish(
-        dest, set(cases), channel_names=CHANNEL_NAMES, request=request, source="picai",
-        licence=LICENCE, spacing=list(spacing), spacing_order="z, y, x (mm)",
+        dest,
+        set(cases),
+        channel_names=CHANNEL_NAMES,
+        request=request,
+        source="picai",
+        licence=LICENCE,
+        spacing=list(spacing),
+        spacing_order="z, y, x (mm)",
         label_mapping=f"lesion = {_DELINEATIONS}/{{{', '.join(LABEL_SETS[labels])}}} >= 1 (ISUP >= 2)",
         label_sources={f: sum(1 for c in cases if label_source[c] == f) for f in LABEL_SETS[labels]},
         **(extra or {}),
@@ -359,8 +382,18 @@ def convert_picai(
 # --------------------------------------------------------------------------- download
 
 
-def _check_inputs(*, folds: Sequence[int], labels: str, labels_commit: str, labels_dir, base_url: str,
-                  labels_base_url: str, record_url: str, timeout: float, retries: int) -> None:
+def _check_inputs(
+    *,
+    folds: Sequence[int],
+    labels: str,
+    labels_commit: str,
+    labels_dir,
+    base_url: str,
+    labels_base_url: str,
+    record_url: str,
+    timeout: float,
+    retries: int,
+) -> None:
     """Everything that can be checked without the network, so that a typo is reported before
     gigabytes are downloaded rather than after."""
     _check_folds(folds)
@@ -371,22 +404,43 @@ def _check_inputs(*, folds: Sequence[int], labels: str, labels_commit: str, labe
     check_url(record_url, option="--record-url", schemes=("http", "https", "file"))
     # The commit names a file in the cache: a name, never a path.
     if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._-]*", labels_commit):
-        raise DownloadError(f"--labels-commit {labels_commit!r} is not a commit or tag name of picai_labels "
-                            f"(letters, digits, '.', '_', '-'); the default is {LABELS_COMMIT}.")
+        raise DownloadError(
+            f"--labels-commit {labels_commit!r} is not a commit or tag name of picai_labels "
+            f"(letters, digits, '.', '_', '-'); the default is {LABELS_COMMIT}."
+        )
     if labels_dir is not None:
         find_labels_root(labels_dir)
 
 
-def plan_picai(*, folds: Sequence[int] = FOLDS, labels: str = "human", base_url: str = ZENODO_RECORD_URL,
-               record_url: str = ZENODO_RECORD_URL, labels_commit: str = LABELS_COMMIT,
-               labels_base_url: str = LABELS_ARCHIVE_URL, labels_dir: str | os.PathLike | None = None,
-               timeout: float = 60.0, retries: int = 2, retry_wait: float = 2.0) -> list[RemoteFile]:
+def plan_picai(
+    *,
+    folds: Sequence[int] = FOLDS,
+    labels: str = "human",
+    base_url: str = ZENODO_RECORD_URL,
+    record_url: str = ZENODO_RECORD_URL,
+    labels_commit: str = LABELS_COMMIT,
+    labels_base_url: str = LABELS_ARCHIVE_URL,
+    labels_dir: str | os.PathLike | None = None,
+    timeout: float = 60.0,
+    retries: int = 2,
+    retry_wait: float = 2.0,
+) -> list[RemoteFile]:
     """The files :func:`download_picai` fetches (reads the record for sizes), after the same
     checks of the options."""
-    _check_inputs(folds=folds, labels=labels, labels_commit=labels_commit, labels_dir=labels_dir, base_url=base_url,
-                  labels_base_url=labels_base_url, record_url=record_url, timeout=timeout, retries=retries)
-    remotes = image_archives(folds, base_url=base_url, record_url=record_url, timeout=timeout, retries=retries,
-                             retry_wait=retry_wait)
+    _check_inputs(
+        folds=folds,
+        labels=labels,
+        labels_commit=labels_commit,
+        labels_dir=labels_dir,
+        base_url=base_url,
+        labels_base_url=labels_base_url,
+        record_url=record_url,
+        timeout=timeout,
+        retries=retries,
+    )
+    remotes = image_archives(
+        folds, base_url=base_url, record_url=record_url, timeout=timeout, retries=retries, retry_wait=retry_wait
+    )
     if labels_dir is None:
         remotes.append(labels_archive(labels_commit, base_url=labels_base_url))
     return remotes
@@ -423,16 +477,30 @@ def download_picai(
     ``keep_archives`` is false; the extracted files are removed once the conversion is
     complete, and those a killed run left behind at the next start.
     """
-    _check_inputs(folds=folds, labels=labels, labels_commit=labels_commit, labels_dir=labels_dir, base_url=base_url,
-                  labels_base_url=labels_base_url, record_url=record_url, timeout=timeout, retries=retries)
+    _check_inputs(
+        folds=folds,
+        labels=labels,
+        labels_commit=labels_commit,
+        labels_dir=labels_dir,
+        base_url=base_url,
+        labels_base_url=labels_base_url,
+        record_url=record_url,
+        timeout=timeout,
+        retries=retries,
+    )
     dest = Path(dest)
     cache = Path(cache) if cache else dest / ".downloads"
     for folder in (cache, cache / "images"):
         if folder.is_dir():
             remove_stale_extractions(folder)
-    request = {"folds": sorted(folds), "labels": labels,
-               "labels_source": labels_commit if labels_dir is None else str(Path(labels_dir).resolve()),
-               "spacing": list(spacing), "matrix_size": list(matrix_size), "max_cases": max_cases}
+    request = {
+        "folds": sorted(folds),
+        "labels": labels,
+        "labels_source": labels_commit if labels_dir is None else str(Path(labels_dir).resolve()),
+        "spacing": list(spacing),
+        "matrix_size": list(matrix_size),
+        "max_cases": max_cases,
+    }
     if not force and _layout.is_complete(dest, request):
         return None
     _simpleitk()
@@ -448,13 +516,20 @@ def download_picai(
         archive = fetch(remote, cache, progress=progress, verify=archive_problem, **net)
         downloads.append(archive)
         digest = file_checksum(archive, "sha256")
-        print(f"picai_labels @ {labels_commit}: no checksum is published for GitHub's archive; it was "
-              f"checked as a complete zip and its sha256 is {digest} (recorded in dataset.json as "
-              "labels_archive_sha256).", flush=True)
+        print(
+            f"picai_labels @ {labels_commit}: no checksum is published for GitHub's archive; it was "
+            f"checked as a complete zip and its sha256 is {digest} (recorded in dataset.json as "
+            "labels_archive_sha256).",
+            flush=True,
+        )
         labels_note = {"labels_archive": remote.url, "labels_archive_sha256": digest}
         # Only the lesion delineations (all sets: small); not the 6000 anatomical masks.
-        labels_dir = safe_extract(archive, cache / archive.name.removesuffix(".zip"),
-                                  include=lambda name: f"/{_DELINEATIONS}/" in f"/{name}", progress=progress)
+        labels_dir = safe_extract(
+            archive,
+            cache / archive.name.removesuffix(".zip"),
+            include=lambda name: f"/{_DELINEATIONS}/" in f"/{name}",
+            progress=progress,
+        )
         extracted.append(labels_dir)
     images_dir = cache / "images"
     extracted.append(images_dir)
@@ -464,17 +539,37 @@ def download_picai(
             if stale.name not in folders:
                 shutil.rmtree(stale)
     for folder, archive in folders.items():
-        safe_extract(archive, images_dir / folder, progress=progress,
-                     include=lambda name: name.endswith(tuple(f"_{m}.mha" for m in MODALITIES)))
+        safe_extract(
+            archive,
+            images_dir / folder,
+            progress=progress,
+            include=lambda name: name.endswith(tuple(f"_{m}.mha" for m in MODALITIES)),
+        )
     summary = convert_picai(
-        images_dir, labels_dir, dest, labels=labels, spacing=spacing, matrix_size=matrix_size,
-        max_cases=max_cases, request=request, force=force, progress=progress,
-        extra={"images_record": "https://doi.org/10.5281/zenodo.6624726", "images_checksums_from": record_url,
-               "image_archives_md5": {r.name: r.checksum for r in remotes}, **labels_note},
+        images_dir,
+        labels_dir,
+        dest,
+        labels=labels,
+        spacing=spacing,
+        matrix_size=matrix_size,
+        max_cases=max_cases,
+        request=request,
+        force=force,
+        progress=progress,
+        extra={
+            "images_record": "https://doi.org/10.5281/zenodo.6624726",
+            "images_checksums_from": record_url,
+            "image_archives_md5": {r.name: r.checksum for r in remotes},
+            **labels_note,
+        },
     )
-    print(f"PI-CAI: {len(summary.cases)} labelled cases in {dest} ({summary.written} written now); "
-          f"{len(summary.unlabelled)} cases have no label in the {labels!r} set and were skipped"
-          + (f"; {len(summary.incomplete)} lacked a scan" if summary.incomplete else "") + ".", flush=True)
+    print(
+        f"PI-CAI: {len(summary.cases)} labelled cases in {dest} ({summary.written} written now); "
+        f"{len(summary.unlabelled)} cases have no label in the {labels!r} set and were skipped"
+        + (f"; {len(summary.incomplete)} lacked a scan" if summary.incomplete else "")
+        + ".",
+        flush=True,
+    )
     for folder in extracted:  # the archives can re-create them
         shutil.rmtree(folder)
     if not keep_archives:

@@ -127,10 +127,18 @@ def file_checksum(path: str | os.PathLike, algorithm: str = "sha256", *, progres
     """Hex digest of a file, read in 1 MiB chunks."""
     path = Path(path)
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
-        desc=f"verify {path.name}", disable=not progress, leave=False,
-    ) as bar:
+    with (
+        open(path, "rb") as fh,
+        tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"verify {path.name}",
+            disable=not progress,
+            leave=False,
+        ) as bar,
+    ):
         while chunk := fh.read(CHUNK_BYTES):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -175,8 +183,10 @@ def _request(url: str, *, method: str = "GET", headers: dict | None = None, time
     try:
         request = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **(headers or {})})
     except ValueError as exc:  # "unknown url type"
-        raise OptionError(f"Cannot download from {url!r} ({exc}): it is not a web address. Check --base-url "
-                          "(and the other address options), or leave them out to use the official source.") from None
+        raise OptionError(
+            f"Cannot download from {url!r} ({exc}): it is not a web address. Check --base-url "
+            "(and the other address options), or leave them out to use the official source."
+        ) from None
     return urllib.request.urlopen(request, timeout=timeout)
 
 
@@ -188,15 +198,20 @@ def _http_error(url: str, code: int, reason: str) -> DownloadError | _TransientE
             "command, which resumes any partial download. If it persists, try a mirror with --base-url."
         )
     if code in (401, 403):
-        hint = ("The file is not public at this address, or the link expired: check --base-url, "
-                "or download the file in a browser and place it in the download folder.")
+        hint = (
+            "The file is not public at this address, or the link expired: check --base-url, "
+            "or download the file in a browser and place it in the download folder."
+        )
     elif code == 404:
-        hint = ("Nothing is at that address: if you passed --base-url, check that the mirror serves "
-                "the same file names under it; otherwise the dataset may have moved upstream.")
+        hint = (
+            "Nothing is at that address: if you passed --base-url, check that the mirror serves "
+            "the same file names under it; otherwise the dataset may have moved upstream."
+        )
     else:
         hint = "Check the address (and --base-url, if given)."
-    return DownloadError(f"Download failed: the server answered HTTP {code} ({reason}) for {url}. "
-                         f"{hint} Then re-run the same command.")
+    return DownloadError(
+        f"Download failed: the server answered HTTP {code} ({reason}) for {url}. {hint} Then re-run the same command."
+    )
 
 
 def _network_error(url: str, reason: object) -> _TransientError:
@@ -218,8 +233,10 @@ def _stream(response, write: Callable[[bytes], None], *, timeout: float, min_rat
         elapsed = time.monotonic() - window_start
         if elapsed >= timeout:
             if window_bytes < min_rate * elapsed:
-                raise TimeoutError(f"only {format_bytes(window_bytes)} arrived in {elapsed:.0f} s, below the "
-                                   f"minimum of {format_bytes(min_rate)}/s")
+                raise TimeoutError(
+                    f"only {format_bytes(window_bytes)} arrived in {elapsed:.0f} s, below the "
+                    f"minimum of {format_bytes(min_rate)}/s"
+                )
             window_start, window_bytes = time.monotonic(), 0
 
 
@@ -229,8 +246,10 @@ def read_json(url: str, *, timeout: float = 60.0, retries: int = 2, retry_wait: 
 
     def keep(body: bytearray, chunk: bytes) -> None:
         if len(body) + len(chunk) > MAX_JSON_BYTES:
-            raise DownloadError(f"The answer from {url} is larger than {format_bytes(MAX_JSON_BYTES)}, far more "
-                                "than a record: check --base-url (and --record-url) and re-run.")
+            raise DownloadError(
+                f"The answer from {url} is larger than {format_bytes(MAX_JSON_BYTES)}, far more "
+                "than a record: check --base-url (and --record-url) and re-run."
+            )
         body.extend(chunk)
 
     def attempt() -> dict:
@@ -380,8 +399,10 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
             total = _content_range_total(exc.headers.get("Content-Range"))
             if total != offset:
                 part.unlink()
-                raise _TransientError(f"The partial download of {remote.name} was longer than the file "
-                                      "on the server; it was deleted and the download restarts.") from None
+                raise _TransientError(
+                    f"The partial download of {remote.name} was longer than the file "
+                    "on the server; it was deleted and the download restarts."
+                ) from None
             return True
         raise _http_error(remote.url, exc.code, exc.reason) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -390,8 +411,10 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
     with response:
         if offset and response.status == 206 and _content_range_start(response) != offset:
             part.unlink()  # a piece from elsewhere in the file: appending it would corrupt the file
-            raise _TransientError(f"The server answered the resume of {remote.name} with another byte range; "
-                                  "the partial file was deleted and the download restarts.")
+            raise _TransientError(
+                f"The server answered the resume of {remote.name} with another byte range; "
+                "the partial file was deleted and the download restarts."
+            )
         if offset and response.status != 206:
             offset = 0  # the server ignored the range: the body is the whole file
         if response.headers.get_content_type() == "text/html":
@@ -400,8 +423,9 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
         total = offset + int(length) if length is not None and length.isdigit() else remote.size
         if total is not None and total > limit:
             raise DownloadError(_too_large(remote, total, limit))
-        ensure_free_space(part.parent, (SPACE_CHECK_BYTES if total is None else total) - offset,
-                          what=f"downloading {remote.name}")
+        ensure_free_space(
+            part.parent, (SPACE_CHECK_BYTES if total is None else total) - offset, what=f"downloading {remote.name}"
+        )
         received = checked = offset
 
         def write(chunk: bytes) -> None:
@@ -414,15 +438,26 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
             received += len(chunk)
             bar.update(len(chunk))
             if received - checked >= SPACE_CHECK_BYTES:  # a size announced or not, the disk may fill meanwhile
-                ensure_free_space(part.parent, SPACE_CHECK_BYTES if total is None else total - received,
-                                  what=f"downloading {remote.name}")
+                ensure_free_space(
+                    part.parent,
+                    SPACE_CHECK_BYTES if total is None else total - received,
+                    what=f"downloading {remote.name}",
+                )
                 checked = received
 
         try:
-            with open(part, "ab" if offset else "wb") as fh, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=remote.name, disable=not progress,
-            ) as bar:
+            with (
+                open(part, "ab" if offset else "wb") as fh,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=remote.name,
+                    disable=not progress,
+                ) as bar,
+            ):
                 _stream(response, write, timeout=timeout, min_rate=min_rate)
         except _Refused as exc:
             part.unlink()
@@ -437,18 +472,25 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
 
 
 def _web_page(remote: RemoteFile) -> str:
-    return (f"The server answered {remote.url} with a web page (HTML) instead of the file {remote.name}: "
-            "an error or sign-in page, or the address points at a page about the file. Nothing was kept. "
-            "Open the address in a browser to see what it says, and check --base-url (or the other "
-            "address options); then re-run the same command.")
+    return (
+        f"The server answered {remote.url} with a web page (HTML) instead of the file {remote.name}: "
+        "an error or sign-in page, or the address points at a page about the file. Nothing was kept. "
+        "Open the address in a browser to see what it says, and check --base-url (or the other "
+        "address options); then re-run the same command."
+    )
 
 
 def _too_large(remote: RemoteFile, size: int, limit: int) -> str:
-    expected = (f"the file is {format_bytes(limit)}" if remote.size is not None
-                else f"no more than {format_bytes(limit)} is accepted for it")
-    return (f"The server sends {format_bytes(size)} or more for {remote.name} from {remote.url}, but {expected}; "
-            "the download was stopped and deleted. The address serves something else (or an endless "
-            "stream): check --base-url (or the other address options) and re-run.")
+    expected = (
+        f"the file is {format_bytes(limit)}"
+        if remote.size is not None
+        else f"no more than {format_bytes(limit)} is accepted for it"
+    )
+    return (
+        f"The server sends {format_bytes(size)} or more for {remote.name} from {remote.url}, but {expected}; "
+        "the download was stopped and deleted. The address serves something else (or an endless "
+        "stream): check --base-url (or the other address options) and re-run."
+    )
 
 
 def _interrupted(remote: RemoteFile, part: Path, received: int, total: int | None, reason) -> _TransientError:
@@ -499,6 +541,9 @@ def describe(remotes: list[RemoteFile], folder: str | os.PathLike) -> list[str]:
         lines.append(f"{remote.name}  {format_bytes(remote.size)}  [{state}]  {check}\n    {remote.url}")
     total = sum(r.size for r in remotes if r.size is not None)
     unknown = sum(r.size is None for r in remotes)
-    lines.append(f"total: {format_bytes(total)}" + (f" plus {unknown} file(s) of unknown size" if unknown else "")
-                 + f"; still to fetch: {format_bytes(bytes_to_fetch(remotes, folder))}")
+    lines.append(
+        f"total: {format_bytes(total)}"
+        + (f" plus {unknown} file(s) of unknown size" if unknown else "")
+        + f"; still to fetch: {format_bytes(bytes_to_fetch(remotes, folder))}"
+    )
     return lines

@@ -99,8 +99,12 @@ def picai_cases(rng: np.random.Generator) -> dict[str, PicaiCase]:
     t2w = _image(rng.uniform(50, 500, (6, 28, 28)).astype(np.float32), (0.5, 0.5, 3.0), (0.0, 0.0, 0.0))
     lesion = np.zeros((6, 28, 28), np.int8)
     lesion[2:5, 4:9, 4:9] = 1
-    cases[CASE_C] = PicaiCase(t2w, _image(lesion, (0.5, 0.5, 3.0), (0.0, 0.0, 0.0)), has_expert_label=False,
-                              scans={"t2w": t2w, "adc": t2w, "hbv": t2w})
+    cases[CASE_C] = PicaiCase(
+        t2w,
+        _image(lesion, (0.5, 0.5, 3.0), (0.0, 0.0, 0.0)),
+        has_expert_label=False,
+        scans={"t2w": t2w, "adc": t2w, "hbv": t2w},
+    )
     return cases
 
 
@@ -133,18 +137,23 @@ def picai_labels_zip(cases: dict[str, PicaiCase], commit: str, scratch: Path) ->
         zf.writestr(f"{top}/README.md", "picai_labels\n")
         for name, case in cases.items():
             folder = "human_expert/resampled" if case.has_expert_label else "AI/Bosma22a"
-            zf.writestr(f"{top}/csPCa_lesion_delineations/{folder}/{name}.nii.gz",
-                        _sitk_bytes(case.label, ".nii.gz", scratch))
-            zf.writestr(f"{top}/anatomical_delineations/whole_gland/AI/Bosma22b/{name}.nii.gz",
-                        _sitk_bytes(case.label, ".nii.gz", scratch))
+            zf.writestr(
+                f"{top}/csPCa_lesion_delineations/{folder}/{name}.nii.gz", _sitk_bytes(case.label, ".nii.gz", scratch)
+            )
+            zf.writestr(
+                f"{top}/anatomical_delineations/whole_gland/AI/Bosma22b/{name}.nii.gz",
+                _sitk_bytes(case.label, ".nii.gz", scratch),
+            )
     return buffer.getvalue()
 
 
 def picai_archives(scratch: Path) -> tuple[dict[str, PicaiCase], dict[str, bytes], bytes]:
     """``(cases, {fold archive name: zip}, picai_labels zip)``: cases A and C in fold 0, B in fold 1."""
     cases = picai_cases(np.random.default_rng(1))
-    folds = {fold_archive_name(0): picai_fold_zip(cases, [CASE_A, CASE_C], scratch),
-             fold_archive_name(1): picai_fold_zip(cases, [CASE_B], scratch)}
+    folds = {
+        fold_archive_name(0): picai_fold_zip(cases, [CASE_A, CASE_C], scratch),
+        fold_archive_name(1): picai_fold_zip(cases, [CASE_B], scratch),
+    }
     return cases, folds, picai_labels_zip(cases, LABELS_COMMIT, scratch)
 
 
@@ -209,14 +218,18 @@ def msd_tar(cases: dict) -> bytes:
     """``Task01_BrainTumour.tar`` as published: dataset.json, imagesTr, labelsTr, imagesTs, ``._`` junk."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+
         def add(name: str, data: bytes) -> None:
             info = tarfile.TarInfo(f"Task01_BrainTumour/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
 
-        meta = {"name": "BRATS", "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
-                "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
-                "numTraining": len(cases)}
+        meta = {
+            "name": "BRATS",
+            "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+            "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+            "numTraining": len(cases),
+        }
         add("dataset.json", json.dumps(meta).encode())
         for name, (image, label, affine) in cases.items():
             add(f"imagesTr/{name}.nii.gz", _nifti_bytes(image, affine))

@@ -130,8 +130,10 @@ def _handler_for(owner: FileServer):
 
         def _stream(self, fault: str, data: bytes) -> None:
             html = fault.startswith("html")
-            self._status(200, {"Content-Type": "text/html" if fault == "html" else "application/octet-stream",
-                               "Connection": "close"})
+            self._status(
+                200,
+                {"Content-Type": "text/html" if fault == "html" else "application/octet-stream", "Connection": "close"},
+            )
             if html:
                 data = HTML_PAGE
             if html or fault == "trickle":
@@ -144,7 +146,7 @@ def _handler_for(owner: FileServer):
                         self.wfile.write(bytes(1 << 16))
                 elif fault == "trickle":
                     for index in range(len(data)):
-                        self.wfile.write(data[index:index + 1])
+                        self.wfile.write(data[index : index + 1])
                         self.wfile.flush()
                         time.sleep(0.02)
                 else:

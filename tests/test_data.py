@@ -81,8 +81,12 @@ def test_dataset_json_with_only_nnunet_keys(tmp_path):
     D.write_case(root, "only", channels[:1], label, np.diag([0.7, 0.8, 2.5, 1.0]))
     (root / "dataset.json").write_text(
         json.dumps(
-            {"channel_names": {"0": "T2"}, "labels": {"background": 0, "tumour": 1}, "numTraining": 1,
-             "file_ending": ".nii.gz"}
+            {
+                "channel_names": {"0": "T2"},
+                "labels": {"background": 0, "tumour": 1},
+                "numTraining": 1,
+                "file_ending": ".nii.gz",
+            }
         )
     )
     ds = D.SliceDataset(root)
@@ -335,8 +339,12 @@ def test_rotation_keeps_shapes_on_non_square_slices():
 
 def test_split_keeps_each_patient_on_one_side(tmp_path):
     # PI-CAI style ids <patient>_<study>: patient 10035 has three studies.
-    studies = {"10035_1000035": True, "10035_1000036": False, "10035_1000037": True,
-               **{f"{10040 + i}_{1000040 + i}": i % 3 == 0 for i in range(17)}}
+    studies = {
+        "10035_1000035": True,
+        "10035_1000036": False,
+        "10035_1000037": True,
+        **{f"{10040 + i}_{1000040 + i}": i % 3 == 0 for i in range(17)},
+    }
     for seed in range(20):
         train, val = D.split_cases(studies, 0.3, seed=seed, group_of=lambda case: case.split("_")[0])
         assert not {c.split("_")[0] for c in train} & {c.split("_")[0] for c in val}
@@ -363,8 +371,10 @@ def test_layout_and_splits_import_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from afl_core.data import write_case, list_cases, split_cases, load_case; "
-            "assert 'torch' not in sys.modules, 'the layout imported torch'")
+    code = (
+        "import sys; from afl_core.data import write_case, list_cases, split_cases, load_case; "
+        "assert 'torch' not in sys.modules, 'the layout imported torch'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

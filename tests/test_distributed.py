@@ -26,9 +26,16 @@ ENCODER = "tu-mobilenetv3_small_050"
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "synthetic", 5, seed=3, shape=(4, 32, 32),
-                        lesion_radius=(2.0, 4.0), irregularity=(0.0, 0.5), empty_fraction=0.2,
-                        progress=False)
+    return make_dataset(
+        tmp_path_factory.mktemp("data") / "synthetic",
+        5,
+        seed=3,
+        shape=(4, 32, 32),
+        lesion_radius=(2.0, 4.0),
+        irregularity=(0.0, 0.5),
+        empty_fraction=0.2,
+        progress=False,
+    )
 
 
 def test_sharded_sampler_shares_out_the_samplers_draw_as_distributed_sampler():
@@ -46,9 +53,15 @@ def test_ranks_batches_together_are_the_one_process_batches(dataset):
     slices = SliceDataset(dataset, augment=True, oversample_lesions=0.5, seed=5)
     slices.set_epoch(3)
     one = [b["image"] for b in DataLoader(slices, batch_size=8, sampler=slices.sampler(3), drop_last=True)]
-    ranks = [[b["image"] for b in DataLoader(slices, batch_size=4,
-                                             sampler=ShardedSampler(slices.sampler(3), 8, rank=r, world_size=2))]
-             for r in (0, 1)]
+    ranks = [
+        [
+            b["image"]
+            for b in DataLoader(
+                slices, batch_size=4, sampler=ShardedSampler(slices.sampler(3), 8, rank=r, world_size=2)
+            )
+        ]
+        for r in (0, 1)
+    ]
     assert len(one) == len(ranks[0]) == len(ranks[1]) == len(slices) // 8 >= 2
     for k, batch in enumerate(one):
         assert torch.equal(batch[0::2], ranks[0][k]) and torch.equal(batch[1::2], ranks[1][k])
@@ -84,8 +97,18 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(dataset, tmp_path,
     """One epoch, global batch 8, lesion oversampling, augmentation off, same seed: 2 gloo
     ranks of 4 give the one process's history and weights. Batch norm is per rank under DDP
     (PyTorch has no SyncBatchNorm on the CPU), so the network here normalises per item."""
-    settings = dict(data=str(dataset), loss="afl", encoder=ENCODER, encoder_weights=None, epochs=1, batch_size=8,
-                    augment=False, seed=7, device="cpu", progress=False)
+    settings = dict(
+        data=str(dataset),
+        loss="afl",
+        encoder=ENCODER,
+        encoder_weights=None,
+        epochs=1,
+        batch_size=8,
+        augment=False,
+        seed=7,
+        device="cpu",
+        progress=False,
+    )
     monkeypatch.setattr(train, "build_model", _group_normed_model)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -112,17 +135,46 @@ def test_torchrun_trains_resumes_and_reports_from_rank_zero(dataset, tmp_path):
     """The command line under torchrun on 2 CPU processes (real batch norm, per rank),
     then resumed from rank 0's checkpoint; one progress display, one summary line."""
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "afl_core.train", "--out", str(run)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "afl_core.train",
+        "--out",
+        str(run),
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    started = subprocess.run(command + ["--data", str(dataset), "--encoder", ENCODER, "--encoder-weights", "none",
-                                        "--epochs", "1", "--batch-size", "4", "--device", "cpu"],
-                             capture_output=True, text=True, env=env, timeout=300)
+    started = subprocess.run(
+        command
+        + [
+            "--data",
+            str(dataset),
+            "--encoder",
+            ENCODER,
+            "--encoder-weights",
+            "none",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert started.returncode == 0, started.stderr
     assert started.stdout.count("best val_dice") == 1
     assert started.stderr.count("epoch 1/1:   0%") == 1  # the epoch's bar starts once: rank 0's
-    resumed = subprocess.run(command + ["--resume", "--epochs", "2", "--no-progress"],
-                             capture_output=True, text=True, env=env, timeout=300)
+    resumed = subprocess.run(
+        command + ["--resume", "--epochs", "2", "--no-progress"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [1, 2] and history["train_loss"].notna().all()

@@ -69,8 +69,9 @@ def words(text: str) -> str:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "data_download", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "data_download", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 # ----------------------------------------------------------------------------- fetch
@@ -187,11 +188,14 @@ def test_free_disk_check_stops_before_writing(server, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("checksum, expected", [
-    ("MD5:ABCDEF0123456789ABCDEF0123456789", ("md5", "abcdef0123456789abcdef0123456789")),
-    ("ab" * 32, ("sha256", "ab" * 32)),
-    ("ab" * 16, ("md5", "ab" * 16)),
-])
+@pytest.mark.parametrize(
+    "checksum, expected",
+    [
+        ("MD5:ABCDEF0123456789ABCDEF0123456789", ("md5", "abcdef0123456789abcdef0123456789")),
+        ("ab" * 32, ("sha256", "ab" * 32)),
+        ("ab" * 16, ("md5", "ab" * 16)),
+    ],
+)
 def test_parse_checksum(checksum, expected):
     assert parse_checksum(checksum) == expected
 
@@ -238,8 +242,17 @@ def test_tar_links_are_rejected(tmp_path, kind):
 
 def test_extraction_skips_macos_junk_and_applies_the_filter(tmp_path):
     archive = tmp_path / "a.zip"
-    archive.write_bytes(_zip({"top/keep.txt": b"1", "top/drop.txt": b"2", "top/._keep.txt": b"junk",
-                              "__MACOSX/top/._keep.txt": b"junk", "top/.DS_Store": b"junk"}).getvalue())
+    archive.write_bytes(
+        _zip(
+            {
+                "top/keep.txt": b"1",
+                "top/drop.txt": b"2",
+                "top/._keep.txt": b"junk",
+                "__MACOSX/top/._keep.txt": b"junk",
+                "top/.DS_Store": b"junk",
+            }
+        ).getvalue()
+    )
     out = archives.safe_extract(archive, tmp_path / "out", include=lambda n: "drop" not in n, progress=False)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["top/keep.txt"]
@@ -277,11 +290,17 @@ def serve_picai(server, picai_files, *, corrupt: str | None = None):
     for name, data in folds.items():
         if name == corrupt:  # one flipped byte in the middle
             middle = len(data) // 2
-            data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+            data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
         server.add(f"{ZENODO}/files/{name}/content", data)
     server.add(f"{LABELS}/{picai.LABELS_COMMIT}.zip", labels)
-    return ["--base-url", server.url + ZENODO, "--record-url", server.url + ZENODO,
-            "--labels-base-url", server.url + LABELS]
+    return [
+        "--base-url",
+        server.url + ZENODO,
+        "--record-url",
+        server.url + ZENODO,
+        "--labels-base-url",
+        server.url + LABELS,
+    ]
 
 
 def _t2w_xyz(image):
@@ -340,8 +359,7 @@ def test_picai_end_to_end_via_cli(server, picai_files, tmp_path):
     dest = tmp_path / "picai"
     urls = serve_picai(server, picai_files)
     shape = [str(n) for n in MATRIX_SIZE]
-    result = run_cli("picai", "--dest", str(dest), *urls, "--folds", "0", "1", "--matrix-size", *shape,
-                     "--no-progress")
+    result = run_cli("picai", "--dest", str(dest), *urls, "--folds", "0", "1", "--matrix-size", *shape, "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "CC BY-NC 4.0" in result.stdout and "1 cases have no label" in result.stdout
 
@@ -355,12 +373,14 @@ def test_picai_end_to_end_via_cli(server, picai_files, tmp_path):
     check_picai_case_b(dest, cases[CASE_B])
     # Only the archives stay in the cache; the extracted files were removed.
     assert sorted(p.name for p in (dest / ".downloads").iterdir()) == sorted(
-        [*picai_files[1], f"picai_labels-{picai.LABELS_COMMIT}.zip"])
+        [*picai_files[1], f"picai_labels-{picai.LABELS_COMMIT}.zip"]
+    )
 
     # A re-run over the complete dataset says so and asks the server nothing.
     requests_before = len(server.log)
-    assert main(["picai", "--dest", str(dest), *urls, "--folds", "0", "1", "--matrix-size", *shape,
-                 "--no-progress"]) == 0
+    assert (
+        main(["picai", "--dest", str(dest), *urls, "--folds", "0", "1", "--matrix-size", *shape, "--no-progress"]) == 0
+    )
     assert len(server.log) == requests_before
 
 
@@ -372,8 +392,9 @@ def test_picai_ai_labels_fill_the_gaps(picai_files, tmp_path):
         archives.safe_extract(tmp_path / name, images / name, progress=False)
     (tmp_path / "labels.zip").write_bytes(labels)
     archives.safe_extract(tmp_path / "labels.zip", label_dir, progress=False)
-    summary = picai.convert_picai(images, label_dir, tmp_path / "out", labels="human+ai",
-                                  matrix_size=MATRIX_SIZE, progress=False)
+    summary = picai.convert_picai(
+        images, label_dir, tmp_path / "out", labels="human+ai", matrix_size=MATRIX_SIZE, progress=False
+    )
     assert summary.cases == [CASE_A, CASE_B, CASE_C] and summary.unlabelled == []
     assert summary.label_source[CASE_C] == "AI/Bosma22a"
     label, _ = read_nifti(label_path(tmp_path / "out", CASE_C))
@@ -466,8 +487,16 @@ def test_msd_interrupted_then_rerun_converts_into_the_layout(server, msd_data, t
 
 
 def test_msd_http_error_via_cli(server, tmp_path):
-    result = run_cli("msd-brain", "--dest", str(tmp_path / "m"), "--base-url", server.url + "/missing",
-                     "--no-progress", "--retries", "0")
+    result = run_cli(
+        "msd-brain",
+        "--dest",
+        str(tmp_path / "m"),
+        "--base-url",
+        server.url + "/missing",
+        "--no-progress",
+        "--retries",
+        "0",
+    )
     assert result.returncode == 1
     assert "HTTP 404" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().split("\n\n")) == 1  # one paragraph
@@ -549,8 +578,10 @@ def test_interrupted_reconversion_with_new_options_never_passes_old_cases(tmp_pa
         calls.append(args[1])
         return original(*args, **kwargs)
 
-    loaders = {case: (lambda folder=folder: brats.load_case(folder))
-               for case, (_, folder) in brats.find_cases(tmp_path / "copy").items()}
+    loaders = {
+        case: (lambda folder=folder: brats.load_case(folder))
+        for case, (_, folder) in brats.find_cases(tmp_path / "copy").items()
+    }
     monkeypatch.setattr(_layout, "write_case", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _layout.write_cases(dest, loaders, params={"changed": True}, progress=False)
@@ -578,11 +609,37 @@ def test_usage_error_exits_2(capsys):
 def test_synthetic_via_cli_matches_the_generator(tmp_path, capsys):
     from afl_core.synthetic import make_dataset
 
-    args = ["synthetic", "--dest", str(tmp_path / "cli"), "--cases", "3", "--seed", "7", "--shape", "2", "32", "32",
-            "--lesion-radius", "2", "4", "--spacing", "4", "0.5", "0.75", "--no-progress"]
+    args = [
+        "synthetic",
+        "--dest",
+        str(tmp_path / "cli"),
+        "--cases",
+        "3",
+        "--seed",
+        "7",
+        "--shape",
+        "2",
+        "32",
+        "32",
+        "--lesion-radius",
+        "2",
+        "4",
+        "--spacing",
+        "4",
+        "0.5",
+        "0.75",
+        "--no-progress",
+    ]
     assert main(args) == 0
-    make_dataset(tmp_path / "api", 3, seed=7, shape=(2, 32, 32), lesion_radius=(2.0, 4.0), spacing=(4.0, 0.5, 0.75),
-                 progress=False)
+    make_dataset(
+        tmp_path / "api",
+        3,
+        seed=7,
+        shape=(2, 32, 32),
+        lesion_radius=(2.0, 4.0),
+        spacing=(4.0, 0.5, 0.75),
+        progress=False,
+    )
     # (D, H, W) on the command line as in the API: the NIfTI zooms are stored (H, W, D).
     first = label_path(tmp_path / "cli", list_cases(tmp_path / "cli")[0])
     np.testing.assert_allclose(nib.load(first).header.get_zooms(), (0.5, 0.75, 4.0))
@@ -598,6 +655,24 @@ def test_synthetic_via_cli_matches_the_generator(tmp_path, capsys):
 
 def test_every_source_takes_the_common_command_line(tmp_path, capsys):
     # python -m data_download SOURCE --dest DIR [--base-url URL] (DESIGN.md), defaults elsewhere
-    assert main(["synthetic", "--dest", str(tmp_path / "syn"), "--base-url", "http://127.0.0.1:9/unused",
-                 "--shape", "4", "32", "32", "--lesion-radius", "2", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "synthetic",
+                "--dest",
+                str(tmp_path / "syn"),
+                "--base-url",
+                "http://127.0.0.1:9/unused",
+                "--shape",
+                "4",
+                "32",
+                "32",
+                "--lesion-radius",
+                "2",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(list_cases(tmp_path / "syn")) == 16

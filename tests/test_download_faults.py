@@ -95,10 +95,13 @@ def test_bad_retries_fail_before_any_transfer(server, tmp_path):
 
 
 @pytest.mark.parametrize("source", ["msd-brain", "picai"])
-@pytest.mark.parametrize("args, says", [
-    (["--timeout", "-1"], "--timeout must be a positive number of seconds"),
-    (["--base-url", "notaurl"], "--base-url 'notaurl' is not a full address starting with http:// or https://"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--timeout", "-1"], "--timeout must be a positive number of seconds"),
+        (["--base-url", "notaurl"], "--base-url 'notaurl' is not a full address starting with http:// or https://"),
+    ],
+)
 def test_bad_network_options_fail_before_any_transfer(server, tmp_path, capsys, source, args, says):
     dest = tmp_path / "d"
     record = ["--record-url", server.url + ZENODO] if source == "picai" else []
@@ -107,14 +110,19 @@ def test_bad_network_options_fail_before_any_transfer(server, tmp_path, capsys, 
     assert server.log == [] and not dest.exists()
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--timeout", "nan"], "--timeout must be a positive number"),
-    (["--timeout", "inf"], "--timeout must be a positive number"),
-    (["--record-url", "notaurl"], "--record-url 'notaurl' is not a full address starting with http:// or https:// "
-                                  "or file://"),
-    (["--labels-base-url", "ftp://example.org"], "--labels-base-url 'ftp://example.org' is not a full address"),
-    (["--labels-commit", "../../escape"], "--labels-commit '../../escape' is not a commit"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--timeout", "nan"], "--timeout must be a positive number"),
+        (["--timeout", "inf"], "--timeout must be a positive number"),
+        (
+            ["--record-url", "notaurl"],
+            "--record-url 'notaurl' is not a full address starting with http:// or https:// or file://",
+        ),
+        (["--labels-base-url", "ftp://example.org"], "--labels-base-url 'ftp://example.org' is not a full address"),
+        (["--labels-commit", "../../escape"], "--labels-commit '../../escape' is not a commit"),
+    ],
+)
 def test_bad_picai_options_fail_before_any_transfer(server, tmp_path, capsys, args, says):
     dest = tmp_path / "d"
     assert main(["picai", "--dest", str(dest), "--record-url", server.url + ZENODO, *args, "--no-progress"]) == 1
@@ -132,8 +140,18 @@ def test_bad_options_are_value_errors_for_the_api(tmp_path):
 
 def test_labels_dir_typo_is_found_before_downloading(server, tmp_path):
     dest = tmp_path / "d"
-    result = run_cli("picai", "--dest", str(dest), "--labels-dir", str(tmp_path / "picai_lables"),
-                     "--base-url", server.url + ZENODO, "--record-url", server.url + ZENODO, "--no-progress")
+    result = run_cli(
+        "picai",
+        "--dest",
+        str(dest),
+        "--labels-dir",
+        str(tmp_path / "picai_lables"),
+        "--base-url",
+        server.url + ZENODO,
+        "--record-url",
+        server.url + ZENODO,
+        "--no-progress",
+    )
     failed_cleanly(result, "is not a copy of the picai_labels repository", "--labels-dir")
     assert server.log == [] and not dest.exists()
 
@@ -141,12 +159,29 @@ def test_labels_dir_typo_is_found_before_downloading(server, tmp_path):
 def test_without_simpleitk_nothing_is_downloaded_and_the_extra_is_named(server, tmp_path):
     # import data_download leaves SimpleITK alone; None in sys.modules then makes "import
     # SimpleITK" fail, as on an install without the extra.
-    code = ("import sys, data_download; assert 'SimpleITK' not in sys.modules, 'imported eagerly'; "
-            "sys.modules['SimpleITK'] = None; from data_download.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = (
+        "import sys, data_download; assert 'SimpleITK' not in sys.modules, 'imported eagerly'; "
+        "sys.modules['SimpleITK'] = None; from data_download.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     dest = tmp_path / "d"
-    result = subprocess.run([sys.executable, "-c", code, "picai", "--dest", str(dest), "--base-url", server.url,
-                             "--record-url", server.url + ZENODO], capture_output=True, text=True, cwd=REPO,
-                            timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "picai",
+            "--dest",
+            str(dest),
+            "--base-url",
+            server.url,
+            "--record-url",
+            server.url + ZENODO,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     failed_cleanly(result, "needs SimpleITK", "pip install 'afl-tutorial[picai]'")
     assert server.log == [] and not dest.exists()
 
@@ -159,36 +194,66 @@ def test_a_mirror_is_checked_against_zenodo_whatever_its_own_record_says(server,
     _, folds, _ = picai_files
     name = picai.fold_archive_name(1)
     middle = len(folds[name]) // 2  # one byte changed: the size Zenodo lists still fits
-    tampered = folds[name][:middle] + bytes([folds[name][middle] ^ 0xFF]) + folds[name][middle + 1:]
+    tampered = folds[name][:middle] + bytes([folds[name][middle] ^ 0xFF]) + folds[name][middle + 1 :]
     server.add(ZENODO, zenodo_record(folds, md5))  # the official record
     server.add("/mirror", zenodo_record({name: tampered}, md5))  # the mirror's own record vouches for its copy
     server.add(f"/mirror/files/{name}/content", tampered)
     dest = tmp_path / "d"
-    result = run_cli("picai", "--dest", str(dest), "--base-url", server.url + "/mirror",
-                     "--record-url", server.url + ZENODO, "--folds", "1", "--retries", "0", "--no-progress")
+    result = run_cli(
+        "picai",
+        "--dest",
+        str(dest),
+        "--base-url",
+        server.url + "/mirror",
+        "--record-url",
+        server.url + ZENODO,
+        "--folds",
+        "1",
+        "--retries",
+        "0",
+        "--no-progress",
+    )
     failed_cleanly(result, f"md5 {md5(tampered)}", f"but {md5(folds[name])} was expected", "so it was deleted")
     assert [r.path for r in server.log] == [ZENODO, f"/mirror/files/{name}/content"]  # never /mirror itself
     assert sorted(p.name for p in (dest / ".downloads").iterdir()) == []
 
 
 @needs_sitk
-@pytest.mark.parametrize("entry, says", [
-    ({"size": "big"}, "the size 'big' is not a positive whole number of bytes"),
-    ({"size": -5}, "the size -5 is not a positive whole number"),
-    ({"size": True}, "the size True is not"),
-    ({"size": 12.5}, "the size 12.5 is not"),
-    ({"checksum": "crc32:1234abcd"}, "the checksum 'crc32:1234abcd' is not"),
-    ({"checksum": "md5:not-hex"}, "the checksum 'md5:not-hex' is not"),
-    ({"checksum": "md5:abc123"}, "the checksum 'md5:abc123' is not"),  # too short for md5
-    ({"checksum": ["md5", "abc"]}, "the checksum ['md5', 'abc'] is not"),
-])
+@pytest.mark.parametrize(
+    "entry, says",
+    [
+        ({"size": "big"}, "the size 'big' is not a positive whole number of bytes"),
+        ({"size": -5}, "the size -5 is not a positive whole number"),
+        ({"size": True}, "the size True is not"),
+        ({"size": 12.5}, "the size 12.5 is not"),
+        ({"checksum": "crc32:1234abcd"}, "the checksum 'crc32:1234abcd' is not"),
+        ({"checksum": "md5:not-hex"}, "the checksum 'md5:not-hex' is not"),
+        ({"checksum": "md5:abc123"}, "the checksum 'md5:abc123' is not"),  # too short for md5
+        ({"checksum": ["md5", "abc"]}, "the checksum ['md5', 'abc'] is not"),
+    ],
+)
 def test_unreadable_record_entries_are_explained(server, tmp_path, capsys, entry, says):
     name = picai.fold_archive_name(0)
     record = {"files": [{"key": name, "size": 1000, "checksum": "md5:" + "0" * 32, **entry}]}
     server.add(ZENODO, json.dumps(record).encode())
     dest = tmp_path / "d"
-    assert main(["picai", "--dest", str(dest), "--record-url", server.url + ZENODO, "--base-url", server.url,
-                 "--folds", "0", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "picai",
+                "--dest",
+                str(dest),
+                "--record-url",
+                server.url + ZENODO,
+                "--base-url",
+                server.url,
+                "--folds",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     message = words(capsys.readouterr().err)
     assert f"lists {name}, but {says}" in message and "nothing was fetched" in message
     assert [r.path for r in server.log] == [ZENODO]
@@ -205,8 +270,21 @@ def test_record_sizes_of_every_api_version_are_read(server, size):
 
 
 def test_unreachable_record_names_record_url(tmp_path, capsys):
-    assert main(["picai", "--dest", str(tmp_path / "d"), "--record-url", f"file://{tmp_path}/missing.json",
-                 "--dry-run", "--retries", "0"]) == 1
+    assert (
+        main(
+            [
+                "picai",
+                "--dest",
+                str(tmp_path / "d"),
+                "--record-url",
+                f"file://{tmp_path}/missing.json",
+                "--dry-run",
+                "--retries",
+                "0",
+            ]
+        )
+        == 1
+    )
     assert "--record-url file:///path/to/record.json" in words(capsys.readouterr().err)
 
 
@@ -240,8 +318,9 @@ def test_a_web_page_answered_with_200_is_refused(server, tmp_path, fault):
     assert "Nothing was kept" in str(info.value) and list(tmp_path.iterdir()) == []
     # The same holds for a file with a checksum: no 7 GB of HTML is ever compared.
     server.fail("/files/blob.bin", fault)
-    blob = RemoteFile(server.add("/files/blob.bin", LABELS_LIKE), "blob.bin", f"md5:{md5(LABELS_LIKE)}",
-                      len(LABELS_LIKE))
+    blob = RemoteFile(
+        server.add("/files/blob.bin", LABELS_LIKE), "blob.bin", f"md5:{md5(LABELS_LIKE)}", len(LABELS_LIKE)
+    )
     with pytest.raises(DownloadError, match="with a web page"):
         fetch(blob, tmp_path, progress=False, **NET)
     assert list(tmp_path.iterdir()) == []
@@ -293,8 +372,13 @@ def test_free_space_is_checked_while_streaming(server, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("checksum", [None, "md5"])
 def test_garbage_part_resumed_with_206_gives_a_verified_file(server, tmp_path, checksum):
-    blob = unsized(server) if checksum is None else RemoteFile(
-        server.add("/files/labels.zip", LABELS_LIKE), "labels.zip", f"md5:{md5(LABELS_LIKE)}", len(LABELS_LIKE))
+    blob = (
+        unsized(server)
+        if checksum is None
+        else RemoteFile(
+            server.add("/files/labels.zip", LABELS_LIKE), "labels.zip", f"md5:{md5(LABELS_LIKE)}", len(LABELS_LIKE)
+        )
+    )
     part = tmp_path / "labels.zip.part"
     part.write_bytes(b"garbage from another file" * 100)
     path = fetch(blob, tmp_path, progress=False, verify=archive_problem, retries=1, retry_wait=0.0)
@@ -331,8 +415,17 @@ def test_simpleitk_follows_an_outside_data_file_so_the_check_matters(tmp_path):
     secret = tmp_path / "secret.raw"
     secret.write_bytes(bytes(range(24)))
     scan = tmp_path / "scan_adc.mha"
-    scan.write_bytes(metaimage({"ObjectType": "Image", "NDims": "3", "DimSize": "2 3 4", "ElementType": "MET_UCHAR",
-                                "ElementDataFile": str(secret)}))
+    scan.write_bytes(
+        metaimage(
+            {
+                "ObjectType": "Image",
+                "NDims": "3",
+                "DimSize": "2 3 4",
+                "ElementType": "MET_UCHAR",
+                "ElementDataFile": str(secret),
+            }
+        )
+    )
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(scan))).ravel().tolist() == list(range(24))
     with pytest.raises(DownloadError, match=f"names another file for the voxel data .ElementDataFile = {secret}"):
         check_metaimage(scan)
@@ -354,26 +447,36 @@ BASE = {"ObjectType": "Image", "NDims": "3", "DimSize": "4 3 2", "ElementType": 
 VOXELS = bytes(48)  # 4 * 3 * 2 voxels of 2 bytes
 
 
-@pytest.mark.parametrize("fields, data, says", [
-    ({"ElementDataFile": "../outside.raw"}, b"", "ElementDataFile = ../outside.raw"),
-    ({"ElementDataFile": "/dev/zero"}, b"", "ElementDataFile = /dev/zero"),
-    ({"ElementDataFile": "LIST"}, b"", "ElementDataFile = LIST"),
-    ({"DimSize": "100000 100000 1000", "ElementDataFile": "LOCAL"}, VOXELS, "claims 18.2 TiB of voxels"),
-    ({"ElementDataFile": "LOCAL"}, VOXELS[:-1], "claims 48 bytes of voxels, but 47 follow it"),
-    ({"ElementDataFile": "LOCAL"}, VOXELS + b"x", "but 49 follow it"),
-    ({"ElementType": "MET_STRING", "ElementDataFile": "LOCAL"}, VOXELS, "does not describe an image"),
-    ({"DimSize": "4 3", "ElementDataFile": "LOCAL"}, VOXELS, "does not describe an image"),
-    ({"DimSize": "4 -3 2", "ElementDataFile": "LOCAL"}, VOXELS, "does not describe an image"),
-    ({"DimSize": "4 x 2", "ElementDataFile": "LOCAL"}, VOXELS, "is not a list of whole numbers"),
-    ({"BinaryData": "False", "ElementDataFile": "LOCAL"}, VOXELS, "BinaryData = False"),
-    ({"HeaderSize": "-1", "ElementDataFile": "LOCAL"}, VOXELS, "HeaderSize = -1"),
-    ({"CompressedData": "True", "ElementDataFile": "LOCAL"}, zlib.compress(bytes(47)), "inflates to 47"),
-    ({"CompressedData": "True", "ElementDataFile": "LOCAL"}, zlib.compress(bytes(10**6)), "inflates to more than 48"),
-    ({"CompressedData": "True", "ElementDataFile": "LOCAL"}, zlib.compress(VOXELS)[:-6], "damaged or cut short"),
-    ({"CompressedData": "True", "CompressedDataSize": "5", "ElementDataFile": "LOCAL"}, zlib.compress(VOXELS),
-     "claims 5 bytes of compressed voxels"),
-    ({}, VOXELS, "no MetaImage header ending in an ElementDataFile line"),
-])
+@pytest.mark.parametrize(
+    "fields, data, says",
+    [
+        ({"ElementDataFile": "../outside.raw"}, b"", "ElementDataFile = ../outside.raw"),
+        ({"ElementDataFile": "/dev/zero"}, b"", "ElementDataFile = /dev/zero"),
+        ({"ElementDataFile": "LIST"}, b"", "ElementDataFile = LIST"),
+        ({"DimSize": "100000 100000 1000", "ElementDataFile": "LOCAL"}, VOXELS, "claims 18.2 TiB of voxels"),
+        ({"ElementDataFile": "LOCAL"}, VOXELS[:-1], "claims 48 bytes of voxels, but 47 follow it"),
+        ({"ElementDataFile": "LOCAL"}, VOXELS + b"x", "but 49 follow it"),
+        ({"ElementType": "MET_STRING", "ElementDataFile": "LOCAL"}, VOXELS, "does not describe an image"),
+        ({"DimSize": "4 3", "ElementDataFile": "LOCAL"}, VOXELS, "does not describe an image"),
+        ({"DimSize": "4 -3 2", "ElementDataFile": "LOCAL"}, VOXELS, "does not describe an image"),
+        ({"DimSize": "4 x 2", "ElementDataFile": "LOCAL"}, VOXELS, "is not a list of whole numbers"),
+        ({"BinaryData": "False", "ElementDataFile": "LOCAL"}, VOXELS, "BinaryData = False"),
+        ({"HeaderSize": "-1", "ElementDataFile": "LOCAL"}, VOXELS, "HeaderSize = -1"),
+        ({"CompressedData": "True", "ElementDataFile": "LOCAL"}, zlib.compress(bytes(47)), "inflates to 47"),
+        (
+            {"CompressedData": "True", "ElementDataFile": "LOCAL"},
+            zlib.compress(bytes(10**6)),
+            "inflates to more than 48",
+        ),
+        ({"CompressedData": "True", "ElementDataFile": "LOCAL"}, zlib.compress(VOXELS)[:-6], "damaged or cut short"),
+        (
+            {"CompressedData": "True", "CompressedDataSize": "5", "ElementDataFile": "LOCAL"},
+            zlib.compress(VOXELS),
+            "claims 5 bytes of compressed voxels",
+        ),
+        ({}, VOXELS, "no MetaImage header ending in an ElementDataFile line"),
+    ],
+)
 def test_metaimage_headers_that_are_refused(tmp_path, fields, data, says):
     path = tmp_path / "10000_1000000_t2w.mha"
     path.write_bytes(metaimage({**BASE, **fields}, data))
@@ -397,9 +500,20 @@ def test_picai_scan_reading_an_outside_file_via_cli(server, picai_files, tmp_pat
     secret.write_bytes(b"S" * 28 * 28 * 6 * 4)
     patient = CASE_A.split("_")[0]
     name = picai.fold_archive_name(0)
-    evil = rezip(folds[name], {f"{patient}/{CASE_A}_adc.mha": metaimage({
-        "ObjectType": "Image", "NDims": "3", "DimSize": "28 28 6", "ElementType": "MET_FLOAT",
-        "ElementDataFile": str(secret)})})
+    evil = rezip(
+        folds[name],
+        {
+            f"{patient}/{CASE_A}_adc.mha": metaimage(
+                {
+                    "ObjectType": "Image",
+                    "NDims": "3",
+                    "DimSize": "28 28 6",
+                    "ElementType": "MET_FLOAT",
+                    "ElementDataFile": str(secret),
+                }
+            )
+        },
+    )
     urls = serve_picai(server, (cases, {**folds, name: evil}, labels))
     dest = tmp_path / "d"
     shape = [str(n) for n in MATRIX_SIZE]
@@ -449,12 +563,15 @@ def test_encrypted_zip_is_explained(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.zip"]
 
 
-@pytest.mark.parametrize("entries, says", [
-    ({".": b"x"}, "a file named '.', which names the extraction folder itself"),
-    ({"a": b"1", "a/b": b"2"}, "'a' is a file, but 'a/b' needs a folder of that name"),
-    ({"a/b/c": b"1", "a/b": b"2"}, "'a/b' is a file, but 'a/b/c' needs a folder"),
-    ({"x/y": b"1", "x/./y": b"2"}, "both 'x/y' and 'x/./y' are the file 'x/y'"),
-])
+@pytest.mark.parametrize(
+    "entries, says",
+    [
+        ({".": b"x"}, "a file named '.', which names the extraction folder itself"),
+        ({"a": b"1", "a/b": b"2"}, "'a' is a file, but 'a/b' needs a folder of that name"),
+        ({"a/b/c": b"1", "a/b": b"2"}, "'a/b' is a file, but 'a/b/c' needs a folder"),
+        ({"x/y": b"1", "x/./y": b"2"}, "both 'x/y' and 'x/./y' are the file 'x/y'"),
+    ],
+)
 def test_members_that_cannot_be_files_are_explained(tmp_path, entries, says):
     archive = tmp_path / "m.zip"
     archive.write_bytes(small_zip(entries))
@@ -483,12 +600,25 @@ def test_archive_problem_reads_every_member(tmp_path):
 def test_temporaries_of_a_killed_run_are_removed_on_the_next_start(server, picai_files, tmp_path):
     urls = serve_picai(server, picai_files)
     dest = tmp_path / "d"
-    args = ["picai", "--dest", str(dest), *urls, "--folds", "1", "--matrix-size", *map(str, MATRIX_SIZE),
-            "--no-progress"]
+    args = [
+        "picai",
+        "--dest",
+        str(dest),
+        *urls,
+        "--folds",
+        "1",
+        "--matrix-size",
+        *map(str, MATRIX_SIZE),
+        "--no-progress",
+    ]
     assert main(args) == 0
     cache = dest / ".downloads"
-    stale = [cache / ".tmp-extract-0123abcd-picai_labels-x", cache / "images" / ".tmp-extract-4567cdef-fold1",
-             dest / "imagesTr" / ".tmp-0123456789ab-x_0000.nii.gz", dest / "labelsTr" / ".tmp-ba9876543210-x.nii.gz"]
+    stale = [
+        cache / ".tmp-extract-0123abcd-picai_labels-x",
+        cache / "images" / ".tmp-extract-4567cdef-fold1",
+        dest / "imagesTr" / ".tmp-0123456789ab-x_0000.nii.gz",
+        dest / "labelsTr" / ".tmp-ba9876543210-x.nii.gz",
+    ]
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.name.startswith(".tmp-extract-"):
@@ -509,7 +639,22 @@ def test_a_saved_record_can_stand_in_for_zenodo(server, tmp_path, capsys):
     name = picai.fold_archive_name(2)
     record = tmp_path / "record-6624726.json"
     record.write_bytes(zenodo_record({name: b"x" * 5000}, md5))
-    assert main(["picai", "--dest", str(tmp_path / "d"), "--record-url", record.as_uri(), "--base-url", server.url,
-                 "--folds", "2", "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "picai",
+                "--dest",
+                str(tmp_path / "d"),
+                "--record-url",
+                record.as_uri(),
+                "--base-url",
+                server.url,
+                "--folds",
+                "2",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"{name}  4.9 KiB" in out and f"md5:{md5(b'x' * 5000)}" in out and server.log == []

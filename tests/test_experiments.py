@@ -57,8 +57,16 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data") / "synthetic", 6, seed=5, shape=(4, 32, 32),
-                        lesion_radius=(2.0, 4.0), irregularity=(0.0, 0.5), empty_fraction=0.2, progress=False)
+    return make_dataset(
+        tmp_path_factory.mktemp("data") / "synthetic",
+        6,
+        seed=5,
+        shape=(4, 32, 32),
+        lesion_radius=(2.0, 4.0),
+        irregularity=(0.0, 0.5),
+        empty_fraction=0.2,
+        progress=False,
+    )
 
 
 def tiny_settings(dataset, **overrides):
@@ -83,7 +91,12 @@ def test_every_study_arm_is_a_valid_training_configuration(dataset, tmp_path):
 def test_tutorial_settings_on_a_cpu(dataset):
     cpu = tutorial_settings(dataset, device="cpu")
     assert (cpu["encoder"], cpu["epochs"], cpu["batch_size"], cpu["optimizer"], cpu["val_fraction"]) == (
-        "tu-resnet10t", 12, 8, "adam", 0.5)
+        "tu-resnet10t",
+        12,
+        8,
+        "adam",
+        0.5,
+    )
     quick = tutorial_settings(dataset, device="cpu", quick=True)
     assert (quick["encoder"], quick["epochs"]) == (ENCODER, 2)
     assert tutorial_settings(dataset, device="cpu", quick=True, epochs=5, val_fraction=0.3)["epochs"] == 5
@@ -109,16 +122,21 @@ def test_train_then_evaluate_arms(dataset, tmp_path, capsys):
     history = train_arms(["focal", "afl"], [0, 1], runs, **tiny_settings(dataset))
     assert list(history.columns[:6]) == list(experiments.HISTORY_COLUMNS)
     assert sorted(map(tuple, history[["loss", "seed"]].drop_duplicates().to_numpy())) == [
-        ("afl", 0), ("afl", 1), ("focal", 0), ("focal", 1)]
+        ("afl", 0),
+        ("afl", 1),
+        ("focal", 0),
+        ("focal", 1),
+    ]
     assert capsys.readouterr().out.count("validation Dice") == 4
     # a finished run is not trained again: the same history, wall-clock included
     again = train_arms(["afl"], [1], runs, **tiny_settings(dataset))
-    pd.testing.assert_frame_equal(again, history[(history["loss"] == "afl") & (history["seed"] == 1)]
-                                  .reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        again, history[(history["loss"] == "afl") & (history["seed"] == 1)].reset_index(drop=True)
+    )
     (runs / "notes-seed0").mkdir()  # not a run folder: ignored
     study = evaluate_arms(runs, ["afl", "focal"], device="cpu", name="comparison")
     assert study.arms == ["focal", "afl"]  # the order of the study, not of the folders
-    assert list(study.per_case.columns[:len(PER_CASE_COLUMNS)]) == list(PER_CASE_COLUMNS)
+    assert list(study.per_case.columns[: len(PER_CASE_COLUMNS)]) == list(PER_CASE_COLUMNS)
     n_cases = len(json.loads((runs / "afl-seed0" / "config.json").read_text())["val_cases"])
     assert len(study.per_case) == 4 * n_cases
     assert not study.per_case.duplicated(["loss", "seed", "case"]).any()
@@ -135,11 +153,28 @@ def test_train_then_evaluate_arms(dataset, tmp_path, capsys):
 
 def fake_study(folder, arms=("afl", "focal"), seeds=(0, 1), cases=("c0", "c1", "c2")):
     rng = np.random.default_rng(0)
-    rows = [dict(loss=a, seed=s, case=c, dice=rng.random(), iou=rng.random(), hd95_mm=rng.random(),
-                 lesion_f1=1.0, paper_dice=rng.random(), paper_iou=rng.random())
-            for a in arms for s in seeds for c in cases]
-    history = [dict(loss=a, seed=s, epoch=e, train_loss=1 / e, val_loss=1 / e, val_dice=e / 10)
-               for a in arms for s in seeds for e in (1, 2)]
+    rows = [
+        dict(
+            loss=a,
+            seed=s,
+            case=c,
+            dice=rng.random(),
+            iou=rng.random(),
+            hd95_mm=rng.random(),
+            lesion_f1=1.0,
+            paper_dice=rng.random(),
+            paper_iou=rng.random(),
+        )
+        for a in arms
+        for s in seeds
+        for c in cases
+    ]
+    history = [
+        dict(loss=a, seed=s, epoch=e, train_loss=1 / e, val_loss=1 / e, val_dice=e / 10)
+        for a in arms
+        for s in seeds
+        for e in (1, 2)
+    ]
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(folder / "per_case.csv", index=False)
     pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
@@ -177,11 +212,17 @@ def test_results_are_downloaded_where_the_repository_is_absent(tmp_path, monkeyp
 
 
 def test_protocol_effects_by_hand():
-    table = pd.DataFrame({
-        "loss": ["a", "a", "b", "b"], "seed": 0, "case": ["x", "y", "x", "y"],
-        "dice": [0.6, 1.0, 0.4, 0.0], "paper_dice_foreground": [0.5, 0.0, 0.3, 0.0],
-        "paper_dice": [0.74, 0.5, 0.64, 0.45], "target_voxels": [10, 0, 10, 0],
-    })
+    table = pd.DataFrame(
+        {
+            "loss": ["a", "a", "b", "b"],
+            "seed": 0,
+            "case": ["x", "y", "x", "y"],
+            "dice": [0.6, 1.0, 0.4, 0.0],
+            "paper_dice_foreground": [0.5, 0.0, 0.3, 0.0],
+            "paper_dice": [0.74, 0.5, 0.64, 0.45],
+            "target_voxels": [10, 0, 10, 0],
+        }
+    )
     effects = protocol_effects(table)
     assert list(effects.index) == ["a", "b"]
     a = effects.loc["a"]
@@ -196,10 +237,14 @@ def test_protocol_effects_by_hand():
 
 
 def test_seed_differences_by_hand():
-    table = pd.DataFrame({
-        "loss": ["ref"] * 4 + ["a"] * 4 + ["b"] * 4, "seed": [0, 0, 1, 1] * 3, "case": ["x", "y"] * 6,
-        "dice": [0.5, 0.7, 0.4, 0.6,  0.6, 0.8, 0.3, 0.5,  0.7, 0.7, 0.6, 0.6],
-    })
+    table = pd.DataFrame(
+        {
+            "loss": ["ref"] * 4 + ["a"] * 4 + ["b"] * 4,
+            "seed": [0, 0, 1, 1] * 3,
+            "case": ["x", "y"] * 6,
+            "dice": [0.5, 0.7, 0.4, 0.6, 0.6, 0.8, 0.3, 0.5, 0.7, 0.7, 0.6, 0.6],
+        }
+    )
     out = seed_differences(table, "ref")
     assert list(out.index) == ["a", "b"]
     np.testing.assert_allclose(out.loc["a", ["seed 0", "seed 1"]].astype(float), [0.1, -0.1])
@@ -222,8 +267,9 @@ def two_slices(size=16, radius=3):
 
 def test_confident_logits_give_the_true_class_p_t():
     target = two_slices()
-    p_true = torch.where(target > 0, torch.sigmoid(confident_logits(target, 0.9)),
-                         1 - torch.sigmoid(confident_logits(target, 0.9)))
+    p_true = torch.where(
+        target > 0, torch.sigmoid(confident_logits(target, 0.9)), 1 - torch.sigmoid(confident_logits(target, 0.9))
+    )
     torch.testing.assert_close(p_true, torch.full_like(target, 0.9))
     logits = confident_logits(target, (0.99, 0.6))
     torch.testing.assert_close(torch.sigmoid(logits[target > 0]), torch.full(((target > 0).sum(),), 0.6))
@@ -246,8 +292,9 @@ def test_voxel_losses_follow_the_focal_formula(p_t):
     expected = -alpha_t * (1 - p) ** gamma * np.log(p)
     np.testing.assert_allclose(voxel_losses("afl", target, p_t).numpy(), expected, rtol=1e-5)
     # ablation options reach the loss: alpha 0.5 everywhere, gamma 0 everywhere
-    np.testing.assert_allclose(voxel_losses("afl_alpha_half", target, p_t).numpy(),
-                               -0.5 * (1 - p) ** gamma * np.log(p), rtol=1e-5)
+    np.testing.assert_allclose(
+        voxel_losses("afl_alpha_half", target, p_t).numpy(), -0.5 * (1 - p) ** gamma * np.log(p), rtol=1e-5
+    )
     np.testing.assert_allclose(voxel_losses("afl_alpha_only", target, p_t).numpy(), -alpha_t * np.log(p), rtol=1e-5)
 
 
@@ -314,8 +361,10 @@ def test_figures_are_labelled(tmp_path):
     assert len(fig.axes[0].lines) == 3 * (2 + 1)  # per arm: a line per seed and the mean
     ax = plot_seed_spread(seed_summary(rows, "dice"))
     assert ax.get_ylabel() == "Dice (mean over cases)" and len(ax.patches) == 3
-    table = pd.DataFrame({"mean_diff": [0.1, -0.02], "low": [0.05, -0.1], "high": [0.15, 0.06],
-                          "p_adjusted": [0.01, 0.7]}, index=["focal", "ce"])
+    table = pd.DataFrame(
+        {"mean_diff": [0.1, -0.02], "low": [0.05, -0.1], "high": [0.15, 0.06], "p_adjusted": [0.01, 0.7]},
+        index=["focal", "ce"],
+    )
     ax = plot_comparisons(table)
     filled, hollow = [line for line in ax.lines if line.get_marker() == "o"]
     assert list(filled.get_xdata()) == [0.1] and list(hollow.get_xdata()) == [-0.02]

@@ -33,8 +33,15 @@ NOTEBOOKS = REPO / "notebooks"
 SANITIZE = NOTEBOOKS / "nbval_sanitize.cfg"
 # Notebooks committed WITH outputs, regression-checked by nbval (deterministic cells only).
 NBVAL_CHECKED = ("02_focal_loss.ipynb", "03_adaptive_focusing.ipynb")
-EXPECTED = ("00_setup", "01_data", "02_focal_loss", "03_adaptive_focusing", "04_training",
-            "05_evaluation", "06_ablation")
+EXPECTED = (
+    "00_setup",
+    "01_data",
+    "02_focal_loss",
+    "03_adaptive_focusing",
+    "04_training",
+    "05_evaluation",
+    "06_ablation",
+)
 COMMON_PARAMETERS = {"quick", "seed"}
 CHECK_TAG, IGNORE_TAG = "nbval-check-output", "nbval-ignore-output"
 # Issue 8: at least two exercises, each with a self-checking solution, in each of these notebooks.
@@ -42,8 +49,7 @@ MIN_EXERCISES = dict.fromkeys(EXPECTED[2:], 2)  # 02-06
 EXERCISE = re.compile(r"(?:#+ Exercise (\d+): \S|\*\*Exercise (\d+)\.\*\*)")  # a heading or a bold lead
 SELF_CHECK = re.compile(r"^\s*assert\b|check_close\(|np\.testing\.assert_", re.M)
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's "  40%|####      | 4/10"
-SKIP_RUN = pytest.mark.skipif(os.environ.get("AFL_SKIP_NOTEBOOK_RUN") == "1",
-                              reason="AFL_SKIP_NOTEBOOK_RUN=1")
+SKIP_RUN = pytest.mark.skipif(os.environ.get("AFL_SKIP_NOTEBOOK_RUN") == "1", reason="AFL_SKIP_NOTEBOOK_RUN=1")
 
 
 def _load_runner():
@@ -176,9 +182,11 @@ def test_exercises_have_collapsed_self_checking_solutions(path):
 def test_links_follow_the_one_repository_setting(monkeypatch):
     owner_repo = links.REPO_URL.removeprefix("https://github.com/")
     assert links.colab_url("02_focal_loss.ipynb") == (
-        f"https://colab.research.google.com/github/{owner_repo}/blob/{links.BRANCH}/notebooks/02_focal_loss.ipynb")
+        f"https://colab.research.google.com/github/{owner_repo}/blob/{links.BRANCH}/notebooks/02_focal_loss.ipynb"
+    )
     assert links.binder_url() == (
-        f"https://mybinder.org/v2/gh/{owner_repo}/{links.BRANCH}?urlpath=lab/tree/notebooks/00_setup.ipynb")
+        f"https://mybinder.org/v2/gh/{owner_repo}/{links.BRANCH}?urlpath=lab/tree/notebooks/00_setup.ipynb"
+    )
     assert links.pip_install_spec() == f"afl-tutorial @ git+{links.REPO_URL}.git@{links.BRANCH}"
     assert links.pip_install_spec("notebooks").startswith("afl-tutorial[notebooks] @ ")
     Requirement(links.pip_install_spec())  # a valid PEP 508 requirement
@@ -256,11 +264,19 @@ def test_environment_yml_agrees_with_pyproject():
         assert conda_name in conda, f"environment.yml lacks {conda_name} (pyproject: {req})"
         ours, theirs = _floor(conda[conda_name] or []), _floor(req.specifier)
         if theirs is not None:
-            assert ours is not None and ours >= theirs, \
+            assert ours is not None and ours >= theirs, (
                 f"{conda_name}: environment.yml floor {ours} < pyproject {theirs}"
+            )
     assert any(p.startswith("-e .[") or p.startswith(".[") for p in pip), "the package itself, editable"
-    for extra in ("jupyterlab", "ipywidgets", "papermill", "nbval", "nibabel", "matplotlib",
-                  "segmentation-models-pytorch"):
+    for extra in (
+        "jupyterlab",
+        "ipywidgets",
+        "papermill",
+        "nbval",
+        "nibabel",
+        "matplotlib",
+        "segmentation-models-pytorch",
+    ):
         assert extra in conda
 
 
@@ -291,14 +307,18 @@ def test_runner_parses_parameters_like_papermill():
 
 
 def test_runner_names_the_failing_cell_and_collects_summaries(tmp_path):
-    ok = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("print(f'x is {x}')", metadata={"tags": ["summary"]}),
-    ])
-    bad = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("y = 2"),
-        nbformat.v4.new_code_cell("# a comment first\nraise ValueError('broken on purpose')"),
-    ])
+    ok = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("print(f'x is {x}')", metadata={"tags": ["summary"]}),
+        ]
+    )
+    bad = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("y = 2"),
+            nbformat.v4.new_code_cell("# a comment first\nraise ValueError('broken on purpose')"),
+        ]
+    )
     for nb, name in ((ok, "ok.ipynb"), (bad, "bad.ipynb")):
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / name)
@@ -324,7 +344,11 @@ def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
     env = os.environ | {"AFL_DATA_DIR": str(data)}
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "run_tutorial.py"), "--out", str(out), "--quick", "--timeout", "900"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     # Each kernel warns on stderr that it uses TCP; the runner's own lines say what failed.
     stderr = "\n".join(ln for ln in result.stderr.splitlines() if "IPKernelApp" not in ln)
@@ -352,9 +376,24 @@ def test_committed_outputs_still_match_nbval():
     print what is stored (after sanitising), and no cell may fail (solutions assert)."""
     env = os.environ | {"AFL_STATIC_WIDGETS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-         "--nbval-sanitize-with", str(SANITIZE), *[str(NOTEBOOKS / n) for n in NBVAL_CHECKED]],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "--nbval-sanitize-with",
+            str(SANITIZE),
+            *[str(NOTEBOOKS / n) for n in NBVAL_CHECKED],
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert re.search(r"\d+ passed", result.stdout)

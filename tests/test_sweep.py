@@ -40,8 +40,14 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "synthetic", 6, seed=0, shape=(4, 64, 64),
-                        lesion_radius=(2, 5), progress=False)
+    return make_dataset(
+        tmp_path_factory.mktemp("data") / "synthetic",
+        6,
+        seed=0,
+        shape=(4, 64, 64),
+        lesion_radius=(2, 5),
+        progress=False,
+    )
 
 
 TINY = dict(encoder=ENCODER, encoder_weights=None, epochs=2, batch_size=4, device="cpu", progress=False)
@@ -75,23 +81,35 @@ def test_an_interrupted_sweep_finishes_without_redoing_finished_runs(dataset, tm
     assert [(runs / n / "eval" / "summary.json").is_file() for n in names] == [True, True, False, False]
     first_epoch = pd.read_csv(runs / names[2] / "history.csv")
     assert first_epoch["epoch"].tolist() == [1]
-    finished = {n: [(runs / n / f).stat().st_mtime_ns for f in ("checkpoint_last.pt", "eval/per_case.csv")]
-                for n in names[:2]}
+    finished = {
+        n: [(runs / n / f).stat().st_mtime_ns for f in ("checkpoint_last.pt", "eval/per_case.csv")] for n in names[:2]
+    }
 
     interrupt["armed"] = False
     calls.clear()
     result = run_sweep(**grid, **TINY)
     assert calls == [(names[2], True), (names[3], False)]  # the third run resumed, the fourth started
     assert result.skipped == names[:2] and result.trained == names[2:] and not result.busy and not result.failed
-    assert {n: [(runs / n / f).stat().st_mtime_ns for f in ("checkpoint_last.pt", "eval/per_case.csv")]
-            for n in names[:2]} == finished
+    assert {
+        n: [(runs / n / f).stat().st_mtime_ns for f in ("checkpoint_last.pt", "eval/per_case.csv")] for n in names[:2]
+    } == finished
     resumed = pd.read_csv(runs / names[2] / "history.csv")
     assert resumed["epoch"].tolist() == [1, 2]
     pd.testing.assert_frame_equal(resumed.iloc[:1], first_epoch)  # epoch 1 (wall-clock seconds too) not redone
 
     per_case = pd.read_csv(out / "per_case.csv")
-    assert list(per_case.columns[:10]) == ["loss", "seed", "fold", "case", "dice", "iou", "hd95_mm", "lesion_f1",
-                                           "paper_dice", "paper_iou"]
+    assert list(per_case.columns[:10]) == [
+        "loss",
+        "seed",
+        "fold",
+        "case",
+        "dice",
+        "iou",
+        "hd95_mm",
+        "lesion_f1",
+        "paper_dice",
+        "paper_iou",
+    ]
     for name in names:
         config = json.loads((runs / name / "config.json").read_text())
         arm, seed = name.split("-")[0], int(name.split("-")[1].removeprefix("seed"))
@@ -113,9 +131,36 @@ def test_an_interrupted_sweep_finishes_without_redoing_finished_runs(dataset, tm
     assert calls == []
 
     # The command line: one more fold into the same sweep, then the tables alone.
-    assert main(["--data", str(dataset), "--losses", "ce", "--seeds", "0", "--folds", "2", "--only-folds", "1",
-                 "--out", str(out), "--encoder", ENCODER, "--encoder-weights", "none", "--epochs", "2",
-                 "--batch-size", "4", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(dataset),
+                "--losses",
+                "ce",
+                "--seeds",
+                "0",
+                "--folds",
+                "2",
+                "--only-folds",
+                "1",
+                "--out",
+                str(out),
+                "--encoder",
+                ENCODER,
+                "--encoder-weights",
+                "none",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert calls == [("ce-seed0-fold1", False)]
     fold1 = json.loads((runs / "ce-seed0-fold1" / "config.json").read_text())
     assert (fold1["val_fraction"], fold1["split_seed"]) == (0.5, 1)
@@ -135,8 +180,12 @@ def test_shards_partition_the_grid():
             assert Counter(run for shard in shards for run in shard) == Counter(grid)  # each run exactly once
             assert max(map(len, shards)) - min(map(len, shards)) <= 1
             assert shards == [shard_runs(grid, index, count) for index in range(1, count + 1)]  # deterministic
-    assert make_grid(["afl", "ce"], [0], [0, 1]) == [RunKey("afl", 0, 0), RunKey("ce", 0, 0), RunKey("afl", 0, 1),
-                                                     RunKey("ce", 0, 1)]
+    assert make_grid(["afl", "ce"], [0], [0, 1]) == [
+        RunKey("afl", 0, 0),
+        RunKey("ce", 0, 0),
+        RunKey("afl", 0, 1),
+        RunKey("ce", 0, 1),
+    ]
     assert parse_shard("2/4") == parse_shard(" 2 / 4 ") == (2, 4)
 
 
@@ -169,19 +218,22 @@ def test_losses_name_arms_or_studies():
         expand_losses(["afl:reference"])
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"losses": ["nope"]}, "unknown loss 'nope'"),
-    ({"losses": []}, "no loss given"),
-    ({"folds": 1}, "folds must be at least 2"),
-    ({"folds": 7}, r"at most the number of cases \(6\)"),
-    ({"only_folds": [2]}, "only_folds must name folds 0 to 1"),
-    ({"shard": "3/2"}, "shard must be i/n"),
-    ({"seeds": []}, "no seed given"),
-    ({"seed": 3}, r"\['seed'\] are set per run"),
-    ({"seed": 3, "shard": "2/2", "folds": 2, "only_folds": [0]}, r"\['seed'\] are set per run"),  # an empty shard
-    ({"dims": 3}, f"3D encoder '{ENCODER}' is not available"),
-    ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"losses": ["nope"]}, "unknown loss 'nope'"),
+        ({"losses": []}, "no loss given"),
+        ({"folds": 1}, "folds must be at least 2"),
+        ({"folds": 7}, r"at most the number of cases \(6\)"),
+        ({"only_folds": [2]}, "only_folds must name folds 0 to 1"),
+        ({"shard": "3/2"}, "shard must be i/n"),
+        ({"seeds": []}, "no seed given"),
+        ({"seed": 3}, r"\['seed'\] are set per run"),
+        ({"seed": 3, "shard": "2/2", "folds": 2, "only_folds": [0]}, r"\['seed'\] are set per run"),  # an empty shard
+        ({"dims": 3}, f"3D encoder '{ENCODER}' is not available"),
+        ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
+    ],
+)
 def test_bad_sweeps_are_refused_before_any_run(dataset, tmp_path, change, message):
     settings = dict(data=dataset, losses=["ce"], seeds=[0], folds=2, out=tmp_path / "sweep") | TINY | change
     with pytest.raises(ValueError, match=message):
@@ -194,10 +246,12 @@ def test_the_command_line_says_what_is_wrong(dataset, tmp_path, capsys):
     for name in ("imagesTr", "labelsTr"):
         (empty / name).mkdir(parents=True)
     (empty / "dataset.json").write_text((dataset / "dataset.json").read_text())
-    for argv, message in ((["--data", str(empty), "--losses", "ce"], "no cases in"),
-                          (["--data", str(dataset), "--losses", "afl:scale_aware"], "unknown loss 'afl:scale_aware'"),
-                          (["--data", str(dataset), "--losses", "ce", "--shard", "1of2"], "shard must be i/n"),
-                          (["--collect"], "is not a sweep folder")):
+    for argv, message in (
+        (["--data", str(empty), "--losses", "ce"], "no cases in"),
+        (["--data", str(dataset), "--losses", "afl:scale_aware"], "unknown loss 'afl:scale_aware'"),
+        (["--data", str(dataset), "--losses", "ce", "--shard", "1of2"], "shard must be i/n"),
+        (["--collect"], "is not a sweep folder"),
+    ):
         assert main([*argv, "--out", str(tmp_path / "sweep"), "--no-progress"]) == 1
         error = capsys.readouterr().err
         assert error.startswith("error: ") and message in error and "Traceback" not in error
@@ -214,9 +268,29 @@ def test_a_diverged_run_is_reported_and_the_sweep_goes_on(dataset, tmp_path, mon
         raise train.TrainingDiverged(f"the training loss became nan in {Path(config.out).name}")
 
     monkeypatch.setattr(sweep, "fit", diverging_fit)
-    assert main(["--data", str(dataset), "--losses", "ce", "dice", "--folds", "2", "--only-folds", "0",
-                 "--out", str(tmp_path / "sweep"), "--encoder", ENCODER, "--encoder-weights", "none",
-                 "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "--data",
+                str(dataset),
+                "--losses",
+                "ce",
+                "dice",
+                "--folds",
+                "2",
+                "--only-folds",
+                "0",
+                "--out",
+                str(tmp_path / "sweep"),
+                "--encoder",
+                ENCODER,
+                "--encoder-weights",
+                "none",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert tried == ["ce-seed0-fold0", "dice-seed0-fold0"]
     captured = capsys.readouterr()
     assert "0 trained, 0 already finished, 0 held by another process, 2 failed" in captured.out

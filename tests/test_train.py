@@ -46,14 +46,30 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "synthetic", 5, seed=3, shape=(4, 32, 32),
-                        lesion_radius=(2.0, 4.0), irregularity=(0.0, 0.5), empty_fraction=0.2,
-                        progress=False)
+    return make_dataset(
+        tmp_path_factory.mktemp("data") / "synthetic",
+        5,
+        seed=3,
+        shape=(4, 32, 32),
+        lesion_radius=(2.0, 4.0),
+        irregularity=(0.0, 0.5),
+        empty_fraction=0.2,
+        progress=False,
+    )
 
 
 def tiny(dataset: Path, out: Path, **overrides) -> TrainConfig:
-    settings = dict(data=dataset, out=out, loss="afl", encoder=ENCODER, encoder_weights=None, epochs=3,
-                    batch_size=4, seed=7, progress=False)
+    settings = dict(
+        data=dataset,
+        out=out,
+        loss="afl",
+        encoder=ENCODER,
+        encoder_weights=None,
+        epochs=3,
+        batch_size=4,
+        seed=7,
+        progress=False,
+    )
     return TrainConfig(**(settings | overrides))
 
 
@@ -79,8 +95,9 @@ def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, monkeypatch)
         fit(tiny(dataset, tmp_path / "split"))
     assert len(pd.read_csv(tmp_path / "split" / "history.csv")) == 2
     steps.clear()
-    monkeypatch.setattr(train.TrainStep, "__call__",
-                        lambda self, *batch: steps.append(1) or original_call(self, *batch))
+    monkeypatch.setattr(
+        train.TrainStep, "__call__", lambda self, *batch: steps.append(1) or original_call(self, *batch)
+    )
     resumed = fit(resume=True, out=tmp_path / "split")
 
     # Only the third epoch was trained after resuming...
@@ -109,8 +126,12 @@ def _independent_dice(model: torch.nn.Module, dataset: Path, case: str) -> float
     """Dice of a case predicted slice by slice straight from the NIfTI files (32x32 slices
     need no padding), with NumPy's counts."""
     names = json.loads((dataset / "dataset.json").read_text())["channel_names"]
-    image = np.stack([np.asarray(nib.load(dataset / "imagesTr" / f"{case}_{i:04d}.nii.gz").dataobj, dtype=np.float32)
-                      for i in range(len(names))])
+    image = np.stack(
+        [
+            np.asarray(nib.load(dataset / "imagesTr" / f"{case}_{i:04d}.nii.gz").dataobj, dtype=np.float32)
+            for i in range(len(names))
+        ]
+    )
     label = np.asarray(nib.load(dataset / "labelsTr" / f"{case}.nii.gz").dataobj) > 0
     image = torch.from_numpy(normalise_channels(image)).permute(3, 0, 1, 2)  # (Z, C, X, Y)
     with torch.no_grad():
@@ -123,10 +144,41 @@ def test_cli_trains_and_evaluates_end_to_end(dataset, tmp_path):
     run = tmp_path / "run"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     trained = subprocess.run(
-        [sys.executable, "-m", "afl_core.train", "--data", str(dataset), "--loss", "afl", "--variant", "scale_aware",
-         "--encoder", ENCODER, "--encoder-weights", "none", "--epochs", "2", "--out", str(run), "--seed", "1",
-         "--device", "cpu", "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.01", "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "afl_core.train",
+            "--data",
+            str(dataset),
+            "--loss",
+            "afl",
+            "--variant",
+            "scale_aware",
+            "--encoder",
+            ENCODER,
+            "--encoder-weights",
+            "none",
+            "--epochs",
+            "2",
+            "--out",
+            str(run),
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.01",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert trained.returncode == 0, trained.stderr
     history = pd.read_csv(run / "history.csv")
     assert tuple(history.columns[:4]) == HISTORY_COLUMNS
@@ -140,8 +192,13 @@ def test_cli_trains_and_evaluates_end_to_end(dataset, tmp_path):
     best = torch.load(run / "checkpoint_best.pt", weights_only=True)
     assert best["epoch"] == history["val_dice"].idxmax() + 1
 
-    evaluated = subprocess.run([sys.executable, "-m", "afl_core.evaluate", "--run", str(run), "--no-progress"],
-                               capture_output=True, text=True, env=env, timeout=300)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "afl_core.evaluate", "--run", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     per_case = pd.read_csv(run / "eval" / "per_case.csv")
     assert sorted(per_case["case"]) == sorted(config["val_cases"])
@@ -200,9 +257,11 @@ def test_paper_optimiser_and_schedules():
     group = sgd.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.1, 0.9, True, 1e-5)
     total = 10
-    for name, factor in [("poly", lambda s: (1 - s / total) ** 0.9),
-                         ("cosine", lambda s: (1 + math.cos(math.pi * s / total)) / 2),
-                         ("constant", lambda s: 1.0)]:
+    for name, factor in [
+        ("poly", lambda s: (1 - s / total) ** 0.9),
+        ("cosine", lambda s: (1 + math.cos(math.pi * s / total)) / 2),
+        ("constant", lambda s: 1.0),
+    ]:
         optimizer = make_optimizer(model, "sgd", 0.1, 0.0)
         scheduler = make_scheduler(optimizer, name, total)
         for step in range(total):
@@ -211,12 +270,15 @@ def test_paper_optimiser_and_schedules():
             scheduler.step()
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(loss="focal", variant="paper"), "variant applies to loss 'afl' only"),
-    (dict(loss="hinge"), "unknown loss"),
-    (dict(size=(48, 48)), "multiples of 32"),
-    (dict(optimizer="rmsprop"), "unknown optimizer"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(loss="focal", variant="paper"), "variant applies to loss 'afl' only"),
+        (dict(loss="hinge"), "unknown loss"),
+        (dict(size=(48, 48)), "multiples of 32"),
+        (dict(optimizer="rmsprop"), "unknown optimizer"),
+    ],
+)
 def test_bad_settings_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(data="d", out="o", **bad)
@@ -231,8 +293,9 @@ def test_reference_variant_leaves_lesion_free_batches_out(dataset, tmp_path, mon
         return original_call(self, images, labels, spacing)
 
     monkeypatch.setattr(train.TrainStep, "__call__", record)
-    result = fit(tiny(dataset, tmp_path / "reference", variant="reference", epochs=2, batch_size=2,
-                      oversample_lesions=0.0))
+    result = fit(
+        tiny(dataset, tmp_path / "reference", variant="reference", epochs=2, batch_size=2, oversample_lesions=0.0)
+    )
     history = result.history
     assert all(seen), "a batch without lesion voxels reached the authors' loss"
     assert history["skipped_batches"].sum() > 0  # 4-slice cases with small lesions: many empty slices
@@ -268,8 +331,25 @@ def test_a_new_run_never_replaces_an_existing_one(dataset, tmp_path, capsys):
     (run / "eval" / "summary.json").write_text("{}")
     before = (run / "checkpoint_last.pt").read_bytes()
     # the CLI without --resume: exit 1, advice, the old run untouched
-    code = train.main(["--data", str(dataset), "--out", str(run), "--loss", "afl", "--encoder", ENCODER,
-                       "--encoder-weights", "none", "--epochs", "1", "--batch-size", "4", "--no-progress"])
+    code = train.main(
+        [
+            "--data",
+            str(dataset),
+            "--out",
+            str(run),
+            "--loss",
+            "afl",
+            "--encoder",
+            ENCODER,
+            "--encoder-weights",
+            "none",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert code == 1
     message = capsys.readouterr().err
     assert "--resume" in message and "--overwrite" in message and "Traceback" not in message
@@ -297,8 +377,7 @@ def test_scores_on_other_data_get_their_own_folder(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     fit(tiny(dataset, run, epochs=1))
     own = evaluate.evaluate_run(run, progress=False)
-    other = make_dataset(tmp_path / "other", 3, seed=11, shape=(4, 32, 32), lesion_radius=(2.0, 4.0),
-                         progress=False)
+    other = make_dataset(tmp_path / "other", 3, seed=11, shape=(4, 32, 32), lesion_radius=(2.0, 4.0), progress=False)
     assert evaluate.main(["--run", str(run), "--data", str(other), "--no-progress"]) == 0
     err_out = capsys.readouterr()
     assert "not the run's training data" in err_out.err and "eval-other" in err_out.out
@@ -309,8 +388,24 @@ def test_scores_on_other_data_get_their_own_folder(dataset, tmp_path, capsys):
 
 
 def _cli(dataset: Path, run: Path, *extra: str) -> list[str]:
-    return ["--data", str(dataset), "--out", str(run), "--loss", "afl", "--encoder", ENCODER, "--encoder-weights",
-            "none", "--epochs", "2", "--batch-size", "4", "--no-progress", *extra]
+    return [
+        "--data",
+        str(dataset),
+        "--out",
+        str(run),
+        "--loss",
+        "afl",
+        "--encoder",
+        ENCODER,
+        "--encoder-weights",
+        "none",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("damage", ["zero bytes", "truncated", "garbage", "a pickle"])
@@ -319,8 +414,11 @@ def test_a_damaged_checkpoint_gets_advice_not_a_traceback(dataset, tmp_path, cap
     fit(tiny(dataset, run, epochs=1))
     last = run / "checkpoint_last.pt"
     content = last.read_bytes()
-    last.write_bytes({"zero bytes": b"", "truncated": content[: len(content) // 2],
-                      "garbage": b"\x00not a checkpoint" * 64}.get(damage, b"cos\nsystem\n(S'echo hi'\ntR."))
+    last.write_bytes(
+        {"zero bytes": b"", "truncated": content[: len(content) // 2], "garbage": b"\x00not a checkpoint" * 64}.get(
+            damage, b"cos\nsystem\n(S'echo hi'\ntR."
+        )
+    )
     assert train.main(["--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 1
     message = capsys.readouterr().err
     assert "cannot be read as a checkpoint" in message and "--overwrite" in message
@@ -355,8 +453,9 @@ def test_an_exploding_loss_stops_as_diverged(dataset, tmp_path, capsys):
 
 
 def test_validation_without_lesions_is_named(tmp_path, capsys):
-    empty = make_dataset(tmp_path / "empty", 3, seed=1, shape=(4, 32, 32), lesion_radius=(2.0, 4.0),
-                         empty_fraction=1.0, progress=False)
+    empty = make_dataset(
+        tmp_path / "empty", 3, seed=1, shape=(4, 32, 32), lesion_radius=(2.0, 4.0), empty_fraction=1.0, progress=False
+    )
     fit(tiny(empty, tmp_path / "run", epochs=1))
     assert "none of the 1 validation case(s) has a lesion" in capsys.readouterr().err
 

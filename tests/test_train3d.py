@@ -42,15 +42,25 @@ def one_thread():
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory) -> Path:
     """Three lesion-bearing cases of 16 x 64 x 64 voxels (3 x 0.5 x 0.5 mm): two train, one validates."""
-    return make_dataset(tmp_path_factory.mktemp("data3d") / "synthetic", 3, seed=5, shape=(16, 64, 64),
-                        empty_fraction=0.0, progress=False)
+    return make_dataset(
+        tmp_path_factory.mktemp("data3d") / "synthetic",
+        3,
+        seed=5,
+        shape=(16, 64, 64),
+        empty_fraction=0.0,
+        progress=False,
+    )
 
 
 def _nifti_case(root: Path, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image (C, X, Y, Z), label (X, Y, Z) and zooms straight from the NIfTI files."""
     names = json.loads((root / "dataset.json").read_text())["channel_names"]
-    image = np.stack([np.asarray(nib.load(root / "imagesTr" / f"{case}_{i:04d}.nii.gz").dataobj, dtype=np.float32)
-                      for i in range(len(names))])
+    image = np.stack(
+        [
+            np.asarray(nib.load(root / "imagesTr" / f"{case}_{i:04d}.nii.gz").dataobj, dtype=np.float32)
+            for i in range(len(names))
+        ]
+    )
     label = nib.load(root / "labelsTr" / f"{case}.nii.gz")
     return image, np.asarray(label.dataobj) > 0, np.array(label.header.get_zooms()[:3])
 
@@ -66,19 +76,52 @@ def test_3d_cli_trains_and_evaluates_under_both_protocols(volumes, tmp_path):
     run = tmp_path / "run"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     trained = subprocess.run(
-        [sys.executable, "-m", "afl_core.train", "--data", str(volumes), "--dims", "3", "--encoder", "resnet18",
-         "--epochs", "1", "--out", str(run), "--device", "cpu", "--optimizer", "sgd", "--lr", "0.01",
-         "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "afl_core.train",
+            "--data",
+            str(volumes),
+            "--dims",
+            "3",
+            "--encoder",
+            "resnet18",
+            "--epochs",
+            "1",
+            "--out",
+            str(run),
+            "--device",
+            "cpu",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.01",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert trained.returncode == 0, trained.stderr
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [1] and history[list(HISTORY_COLUMNS)].notna().all().all()
     config = json.loads((run / "config.json").read_text())
     assert (config["dims"], config["batch_size"], config["volume_size"], config["encoder_weights"]) == (
-        3, 1, [16, 64, 64], None)
+        3,
+        1,
+        [16, 64, 64],
+        None,
+    )
     assert config["steps_per_epoch"] == len(config["train_cases"]) == 2 and "monai" in config["versions"]
 
-    evaluated = subprocess.run([sys.executable, "-m", "afl_core.evaluate", "--run", str(run), "--no-progress"],
-                               capture_output=True, text=True, env=env, timeout=300)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "afl_core.evaluate", "--run", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     assert "DSC (paper protocol)" in evaluated.stdout
     per_case = pd.read_csv(run / "eval" / "per_case.csv")
@@ -102,8 +145,18 @@ def test_3d_cli_trains_and_evaluates_under_both_protocols(volumes, tmp_path):
 
 
 def test_3d_resume_reproduces_the_uninterrupted_run(volumes, tmp_path, monkeypatch):
-    settings = dict(data=volumes, loss="afl", dims=3, encoder="resnet10", size=SMALL, epochs=2, seed=3,
-                    optimizer="sgd", lr=0.01, progress=False)
+    settings = dict(
+        data=volumes,
+        loss="afl",
+        dims=3,
+        encoder="resnet10",
+        size=SMALL,
+        epochs=2,
+        seed=3,
+        optimizer="sgd",
+        lr=0.01,
+        progress=False,
+    )
     whole = fit(TrainConfig(out=tmp_path / "whole", **settings))
     steps, original_call = [], train.TrainStep.__call__
 
@@ -141,8 +194,19 @@ def test_spacing_reaches_a_loss_that_uses_it(volumes, tmp_path, monkeypatch):
             return self.loss(logits, target)
 
     monkeypatch.setattr(train, "make_loss", lambda *a, **k: UsesSpacing(real_make_loss(*a, **k)))
-    fit(TrainConfig(data=volumes, out=tmp_path / "run", dims=3, encoder="resnet10", size=SMALL, resize=True,
-                    epochs=1, augment=False, progress=False))
+    fit(
+        TrainConfig(
+            data=volumes,
+            out=tmp_path / "run",
+            dims=3,
+            encoder="resnet10",
+            size=SMALL,
+            resize=True,
+            epochs=1,
+            augment=False,
+            progress=False,
+        )
+    )
     # Training (two volumes) and validation (one) get the voxel size of the resized grid,
     # (D, H, W) like the logits: 16 x 64 x 64 voxels of 3 x 0.5 x 0.5 mm resized to 8 x 32 x 64.
     assert [shape for shape, _ in received] == [(1, 1, *SMALL)] * 3
@@ -179,14 +243,41 @@ def test_authors_recipe_tiny_run_scores_on_the_resized_grid_with_the_networks_ba
     run = tmp_path / "authors"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     trained = subprocess.run(
-        [sys.executable, "-m", "afl_core.train", "--data", str(volumes), "--recipe", "authors", "--size",
-         *map(str, SMALL), "--encoder", "resnet10", "--epochs", "1", "--out", str(run), "--device", "cpu",
-         "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "afl_core.train",
+            "--data",
+            str(volumes),
+            "--recipe",
+            "authors",
+            "--size",
+            *map(str, SMALL),
+            "--encoder",
+            "resnet10",
+            "--epochs",
+            "1",
+            "--out",
+            str(run),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert trained.returncode == 0, trained.stderr
     assert "recipe 'authors'" in trained.stdout and "src/PICAI/main.py:10" in trained.stdout
     config = json.loads((run / "config.json").read_text())
     assert (config["variant"], config["classes"], config["optimizer"], config["schedule"], config["amp"]) == (
-        "reference", 2, "sgd", "constant", False)
+        "reference",
+        2,
+        "sgd",
+        "constant",
+        False,
+    )
 
     result = evaluate_run(run, progress=False)
     assert result.summary["grid"] == "resized" and result.summary["paper_protocol_background"] == "network channel 0"
@@ -210,13 +301,16 @@ def test_authors_recipe_tiny_run_scores_on_the_resized_grid_with_the_networks_ba
     np.testing.assert_allclose(row["hd95"], hd95(channels[1] > 0.5, label, spacing=spacing), rtol=1e-9)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(dims=3, size=(16, 64)), r"three positive numbers \(D, H, W\)"),
-    (dict(dims=3, encoder="tu-mobilenetv3_small_050"), "3D encoder"),
-    (dict(dims=3, encoder_weights="imagenet"), "random weights"),
-    (dict(resize=True), "resize needs dims 3 and a size"),
-    (dict(dims=4), "dims must be 2"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(dims=3, size=(16, 64)), r"three positive numbers \(D, H, W\)"),
+        (dict(dims=3, encoder="tu-mobilenetv3_small_050"), "3D encoder"),
+        (dict(dims=3, encoder_weights="imagenet"), "random weights"),
+        (dict(resize=True), "resize needs dims 3 and a size"),
+        (dict(dims=4), "dims must be 2"),
+    ],
+)
 def test_bad_3d_settings_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(data="d", out="o", **bad)

@@ -120,7 +120,9 @@ def test_plot_curves_plots_each_curve_and_checks_shapes():
 def test_plot_distributions_counts_every_value_and_log_bins():
     volumes = np.array([3, 10, 30, 100, 1000, 0])
     fig = viz.plot_distributions(
-        {"volume": volumes, "irregularity": [1.0, 1.2, 1.5]}, log=["volume"], bins=4,
+        {"volume": volumes, "irregularity": [1.0, 1.2, 1.5]},
+        log=["volume"],
+        bins=4,
         reference={"volume": {"real": [143]}},
     )
     vol_ax, irr_ax = fig.axes
@@ -221,6 +223,7 @@ def test_static_widgets_draw_the_default_view_once_and_return_none(monkeypatch):
     assert viz.slice_viewer(image, label) is None
     assert calls == [(3, "all", True)]
     seen = []
+
     def example(**kw):
         seen.append(kw)
         return {"mask": np.ones((4, 4)), "weight": np.ones((4, 4)), "gamma": 0, "alpha": 1}

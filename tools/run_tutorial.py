@@ -88,8 +88,13 @@ def run_one(notebook: Path, out_dir: Path, parameters: dict, *, timeout: float |
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(notebook), str(target), parameters=params, kernel_name="python3", cwd=str(notebook.parent),
-            progress_bar=False, execution_timeout=timeout,
+            str(notebook),
+            str(target),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(notebook.parent),
+            progress_bar=False,
+            execution_timeout=timeout,
         )
         result.status = "ok"
         result.summary = summary_lines(target)
@@ -136,13 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "outputs", help="folder for executed notebooks")
     parser.add_argument("--quick", action="store_true", help="CI sizes: every notebook in a minute or two on a CPU")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (number prefixes)")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="papermill parameter for every notebook that declares it (repeatable)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="papermill parameter for every notebook that declares it (repeatable)",
+    )
     parser.add_argument("--data-dir", type=Path, help="data folder (default: $AFL_DATA_DIR or the notebooks' own)")
     parser.add_argument("--timeout", type=float, default=3600, help="per-cell limit in seconds")
     parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
-    parser.add_argument("--keep-runs", action="store_true",
-                        help="let 04 resume the runs already in OUT/runs (default: 04 starts them afresh)")
+    parser.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="let 04 resume the runs already in OUT/runs (default: 04 starts them afresh)",
+    )
     args = parser.parse_args(argv)
 
     out_dir = args.out.resolve()
@@ -183,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {nb.name}: {results[i].detail}", file=sys.stderr, flush=True)
     write_summary(out_dir / "summary.md", results, parameters)
     total = sum(r.seconds for r in results)
-    print(f"{sum(r.status == 'ok' for r in results)}/{len(results)} notebooks ok in {total:.0f} s; "
-          f"executed copies and summary.md in {out_dir}")
+    print(
+        f"{sum(r.status == 'ok' for r in results)}/{len(results)} notebooks ok in {total:.0f} s; "
+        f"executed copies and summary.md in {out_dir}"
+    )
     return 1 if failed else 0
 
 
