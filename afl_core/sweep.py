@@ -20,13 +20,11 @@ variant, ``afl_reference`` the authors' code, ``afl_scale_aware`` this project's
 ``dice``, ... the baselines, ``afl_alpha_only`` ... the ablation), or a study name of
 :data:`afl_core.experiments.STUDIES` (``comparison``, ``ablation``) for all its arms.
 
-**Folds.** Fold ``f`` of ``K`` holds out ``1/K`` of the cases for validation, lesion-stratified
-and with every patient's studies on one side (:func:`afl_core.data.split_cases`,
-:func:`afl_core.data.patient_grouping`), drawn with split seed ``f``. These are *repeated
-random splits*: ``TrainConfig`` chooses validation cases only through ``val_fraction`` and
-``split_seed``, so two folds may share validation cases, unlike the disjoint folds of k-fold
-cross-validation. A fold's cases are in its runs' ``config.json`` (``val_cases``) and in
-``per_case.csv``; average a case over the folds that score it before comparing losses.
+**Folds.** K-fold cross-validation (:func:`afl_core.data.kfold_cases`): the cases are dealt
+into ``K`` disjoint folds, lesion-stratified and with every patient's studies in one fold
+(:func:`afl_core.data.patient_grouping`); fold ``f`` validates and the other ``K - 1`` train,
+so over the folds every case is scored exactly once per (loss, seed). A fold's cases are in
+its runs' ``config.json`` (``val_cases``) and in ``per_case.csv``.
 
 **Resuming.** A run is finished when ``eval/summary.json`` scores the last checkpoint at the
 sweep's last epoch (written atomically, after training). Finished runs are skipped; any other
@@ -62,7 +60,7 @@ from tqdm.auto import tqdm
 
 from afl_core import recipes
 from afl_core._io import write_json
-from afl_core.data import list_cases
+from afl_core.data import kfold_cases, list_cases, patient_grouping
 from afl_core.evaluate import evaluate_run
 from afl_core.experiments import ARMS, HISTORY_COLUMNS, PER_CASE_COLUMNS, STUDIES, Study, arm_config
 from afl_core.metrics import export_csv
@@ -190,13 +188,14 @@ def run_sweep(
     out = Path(out)
     index, count = parse_shard(shard) if isinstance(shard, str) else shard
     fold_ids = _check_folds(data, folds, only_folds)
+    fold_cases = kfold_cases(data, folds, seed=0, group_of=patient_grouping(data))
     if set(settings) & set(_PER_RUN):
         raise ValueError(
             f"{sorted(set(settings) & set(_PER_RUN))} are set per run by the sweep's grid, not by a shared setting"
         )
     settings = {"progress": progress} | settings
     configs = {
-        key: _run_config(key, folds, data, out, settings)
+        key: _run_config(key, fold_cases, data, out, settings)
         for key in shard_runs(make_grid(losses, seeds, fold_ids), index, count)
     }
     _record_settings(out, data, folds, settings)
@@ -229,16 +228,15 @@ def _check_folds(data: str | os.PathLike, folds: int, only_folds: Sequence[int] 
     return fold_ids
 
 
-def _run_config(key: RunKey, folds: int, data, out: Path, settings: dict) -> TrainConfig:
-    """The run's TrainConfig (checked now, before any run trains). Fold ``f``: the split
-    of seed ``f`` holding out ``1/folds`` of the cases (see the module docstring)."""
+def _run_config(key: RunKey, folds: list[list[str]], data, out: Path, settings: dict) -> TrainConfig:
+    """The run's TrainConfig (checked now, before any run trains): fold ``f`` of
+    :func:`afl_core.data.kfold_cases` validates, the other folds train."""
     return arm_config(
         key.loss,
         data=str(Path(data).resolve()),
         out=str(out / "runs" / key.name),
         seed=key.seed,
-        val_fraction=1 / folds,
-        split_seed=key.fold,
+        validation_cases=folds[key.fold],
         **settings,
     )
 

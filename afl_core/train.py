@@ -74,7 +74,15 @@ from tqdm.auto import tqdm
 
 from afl_core import distributed, recipes
 from afl_core._io import atomic_target, write_json
-from afl_core.data import SliceDataset, VolumeDataset, case_has_lesion, load_geometry, patient_grouping, split_cases
+from afl_core.data import (
+    SliceDataset,
+    VolumeDataset,
+    case_has_lesion,
+    list_cases,
+    load_geometry,
+    patient_grouping,
+    split_cases,
+)
 from afl_core.evaluate import loss_with_spacing, predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
 from afl_core.metrics import export_csv, overlap_scores
@@ -134,6 +142,9 @@ class TrainConfig:
     resampling instead of a crop/pad (:class:`afl_core.data.VolumeDataset`).
     ``variant`` applies to ``loss="afl"`` only (default ``"paper"``); ``"reference"``
     makes the network output two channels (background, foreground) as the authors'.
+    Validation cases: ``validation_cases`` when given (e.g. a fold of
+    :func:`afl_core.data.kfold_cases`; every other case trains), else a lesion-stratified,
+    patient-grouped ``val_fraction`` of the cases drawn with ``split_seed``.
     ``num_workers=None`` uses 4 DataLoader workers on a CUDA machine under Linux, none
     elsewhere. ``loss_options`` go to A-FL (:class:`afl_core.losses.AdaptiveFocalLoss`) for
     ablations: ``{"gamma_terms": ["volume"]}``, ``{"gamma": 0.0}`` (alpha only), ...
@@ -159,6 +170,7 @@ class TrainConfig:
     oversample_lesions: float | None = None
     val_fraction: float = 0.2
     split_seed: int = 0
+    validation_cases: list[str] | None = None
     seed: int = 0
     device: str = "auto"
     amp: bool | None = None
@@ -696,9 +708,17 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
 
 def _datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, SliceDataset | VolumeDataset, tuple, dict]:
     """Training and validation datasets of the case split, their item size, and the split."""
-    train_cases, val_cases = split_cases(
-        cfg.data, cfg.val_fraction, seed=cfg.split_seed, group_of=patient_grouping(cfg.data)
-    )
+    if cfg.validation_cases is not None:  # an explicit split (a k-fold fold): every other case trains
+        cases = list_cases(cfg.data)
+        unknown = sorted(set(cfg.validation_cases) - set(cases))
+        if unknown:
+            raise ValueError(f"validation_cases names cases that {cfg.data} does not hold: {unknown[:5]}")
+        val_cases = sorted(cfg.validation_cases)
+        train_cases = [case for case in cases if case not in set(val_cases)]
+    else:
+        train_cases, val_cases = split_cases(
+            cfg.data, cfg.val_fraction, seed=cfg.split_seed, group_of=patient_grouping(cfg.data)
+        )
     if not val_cases:
         raise ValueError(
             f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "

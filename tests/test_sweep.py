@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from afl_core import sweep, train
+from afl_core.data import kfold_cases, list_cases
 from afl_core.experiments import STUDIES
 from afl_core.sweep import (
     RunKey,
@@ -163,7 +164,11 @@ def test_an_interrupted_sweep_finishes_without_redoing_finished_runs(dataset, tm
     )
     assert calls == [("ce-seed0-fold1", False)]
     fold1 = json.loads((runs / "ce-seed0-fold1" / "config.json").read_text())
-    assert (fold1["val_fraction"], fold1["split_seed"]) == (0.5, 1)
+    fold0 = json.loads((runs / "ce-seed0-fold0" / "config.json").read_text())
+    # k-fold: the two folds' validation cases are disjoint and together every case; each fold trains on the other
+    assert not set(fold0["val_cases"]) & set(fold1["val_cases"])
+    assert sorted(fold0["val_cases"] + fold1["val_cases"]) == list_cases(dataset)
+    assert sorted(fold1["train_cases"]) == sorted(fold0["val_cases"])
     (out / "per_case.csv").unlink()
     assert main(["--out", str(out), "--collect"]) == 0
     per_case = pd.read_csv(out / "per_case.csv")
@@ -295,3 +300,19 @@ def test_a_diverged_run_is_reported_and_the_sweep_goes_on(dataset, tmp_path, mon
     captured = capsys.readouterr()
     assert "0 trained, 0 already finished, 0 held by another process, 2 failed" in captured.out
     assert "dice-seed0-fold0: failed: the training loss became nan in dice-seed0-fold0" in captured.err
+
+
+def test_kfold_folds_are_disjoint_stratified_and_keep_patients_together(dataset, tmp_path):
+    folds = kfold_cases(dataset, 3, seed=0)
+    cases = list_cases(dataset)
+    assert sorted(c for fold in folds for c in fold) == cases and all(fold for fold in folds)
+    with_lesion = [c for c in cases if train.case_has_lesion(dataset, c)]
+    assert all(set(fold) & set(with_lesion) for fold in folds)  # each fold validates on lesions
+    assert kfold_cases(dataset, 3, seed=0) == folds and kfold_cases(dataset, 3, seed=1) != folds
+    pairs = kfold_cases(dataset, 2, seed=0, group_of=lambda case: int(case.split("_")[-1]) // 2)
+    for fold in pairs:  # cases 0-1, 2-3, 4-5 are one "patient" each
+        assert {int(c.split("_")[-1]) // 2 for c in fold}.isdisjoint(
+            {int(c.split("_")[-1]) // 2 for other in pairs if other is not fold for c in other}
+        )
+    with pytest.raises(ValueError, match="folds must be at least 2"):
+        kfold_cases(dataset, 7)

@@ -36,7 +36,7 @@ from afl_core.data.layout import (
     write_case,
     write_dataset_json,
 )
-from afl_core.data.splits import patient_grouping, split_cases
+from afl_core.data.splits import kfold_cases, patient_grouping, split_cases
 
 _LAZY = {
     "normalise_channels": "transforms",
@@ -67,6 +67,7 @@ __all__ = [
     "load_geometry",
     "case_has_lesion",
     "split_cases",
+    "kfold_cases",
     "patient_grouping",
     *_LAZY,
 ]

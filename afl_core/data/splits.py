@@ -10,7 +10,7 @@ import numpy as np
 
 from afl_core.data.layout import case_has_lesion, list_cases, read_dataset_json
 
-__all__ = ["split_cases", "patient_grouping"]
+__all__ = ["split_cases", "kfold_cases", "patient_grouping"]
 
 
 def split_cases(
@@ -76,3 +76,29 @@ def patient_grouping(root: str | os.PathLike) -> Callable[[str], str] | None:
     if read_dataset_json(root).get("source") == "picai":
         return lambda case: case.split("_")[0]
     return None
+
+
+def kfold_cases(
+    root: str | os.PathLike,
+    folds: int,
+    seed: int = 0,
+    *,
+    group_of: Callable[[str], str] | None = None,
+) -> list[list[str]]:
+    """``folds`` disjoint validation sets that together hold every case once (k-fold
+    cross-validation): lesion-bearing and lesion-free patients are shuffled with ``seed``
+    and dealt round-robin, so each fold gets its share of both; with ``group_of`` every
+    patient's cases land in one fold. Returns the sorted case ids of each fold."""
+    has_lesion = {case: case_has_lesion(root, case) for case in list_cases(root)}
+    groups: dict[str, list[str]] = {}
+    for case in has_lesion:
+        groups.setdefault(str(group_of(case)) if group_of else case, []).append(case)
+    if not 2 <= folds <= len(groups):
+        raise ValueError(f"folds must be at least 2 and at most the number of patients ({len(groups)}), got {folds}")
+    rng = np.random.default_rng(seed)
+    positives = sorted(g for g, members in groups.items() if any(has_lesion[c] for c in members))
+    negatives = sorted(g for g in groups if g not in set(positives))
+    dealt = [*rng.permutation(positives).tolist(), *rng.permutation(negatives).tolist()] if positives else \
+        rng.permutation(negatives).tolist()
+    return [sorted(c for g in dealt[fold::folds] for c in groups[g]) for fold in range(folds)]
+
