@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,24 +17,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from afl_core import distributed, models, train
 from afl_core.data import SliceDataset
 from afl_core.distributed import ShardedSampler, World
-from afl_core.synthetic import make_dataset
 
 # The smallest smp encoder that trains in a blink on 32x32 slices (as tests/test_train.py).
 ENCODER = "tu-mobilenetv3_small_050"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_dataset(
-        tmp_path_factory.mktemp("data") / "synthetic",
-        5,
-        seed=3,
-        shape=(4, 32, 32),
-        lesion_radius=(2.0, 4.0),
-        irregularity=(0.0, 0.5),
-        empty_fraction=0.2,
-        progress=False,
-    )
 
 
 def test_sharded_sampler_shares_out_the_samplers_draw_as_distributed_sampler():

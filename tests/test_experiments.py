@@ -47,12 +47,7 @@ from tests._http_server import FileServer  # noqa: E402
 ENCODER = "tu-mobilenetv3_small_050"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from afl_core import sweep, train
 from afl_core.data import kfold_cases, list_cases
@@ -30,13 +29,7 @@ from afl_core.synthetic import make_dataset
 ENCODER = "tu-mobilenetv3_small_050"  # the smallest smp encoder: a run of 2 epochs takes about a second
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared two-core machine are many times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

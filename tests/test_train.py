@@ -35,27 +35,7 @@ ENCODER = "tu-mobilenetv3_small_050"
 TIMING_COLUMNS = ["train_images_per_s", "seconds"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared two-core machine are many times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return make_dataset(
-        tmp_path_factory.mktemp("data") / "synthetic",
-        5,
-        seed=3,
-        shape=(4, 32, 32),
-        lesion_radius=(2.0, 4.0),
-        irregularity=(0.0, 0.5),
-        empty_fraction=0.2,
-        progress=False,
-    )
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(dataset: Path, out: Path, **overrides) -> TrainConfig:

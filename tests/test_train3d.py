@@ -31,12 +31,7 @@ TIMING_COLUMNS = ["train_images_per_s", "seconds"]
 SMALL = (8, 32, 64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
