@@ -1019,6 +1019,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainingDiverged, GPUOutOfMemory, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a read-only --out, a full disk: the last complete checkpoint stays
+        print(f"error: cannot write the run ({error}); check that --out is writable and the disk has room, "
+              "then continue with --resume (the last complete checkpoint is kept)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; continue with: python -m afl_core.train --out {overrides['out']} --resume", file=sys.stderr

@@ -459,3 +459,39 @@ def test_a_moved_run_folder_resumes(dataset, tmp_path):
     result = fit(resume=True, out=tmp_path / "moved", epochs=2)
     assert len(result.history) == 2
     assert json.loads((tmp_path / "moved" / "config.json").read_text())["out"] == str(tmp_path / "moved")
+
+
+def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_says_so(dataset, tmp_path, capsys, monkeypatch):
+    import errno
+
+    run = tmp_path / "run"
+    fit(tiny(dataset, run, epochs=1))
+    before = (run / "checkpoint_last.pt").read_bytes()
+
+    def full_disk(payload, target):
+        with open(target, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train.torch, "save", full_disk)
+    assert train.main(["--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 1
+    assert "disk has room" in capsys.readouterr().err
+    assert (run / "checkpoint_last.pt").read_bytes() == before  # the complete checkpoint survives
+    assert not list(run.glob(".tmp-*"))  # and no half-written temporary is left
+
+
+def test_evaluate_refuses_data_of_another_channel_count_and_unwritable_tables(dataset, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    fit(tiny(dataset, run, epochs=1))
+    one_channel = make_dataset(
+        tmp_path / "t2w", 2, seed=2, shape=(4, 32, 32), lesion_radius=(2.0, 4.0), n_channels=1, progress=False
+    )
+    assert evaluate.main(["--run", str(run), "--data", str(one_channel), "--no-progress"]) == 1
+    assert "1 image channel(s) per case, the run was trained on 3" in capsys.readouterr().err
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(evaluate, "export_csv", read_only)
+    assert evaluate.main(["--run", str(run), "--no-progress", "--out", str(tmp_path / "ro")]) == 1
+    assert "check that --out is writable" in capsys.readouterr().err
