@@ -247,8 +247,10 @@ def evaluate_run(
         cases = list_cases(root) if data is not None else config["val_cases"]
     dataset = _dataset(config, root, cases)
     if dataset.in_channels != config["in_channels"]:
-        raise ValueError(f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
-                         f"{config['in_channels']}: evaluate it on data with the same channels (modalities)")
+        raise ValueError(
+            f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
+            f"{config['in_channels']}: evaluate it on data with the same channels (modalities)"
+        )
     amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
 
     per_case, per_lesion = evaluate_cases(
@@ -314,8 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a read-only --out, a full disk
-        print(f"error: cannot write the tables ({error}); check that --out is writable and the disk has room",
-              file=sys.stderr)
+        print(
+            f"error: cannot write the tables ({error}); check that --out is writable and the disk has room",
+            file=sys.stderr,
+        )
         return 1
     out = Path(args.out) if args.out else default_out_dir(args.run, result.summary["training_data"], args.data)
     print(pd.Series(result.summary["means"], dtype=object).to_string())

@@ -1020,8 +1020,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a read-only --out, a full disk: the last complete checkpoint stays
-        print(f"error: cannot write the run ({error}); check that --out is writable and the disk has room, "
-              "then continue with --resume (the last complete checkpoint is kept)", file=sys.stderr)
+        print(
+            f"error: cannot write the run ({error}); check that --out is writable and the disk has room, "
+            "then continue with --resume (the last complete checkpoint is kept)",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(
