@@ -50,6 +50,8 @@ __all__ = [
     "STUDIES",
     "PER_CASE_COLUMNS",
     "HISTORY_COLUMNS",
+    "DISTANCE_COLUMNS",
+    "study_table",
     "SHARE_PARTS",
     "Study",
     "tutorial_settings",
@@ -115,6 +117,8 @@ STUDIES: dict[str, list[str]] = {
     ],
 }
 PER_CASE_COLUMNS = ("loss", "seed", "case", "dice", "iou", "hd95_mm", "lesion_f1", "paper_dice", "paper_iou")
+#: :func:`afl_core.evaluate.evaluate_run`'s distances, named with their unit in every study table
+DISTANCE_COLUMNS = {"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}
 HISTORY_COLUMNS = ("loss", "seed", "epoch", "train_loss", "val_loss", "val_dice")
 #: the three parts of the loss :func:`loss_shares` reports
 SHARE_PARTS = ("lesion-free slices", "background of lesion slices", "lesion voxels")
@@ -222,6 +226,15 @@ def train_arms(arms: Sequence[str], seeds: Sequence[int], runs: str | Path, **se
     return _history_columns_first(pd.concat(histories, ignore_index=True))
 
 
+def study_table(per_case: Iterable[pd.DataFrame], first: Sequence[str] = PER_CASE_COLUMNS) -> pd.DataFrame:
+    """Per-case tables of :func:`afl_core.evaluate.evaluate_run`, each already labelled with
+    its run (``loss``, ``seed``, ...), as one study table: distances named in mm
+    (:data:`DISTANCE_COLUMNS`), ``first`` leading, the other columns as they come. The one
+    shape of ``per_case.csv`` for the committed studies, the notebooks' runs and sweeps."""
+    table = pd.concat(per_case, ignore_index=True).rename(columns=DISTANCE_COLUMNS)
+    return table[list(first) + [c for c in table if c not in first]]
+
+
 def _history_columns_first(history: pd.DataFrame) -> pd.DataFrame:
     return history[list(HISTORY_COLUMNS) + [c for c in history if c not in HISTORY_COLUMNS]]
 
@@ -275,10 +288,9 @@ def evaluate_arms(
     per_case, history = [], []
     for arm, seed, folder in found:
         scores = evaluate_run(folder, device=device, progress=False).per_case
-        per_case.append(scores.rename(columns={"hd95": "hd95_mm"}).assign(loss=arm, seed=seed))
+        per_case.append(scores.assign(loss=arm, seed=seed))
         history.append(pd.read_csv(folder / "history.csv").assign(loss=arm, seed=seed))
-    table = pd.concat(per_case, ignore_index=True)
-    table = table[list(PER_CASE_COLUMNS) + [c for c in table if c not in PER_CASE_COLUMNS]]
+    table = study_table(per_case)
     return Study(
         name,
         table,

@@ -23,7 +23,9 @@ instead of crashing, so every notebook still runs.
 
 from __future__ import annotations
 
+import pickle
 import warnings
+import zipfile
 
 import segmentation_models_pytorch as smp
 import torch
@@ -71,9 +73,6 @@ def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch")) 
     """A checkpoint of :mod:`afl_core.train` read with ``weights_only=True`` (a file from
     elsewhere cannot run code), on the CPU; a truncated, corrupt or foreign file raises a
     ``ValueError`` that says what to do (and never suggests ``weights_only=False``)."""
-    import pickle
-    import zipfile
-
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:

@@ -62,7 +62,7 @@ from afl_core import recipes
 from afl_core._io import write_json
 from afl_core.data import kfold_cases, list_cases, patient_grouping
 from afl_core.evaluate import evaluate_run
-from afl_core.experiments import ARMS, HISTORY_COLUMNS, PER_CASE_COLUMNS, STUDIES, Study, arm_config
+from afl_core.experiments import ARMS, HISTORY_COLUMNS, PER_CASE_COLUMNS, STUDIES, Study, arm_config, study_table
 from afl_core.metrics import export_csv
 from afl_core.train import OPTIMIZERS, SCHEDULES, GPUOutOfMemory, TrainConfig, TrainingDiverged, fit
 
@@ -337,22 +337,18 @@ def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFra
         if require:
             raise FileNotFoundError(f"no finished run in {out / 'runs'} yet")
         return None, None
-    per_case_table = _columns_first(
-        pd.concat(per_case, ignore_index=True).rename(
-            columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}
-        ),
-        PER_CASE_COLUMNS,
-    )
-    history_table = _columns_first(pd.concat(history, ignore_index=True), HISTORY_COLUMNS)
+    per_case_table = study_table(per_case, _fold_after_seed(PER_CASE_COLUMNS))
+    history = pd.concat(history, ignore_index=True)
+    first = _fold_after_seed(HISTORY_COLUMNS)
+    history_table = history[first + [c for c in history if c not in first]]
     export_csv(per_case_table, out / "per_case.csv")
     export_csv(history_table, out / "history.csv")
     return per_case_table, history_table
 
 
-def _columns_first(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``columns`` first (with ``fold`` after ``seed``), then the rest as they come."""
-    first = [c for name in columns for c in ((name, "fold") if name == "seed" else (name,))]
-    return table[first + [c for c in table if c not in first]]
+def _fold_after_seed(columns: Sequence[str]) -> list[str]:
+    """A study's leading columns with ``fold`` after ``seed``."""
+    return [c for name in columns for c in ((name, "fold") if name == "seed" else (name,))]
 
 
 def load_sweep(out: str | os.PathLike) -> Study:

@@ -46,9 +46,10 @@ import torch
 
 from afl_core._io import atomic_target, write_json
 from afl_core.evaluate import evaluate_run
-from afl_core.experiments import ARMS, STUDIES, make_study_data
+from afl_core.experiments import ARMS, HISTORY_COLUMNS, STUDIES, make_study_data, study_table
 from afl_core.train import TrainConfig, fit
 
+# The committed tables lead with both HD95 columns and both lesion-F1 rules.
 PER_CASE_COLUMNS = [
     "loss",
     "seed",
@@ -63,7 +64,6 @@ PER_CASE_COLUMNS = [
     "paper_iou",
 ]
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
-HISTORY_COLUMNS = ["loss", "seed", "epoch", "train_loss", "val_loss", "val_dice"]
 
 
 def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFrame]:
@@ -73,9 +73,7 @@ def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFram
     history = run / "history.csv"
     if not (history.is_file() and len(pd.read_csv(history)) >= config["epochs"]):
         fit(TrainConfig(**config), resume=(run / "config.json").is_file())
-    per_case = evaluate_run(run, progress=False).per_case.rename(
-        columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}
-    )
+    per_case = evaluate_run(run, progress=False).per_case
     curve = pd.read_csv(history)
     return arm, config["seed"], per_case, curve
 
@@ -166,12 +164,11 @@ def main(argv=None) -> None:
 
     for study in [] if args.only else studies:
         keys = [(arm, seed) for seed in seeds[study] for arm in STUDIES[study]]
-        table = pd.concat([per_case[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
-        table = table[PER_CASE_COLUMNS + [c for c in table if c not in PER_CASE_COLUMNS]]
+        table = study_table([per_case[k].assign(loss=k[0], seed=k[1]) for k in keys], PER_CASE_COLUMNS)
         history = pd.concat([curves[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
         out = Path(args.results) / study
         write_csv(table, out / "per_case.csv")
-        write_csv(history[HISTORY_COLUMNS], out / "history.csv")
+        write_csv(history[list(HISTORY_COLUMNS)], out / "history.csv")
         write_json(
             out / "config.json",
             {

@@ -304,6 +304,27 @@ def test_resume_on_a_new_folder_starts_the_run(dataset, tmp_path):
         fit(resume=True, out=tmp_path / "nothing")
 
 
+def _cli(dataset: Path, run: Path, *extra: str) -> list[str]:
+    return [
+        "--data",
+        str(dataset),
+        "--out",
+        str(run),
+        "--loss",
+        "afl",
+        "--encoder",
+        ENCODER,
+        "--encoder-weights",
+        "none",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
+
+
 def test_a_new_run_never_replaces_an_existing_one(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     fit(tiny(dataset, run, epochs=1))
@@ -311,26 +332,7 @@ def test_a_new_run_never_replaces_an_existing_one(dataset, tmp_path, capsys):
     (run / "eval" / "summary.json").write_text("{}")
     before = (run / "checkpoint_last.pt").read_bytes()
     # the CLI without --resume: exit 1, advice, the old run untouched
-    code = train.main(
-        [
-            "--data",
-            str(dataset),
-            "--out",
-            str(run),
-            "--loss",
-            "afl",
-            "--encoder",
-            ENCODER,
-            "--encoder-weights",
-            "none",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--no-progress",
-        ]
-    )
-    assert code == 1
+    assert train.main(_cli(dataset, run, "--epochs", "1")) == 1
     message = capsys.readouterr().err
     assert "--resume" in message and "--overwrite" in message and "Traceback" not in message
     assert (run / "checkpoint_last.pt").read_bytes() == before and (run / "eval" / "summary.json").is_file()
@@ -365,27 +367,6 @@ def test_scores_on_other_data_get_their_own_folder(dataset, tmp_path, capsys):
     # the run's own tables are untouched
     assert sorted(pd.read_csv(run / "eval" / "per_case.csv")["case"]) == sorted(own.per_case["case"])
     assert json.loads((run / "eval" / "summary.json").read_text())["data"] == str(dataset)
-
-
-def _cli(dataset: Path, run: Path, *extra: str) -> list[str]:
-    return [
-        "--data",
-        str(dataset),
-        "--out",
-        str(run),
-        "--loss",
-        "afl",
-        "--encoder",
-        ENCODER,
-        "--encoder-weights",
-        "none",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--no-progress",
-        *extra,
-    ]
 
 
 @pytest.mark.parametrize("damage", ["zero bytes", "truncated", "garbage", "a pickle"])
