@@ -69,12 +69,14 @@ def check_encoder(encoder: str, dims: int = 2) -> None:
         )
 
 
-def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch")) -> dict:
+def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch"), *, mmap: bool = False) -> dict:
     """A checkpoint of :mod:`afl_core.train` read with ``weights_only=True`` (a file from
     elsewhere cannot run code), on the CPU; a truncated, corrupt or foreign file raises a
-    ``ValueError`` that says what to do (and never suggests ``weights_only=False``)."""
+    ``ValueError`` that says what to do (and never suggests ``weights_only=False``).
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the metadata
+    (``epoch``, ``best``) is wanted."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise ValueError(

@@ -14,6 +14,12 @@ validation volumes, writing into the run folder ``out``::
                           grad scaler, RNG states, history), written atomically each epoch
     checkpoint_best.pt    the weights with the best validation Dice so far
 
+Each epoch writes ``checkpoint_best.pt`` (when it improved), then ``checkpoint_last.pt``, then
+``history.csv``, each atomically. ``checkpoint_last.pt`` is the record of what was trained: a
+run killed between two of these writes has at most one epoch more in ``checkpoint_best.pt`` or
+one fewer in ``history.csv``, and ``resume=True`` puts them back in step (history.csv rewritten
+from the checkpoint, the best so far taken from ``checkpoint_best.pt``) before training on.
+
 Validation (``val_loss``, ``val_dice``): the loss is the mean over validation items;
 the Dice is the mean over validation cases of the 3D Dice of the thresholded
 (p > 0.5) prediction on the case's evaluation grid (the original grid, or the resized
@@ -463,7 +469,11 @@ def _versions(dims: int) -> dict[str, str]:
 
 def _save(path: Path, payload: dict) -> None:
     with atomic_target(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as error:  # torch's zip writer reports a full disk as a RuntimeError
+            reason = str(error).strip().splitlines()[0]
+            raise OSError(f"writing {path} failed: {reason}; is the disk full?") from error
 
 
 def _diverged_message(cfg: TrainConfig, epoch: int, step: int, value: float, initial: float | None) -> str:
@@ -558,8 +568,9 @@ def _remove_stale_temporaries(out: Path) -> None:
 
 
 def _completed_epochs(out: Path) -> int:
-    history = out / "history.csv"
-    return len(pd.read_csv(history)) if history.is_file() and history.stat().st_size else 0
+    """The epochs ``checkpoint_last.pt`` holds (0 without one), read without loading its tensors."""
+    last = out / "checkpoint_last.pt"
+    return int(load_checkpoint(last, ("epoch",), mmap=True)["epoch"]) if last.is_file() else 0
 
 
 def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, overwrite: bool = False) -> TrainConfig:
@@ -814,8 +825,26 @@ def _restore(run: _Run) -> None:
     epoch completed and the run starts at the first). Under torchrun every rank loads the
     checkpoint rank 0 wrote."""
     last_path = run.dir / "checkpoint_last.pt"
-    if not last_path.is_file():
-        return
+    if last_path.is_file():
+        _load_last(run, last_path)
+    _reconcile_run_files(run)
+
+
+def _reconcile_run_files(run: _Run) -> None:
+    """Put ``checkpoint_best.pt`` and ``history.csv`` in step with ``checkpoint_last.pt`` after a
+    kill between the writes of an epoch: a best checkpoint from the unfinished epoch stays the
+    best so far (the epoch is trained again and replaces it only by a higher Dice), and
+    ``history.csv`` is rewritten from the checkpoint's history."""
+    best_path = run.dir / "checkpoint_best.pt"
+    if best_path.is_file():
+        best = load_checkpoint(best_path, ("epoch", "best"), mmap=True)
+        if best["epoch"] > run.first_epoch - 1:
+            run.best = dict(best["best"])
+    if run.world.main and run.history:
+        export_csv(pd.DataFrame(run.history), run.dir / "history.csv")
+
+
+def _load_last(run: _Run, last_path: Path) -> None:
     # On the CPU: RNG states must stay there; load_state_dict moves the rest to the model's device.
     last = load_checkpoint(last_path, ("model", "optimizer", "scheduler", "history", "best", "rng", "epoch"))
     try:
@@ -886,8 +915,8 @@ def _workers(cfg: TrainConfig, device: torch.device) -> int:
 
 
 def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped: int, started: float) -> dict:
-    """Validate, append the epoch's row to the history, write ``history.csv`` and the
-    checkpoints (the best one when the validation Dice improved); returns the row."""
+    """Validate, append the epoch's row to the history, write the checkpoints (the best one
+    when the validation Dice improved) and then ``history.csv``; returns the row."""
     train_seconds = time.perf_counter() - started
     run.model.eval()
     scores = validate(
@@ -912,7 +941,6 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
     if improved:
         run.best = {"epoch": epoch, "val_dice": row["val_dice"]}
     meta = {"epoch": epoch, "config": run.resolved, "best": run.best, "history": run.history}
-    export_csv(pd.DataFrame(run.history), run.dir / "history.csv")
     if improved:
         _save(run.dir / "checkpoint_best.pt", {"model": run.model.state_dict(), **meta})
     _save(
@@ -926,6 +954,7 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
             **meta,
         },
     )
+    export_csv(pd.DataFrame(run.history), run.dir / "history.csv")  # last: the checkpoint is the record
     return row
 
 

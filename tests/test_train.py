@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -434,6 +435,62 @@ def test_temporaries_of_a_killed_run_are_removed_on_the_next_start(dataset, tmp_
     assert len(pd.read_csv(run / "history.csv")) == 2
 
 
+# Runs the training CLI and SIGKILLs it right after it wrote one file of one epoch.
+_KILLED_AFTER_WRITING = """
+import os, signal, sys
+from afl_core import train
+
+target, epoch = sys.argv[1], int(sys.argv[2])
+save = train._save
+
+def save_then_die(path, payload):
+    save(path, payload)
+    if path.name == target and payload["epoch"] == epoch:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train._save = save_then_die
+sys.exit(train.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "target, epoch, on_disk",
+    [
+        # the best checkpoint of epoch 1 is written, its last checkpoint and history are not
+        ("checkpoint_best.pt", 1, {"checkpoint_best.pt": 1, "checkpoint_last.pt": None, "history.csv": None}),
+        # the last checkpoint of epoch 2 is written, its history row is not
+        ("checkpoint_last.pt", 2, {"checkpoint_last.pt": 2, "history.csv": 1}),
+    ],
+)
+def test_a_kill_between_the_writes_of_an_epoch_is_put_right_by_resume(dataset, tmp_path, target, epoch, on_disk):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert train.main(_cli(dataset, whole)) == 0
+    died = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_WRITING, target, str(epoch), *_cli(dataset, killed)],
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert died.returncode == -9, died.stderr
+
+    def epochs_in(name: str) -> int | None:
+        path = killed / name
+        if not path.is_file():
+            return None
+        return len(pd.read_csv(path)) if name == "history.csv" else torch.load(path, weights_only=True)["epoch"]
+
+    assert {name: epochs_in(name) for name in on_disk} == on_disk
+
+    resumed = fit(resume=True, out=killed)
+    # the files agree with each other and with the run that was never killed
+    pd.testing.assert_frame_equal(reproducible(killed / "history.csv"), reproducible(whole / "history.csv"))
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
+        a, b = (torch.load(run / name, weights_only=True) for run in (whole, killed))
+        assert a["epoch"] == b["epoch"] and a["best"] == b["best"], name
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+    assert resumed.best_epoch == torch.load(whole / "checkpoint_best.pt", weights_only=True)["epoch"]
+
+
 def test_a_moved_run_folder_resumes(dataset, tmp_path):
     fit(tiny(dataset, tmp_path / "run", epochs=1))
     (tmp_path / "run").rename(tmp_path / "moved")
@@ -459,6 +516,48 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_says_so(dataset,
     assert "disk has room" in capsys.readouterr().err
     assert (run / "checkpoint_last.pt").read_bytes() == before  # the complete checkpoint survives
     assert not list(run.glob(".tmp-*"))  # and no half-written temporary is left
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 64 MiB tmpfs for full-disk and read-only faults (Linux as root, as in CI's
+    containers): what a simulated OSError cannot show, e.g. torch's own error for a full disk."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a test filesystem needs Linux and root")
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_a_really_full_disk_keeps_the_run_and_says_so(dataset, small_filesystem, capsys):
+    run = small_filesystem / "run"
+    assert train.main(_cli(dataset, run, "--epochs", "1")) == 0
+    kept = {name: (run / name).read_bytes() for name in ("checkpoint_last.pt", "checkpoint_best.pt", "history.csv")}
+    filler = small_filesystem / "filler"
+    filler.write_bytes(bytes(shutil.disk_usage(run).free - 4096))  # one page left: a checkpoint does not fit
+    resume = ["--out", str(run), "--resume", "--epochs", "2", "--no-progress"]
+    assert train.main(resume) == 1
+    message = capsys.readouterr().err
+    assert "disk has room" in message and "Traceback" not in message
+    assert {name: (run / name).read_bytes() for name in kept} == kept and not list(run.glob(".tmp-*"))
+    filler.unlink()
+    assert train.main(resume) == 0 and len(pd.read_csv(run / "history.csv")) == 2
+
+
+def test_a_really_read_only_out_is_refused_with_advice(dataset, small_filesystem, capsys):
+    run = small_filesystem / "run"
+    assert train.main(_cli(dataset, run, "--epochs", "1")) == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    assert train.main(["--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 1
+    assert train.main(_cli(dataset, small_filesystem / "new")) == 1
+    assert evaluate.main(["--run", str(run), "--no-progress"]) == 1
+    messages = capsys.readouterr().err
+    assert messages.count("check that --out is writable") == 3 and "Traceback" not in messages
+    assert len(pd.read_csv(run / "history.csv")) == 1
 
 
 def test_evaluate_refuses_data_of_another_channel_count_and_unwritable_tables(dataset, tmp_path, capsys, monkeypatch):
