@@ -70,8 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--record-url",
         default=picai.ZENODO_RECORD_URL,
-        help="the Zenodo record (JSON) whose sizes and md5 the archives must match, wherever they come "
-        "from; an https:// or file:// address (%(default)s)",
+        help="the Zenodo record (JSON) whose sizes and md5 the archives must match (as well as the sha256 "
+        "pinned in this package), wherever they come from; an https:// or file:// address (%(default)s)",
+    )
+    pins = p.add_mutually_exclusive_group()
+    pins.add_argument(
+        "--pinned-sha256",
+        type=Path,
+        metavar="FILE",
+        help="sha256 the fold archives must have, in place of those pinned in this package for record 6624726 "
+        "(lines '<sha256>  <file name>', as sha256sum writes them): for another version of the record",
+    )
+    pins.add_argument(
+        "--no-pinned-checksums",
+        action="store_true",
+        help="do not check the archives against the sha256 pinned in this package; this weakens the check: "
+        "the record (--record-url) is then the only one, and a mirror serving its own record defeats it",
     )
     p.add_argument("--folds", type=int, nargs="+", default=list(picai.FOLDS), help="image folds to fetch (0-4; all)")
     p.add_argument(
@@ -163,14 +177,25 @@ def _print_plan(remotes: list[RemoteFile], folder: Path) -> None:
         print(f"  {line}")
 
 
+def _picai_pins(args):
+    """The sha256 pins the PI-CAI fold archives are checked against (``None``: no pin)."""
+    if args.no_pinned_checksums:
+        return None
+    if args.pinned_sha256 is not None:
+        return picai.read_pinned_sha256(args.pinned_sha256)
+    return picai.PINNED_SHA256
+
+
 def _run_picai(args) -> int:
     cache = args.cache or args.dest / ".downloads"
+    pinned_sha256 = _picai_pins(args)
     if args.dry_run:
         remotes = picai.plan_picai(
             folds=args.folds,
             labels=args.labels,
             base_url=args.base_url,
             record_url=args.record_url,
+            pinned_sha256=pinned_sha256,
             labels_commit=args.labels_commit,
             labels_base_url=args.labels_base_url,
             labels_dir=args.labels_dir,
@@ -189,6 +214,7 @@ def _run_picai(args) -> int:
         labels=args.labels,
         base_url=args.base_url,
         record_url=args.record_url,
+        pinned_sha256=pinned_sha256,
         labels_commit=args.labels_commit,
         labels_base_url=args.labels_base_url,
         labels_dir=args.labels_dir,

@@ -6,13 +6,21 @@ the ``DIAGNijmegen/picai_labels`` repository at a pinned commit. Licence: CC BY-
 (non-commercial use, with attribution). Conversion needs SimpleITK: install the extra
 ``afl-tutorial[picai]``.
 
-Trust. The md5 and size of each fold archive are read from Zenodo's own record
-(``--record-url``, by default ``https://zenodo.org/api/records/6624726``; a published Zenodo
-record never changes its files), never from a mirror: ``--base-url`` says only where the
-archives are fetched from, so a mirror is checked against Zenodo whatever it serves. (No
-copy of the published values was available when this was written to pin them in the
-code; the record is the primary source.) Without Zenodo access, save the record's JSON
-where it can be reached and pass it, e.g. ``--record-url file:///data/record-6624726.json``.
+Trust. Each fold archive passes two independent checks, in one read of the file. (1) Its
+sha256 must be the one pinned in this module (:data:`PINNED_SHA256`: the values torch-em's
+downloader checks for record 6624726, not computed here, as Zenodo could not be reached),
+whatever any record or mirror says. (2) Its md5 and size must be those of Zenodo's own
+record (``--record-url``, by default ``https://zenodo.org/api/records/6624726``; a
+published Zenodo record never changes its files), never a mirror's: ``--base-url`` says
+only where the archives are fetched from. The record also gives the size that bounds the
+transfer and lets it resume. So a mirror that serves an altered archive is refused even
+with a record of its own that agrees with it. An archive already in the cache is checked
+again the same way before it is used. Without Zenodo access, save the record's JSON where
+it can be reached and pass it, e.g. ``--record-url file:///data/record-6624726.json``.
+For another version of the record, pass its sha256 (``pinned_sha256=``, or
+``--pinned-sha256 FILE`` with lines as ``sha256sum`` writes them); ``pinned_sha256=None``
+(``--no-pinned-checksums``) weakens the check: the record is then the only one, which a
+mirror serving its own record defeats. dataset.json records the sha256 that were verified.
 GitHub publishes no checksum for its picai_labels archive: the download is accepted only
 as a complete zip (every CRC checked) and its sha256 is recorded in dataset.json. Every
 ``.mha`` is checked before SimpleITK reads it (:mod:`data_download.metaimage`): voxels in
@@ -37,7 +45,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +55,8 @@ from .archives import archive_problem, is_junk, remove_stale_extractions, safe_e
 from .metaimage import check_metaimage
 from .remote import (
     DownloadError,
+    OptionError,
+    PinnedChecksumError,
     RemoteFile,
     bytes_to_fetch,
     check_transfer_options,
@@ -84,6 +95,26 @@ LABEL_SETS = {
 DEFAULT_SPACING = (3.0, 0.5, 0.5)
 DEFAULT_MATRIX_SIZE = (20, 256, 256)
 
+# The sha256 of the five fold archives of Zenodo record 6624726 (version 2 of the PI-CAI
+# public training data), as published by the torch-em library, whose downloader checks
+# them: constantinpape/torch-em, torch_em/data/datasets/medical/picai.py at commit
+# e38c9cf933f087ac9c94ad2192999358cd6850b7 (merged PR #811, "Add the PI-CAI dataset"), for
+# https://zenodo.org/records/6624726/files/picai_public_images_fold{k}.zip. They were not
+# computed here: the machine this was written on cannot reach Zenodo. (A third-party
+# manifest, neilcasas/GCALF-Net cloud/vast/picai_zenodo_manifest.tsv, lists md5s for the
+# older record 6517398; they are not used: the files may differ between versions.)
+# Read-only, so that no caller can change the default of every download by accident.
+PINNED_SHA256: Mapping[str, str] = MappingProxyType(
+    {
+        "picai_public_images_fold0.zip": "1c9683b436bedbe4384bb4a8133ebb4213349e5af2296ba62cd26fafa36366e0",
+        "picai_public_images_fold1.zip": "eb31d43a949e9245385cea5e66f4584197bbdb7df4ee99af6e47da980ddbb565",
+        "picai_public_images_fold2.zip": "5116355bc0cbf152122467405a0e9636c268e46a144f0f5de51abb48753e9d29",
+        "picai_public_images_fold3.zip": "070f172b5668e9a07900d9f07a48e0a313067e63280140ca0c43a6070487e765",
+        "picai_public_images_fold4.zip": "feabdbf8bb2d28c091dc41fcd66cbd4c2a898aaee05ca27401ccfc343ccec016",
+    }
+)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 
 def _simpleitk():
     """SimpleITK, imported on first use: only the conversion needs it (the ``picai`` extra)."""
@@ -119,13 +150,16 @@ def image_archives(
     *,
     base_url: str = ZENODO_RECORD_URL,
     record_url: str = ZENODO_RECORD_URL,
+    pinned_sha256: Mapping[str, str] | None = PINNED_SHA256,
     **read_options,
 ) -> list[RemoteFile]:
     """The fold archives at ``<base_url>/files/<name>/content``, with the sizes and md5 that
-    the record at ``record_url`` (Zenodo's, unless told otherwise) lists for them. The
+    the record at ``record_url`` (Zenodo's, unless told otherwise) lists for them, and the
+    sha256 ``pinned_sha256`` gives them (``RemoteFile.pinned``; ``None``: none). The
     current API (``key`` + ``"md5:<hex>"``) and the legacy one (``filename`` + bare hex) are
     understood; a size or checksum that cannot be read is an error naming the record."""
     _check_folds(folds)
+    pins = _check_pins(pinned_sha256, folds)
     base_url = check_url(base_url, option="--base-url")
     record_url = check_url(record_url, option="--record-url", schemes=("http", "https", "file"))
     try:
@@ -144,8 +178,51 @@ def image_archives(
     for fold in folds:
         name = fold_archive_name(fold)
         size, checksum = _record_entry(entries, name, record_url)
-        remotes.append(RemoteFile(f"{base_url}/files/{name}/content", name, checksum, size))
+        pinned = f"sha256:{pins[name]}" if pins is not None else None
+        remotes.append(RemoteFile(f"{base_url}/files/{name}/content", name, checksum, size, pinned=pinned))
     return remotes
+
+
+def _check_pins(pinned_sha256: Mapping[str, str] | None, folds: Sequence[int]) -> dict[str, str] | None:
+    """``{archive name: sha256}`` of ``folds`` from ``pinned_sha256`` (``None`` stays ``None``),
+    else an :class:`OptionError` saying which fold lacks a readable sha256."""
+    if pinned_sha256 is None:
+        return None
+    pins = {}
+    for fold in folds:
+        name = fold_archive_name(fold)
+        digest = pinned_sha256.get(name)
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest.strip().lower()):
+            found = "no sha256" if digest is None else f"{digest!r}, not a sha256 (64 hex digits),"
+            raise OptionError(
+                f"The pinned checksums (pinned_sha256=, or the file of --pinned-sha256) have {found} for {name}. "
+                "Give one for every fold to download, leave them out to use those pinned for Zenodo record "
+                "6624726, or pass None (--no-pinned-checksums) to check against the record only."
+            )
+        pins[name] = digest.strip().lower()
+    return pins
+
+
+def read_pinned_sha256(path: str | os.PathLike) -> dict[str, str]:
+    """``{file name: sha256}`` from a file in ``sha256sum``'s format (``<hex>  <name>`` or
+    ``<hex> *<name>`` per line; blank lines and ``#`` comments skipped), for ``--pinned-sha256``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError(f"--pinned-sha256 {path}: the file cannot be read ({exc}).") from None
+    pins = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = re.fullmatch(r"\s*([0-9A-Fa-f]{64}) [ *](\S.*?)\s*", line)
+        if match is None:
+            raise OptionError(
+                f"--pinned-sha256 {path}, line {number}: {line.strip()!r} is not '<sha256>  <file name>' "
+                "(the format sha256sum writes: 64 hex digits, two spaces, the name, e.g. "
+                f"'{'0' * 64}  {fold_archive_name(0)}')."
+            )
+        pins[Path(match.group(2)).name] = match.group(1).lower()
+    return pins
 
 
 def _whole_bytes(size) -> int | None:
@@ -391,12 +468,14 @@ def _check_inputs(
     base_url: str,
     labels_base_url: str,
     record_url: str,
+    pinned_sha256: Mapping[str, str] | None,
     timeout: float,
     retries: int,
 ) -> None:
     """Everything that can be checked without the network, so that a typo is reported before
     gigabytes are downloaded rather than after."""
     _check_folds(folds)
+    _check_pins(pinned_sha256, folds)
     _check_label_set(labels)
     check_transfer_options(timeout=timeout, retries=retries)
     check_url(base_url, option="--base-url")
@@ -418,6 +497,7 @@ def plan_picai(
     labels: str = "human",
     base_url: str = ZENODO_RECORD_URL,
     record_url: str = ZENODO_RECORD_URL,
+    pinned_sha256: Mapping[str, str] | None = PINNED_SHA256,
     labels_commit: str = LABELS_COMMIT,
     labels_base_url: str = LABELS_ARCHIVE_URL,
     labels_dir: str | os.PathLike | None = None,
@@ -426,7 +506,7 @@ def plan_picai(
     retry_wait: float = 2.0,
 ) -> list[RemoteFile]:
     """The files :func:`download_picai` fetches (reads the record for sizes), after the same
-    checks of the options."""
+    checks of the options, with the sha256 pinned for them (``RemoteFile.pinned``)."""
     _check_inputs(
         folds=folds,
         labels=labels,
@@ -435,15 +515,53 @@ def plan_picai(
         base_url=base_url,
         labels_base_url=labels_base_url,
         record_url=record_url,
+        pinned_sha256=pinned_sha256,
         timeout=timeout,
         retries=retries,
     )
     remotes = image_archives(
-        folds, base_url=base_url, record_url=record_url, timeout=timeout, retries=retries, retry_wait=retry_wait
+        folds,
+        base_url=base_url,
+        record_url=record_url,
+        pinned_sha256=pinned_sha256,
+        timeout=timeout,
+        retries=retries,
+        retry_wait=retry_wait,
     )
     if labels_dir is None:
         remotes.append(labels_archive(labels_commit, base_url=labels_base_url))
     return remotes
+
+
+def _fetch_fold(remote: RemoteFile, cache: Path, *, record_url: str, **options) -> Path:
+    """:func:`fetch` of a fold archive; a sha256 that differs from the pinned one while the
+    record's md5 and size match is explained (the file is deleted by then)."""
+    try:
+        return fetch(remote, cache, **options)
+    except PinnedChecksumError as exc:
+        if remote.url.startswith(f"{ZENODO_RECORD_URL}/") and record_url == ZENODO_RECORD_URL:
+            source = (
+                "Zenodo served it and its record vouches for it, so the pinned value is wrong or Zenodo "
+                "re-published the files: please report it to the maintainers of this package."
+            )
+        else:
+            source = (
+                "The copy served there, or the record that vouches for it, differs from the archive published "
+                "on Zenodo (record 6624726): download it from Zenodo itself by leaving --base-url and --record-url "
+                "out, and re-run the same command. If Zenodo's own copy gives this mismatch too, the pinned value "
+                "is wrong or Zenodo re-published the files: please report it to the maintainers of this package."
+            )
+        raise PinnedChecksumError(
+            f"The downloaded file {remote.name} from {remote.url} has the md5 and size that the record at "
+            f"{record_url} lists, but its {exc.algorithm} is {exc.actual}, not {exc.expected} as pinned for it in "
+            f"this package, so it was deleted. {source} Meanwhile, to use files you trust, pass their sha256 with "
+            "--pinned-sha256 FILE (lines '<sha256>  <file name>', as sha256sum writes them; pinned_sha256= in "
+            "Python), or skip this check with --no-pinned-checksums (pinned_sha256=None), which leaves the record "
+            "as the only check.",
+            algorithm=exc.algorithm,
+            expected=exc.expected,
+            actual=exc.actual,
+        ) from None
 
 
 def download_picai(
@@ -453,6 +571,7 @@ def download_picai(
     labels: str = "human",
     base_url: str = ZENODO_RECORD_URL,
     record_url: str = ZENODO_RECORD_URL,
+    pinned_sha256: Mapping[str, str] | None = PINNED_SHA256,
     labels_commit: str = LABELS_COMMIT,
     labels_base_url: str = LABELS_ARCHIVE_URL,
     labels_dir: str | os.PathLike | None = None,
@@ -469,8 +588,11 @@ def download_picai(
 ) -> Path | None:
     """Download the chosen folds and the labels, verify them, and convert them into ``dest``.
 
-    The archives are fetched from ``base_url`` and checked against the sizes and md5 of
-    the record at ``record_url`` (see the module docstring). Every option, ``labels_dir``
+    The archives are fetched from ``base_url`` and checked against the sha256 in
+    ``pinned_sha256`` (by default :data:`PINNED_SHA256`, whatever the record or the mirror
+    says; ``None`` skips this check, leaving the record's as the only one) and against the
+    sizes and md5 of the record at ``record_url`` (see the module docstring); an archive
+    already in the cache is checked again. Every option, ``labels_dir``
     and SimpleITK are checked before anything is downloaded. Returns ``dest``, or ``None``
     when ``dest`` already held this exact dataset (nothing is done then unless ``force``).
     Archives go to ``cache`` (default ``dest/.downloads``) and are kept for re-runs unless
@@ -485,6 +607,7 @@ def download_picai(
         base_url=base_url,
         labels_base_url=labels_base_url,
         record_url=record_url,
+        pinned_sha256=pinned_sha256,
         timeout=timeout,
         retries=retries,
     )
@@ -507,9 +630,9 @@ def download_picai(
     _layout.check_dest_source(dest, "picai")
     print(LICENCE_NOTICE, flush=True)
     net = dict(timeout=timeout, retries=retries, retry_wait=retry_wait)
-    remotes = image_archives(folds, base_url=base_url, record_url=record_url, **net)
+    remotes = image_archives(folds, base_url=base_url, record_url=record_url, pinned_sha256=pinned_sha256, **net)
     ensure_free_space(cache, bytes_to_fetch(remotes, cache), what=f"the PI-CAI archives of folds {sorted(folds)}")
-    downloads = [fetch(remote, cache, progress=progress, **net) for remote in remotes]
+    downloads = [_fetch_fold(remote, cache, record_url=record_url, progress=progress, **net) for remote in remotes]
     labels_note, extracted = {}, []
     if labels_dir is None:
         remote = labels_archive(labels_commit, base_url=labels_base_url)
@@ -560,6 +683,10 @@ def download_picai(
             "images_record": "https://doi.org/10.5281/zenodo.6624726",
             "images_checksums_from": record_url,
             "image_archives_md5": {r.name: r.checksum for r in remotes},
+            # The sha256 each archive was verified against (None: pinned_sha256=None, not checked).
+            "image_archives_sha256": (
+                None if pinned_sha256 is None else {r.name: r.pinned.removeprefix("sha256:") for r in remotes}
+            ),
             **labels_note,
         },
     )

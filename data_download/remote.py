@@ -5,7 +5,8 @@ A file is streamed to ``<name>.part``. An existing ``.part`` is resumed with an 
 right offset; a ``200`` restarts from zero). When the transfer is complete it is verified
 and only then renamed to ``<name>``, so a file under its final name is always whole:
 
-- against its checksum, when one is known;
+- against its checksum, when one is known, and against a checksum pinned in the code
+  (``RemoteFile.pinned``), in the same read of the file;
 - by ``verify(path)``, when given (e.g. an archive's own CRCs, for a file published without
   a checksum), so a body cut short without ``Content-Length`` is never taken as complete.
 
@@ -61,6 +62,15 @@ class ChecksumError(DownloadError):
     """A completed transfer does not have the expected checksum."""
 
 
+class PinnedChecksumError(ChecksumError):
+    """A completed transfer has its expected checksum but not the one pinned in the code
+    (``RemoteFile.pinned``): ``algorithm``, ``expected`` (the pin) and ``actual`` digests."""
+
+    def __init__(self, message: str, *, algorithm: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.algorithm, self.expected, self.actual = algorithm, expected, actual
+
+
 class OptionError(DownloadError, ValueError):
     """An option has a value that cannot work (``--retries -1``, ``--base-url notaurl``)."""
 
@@ -77,6 +87,9 @@ class RemoteFile:
     digest whose length names the algorithm; ``None`` when no trustworthy value is known.
     ``size`` in bytes, when known in advance (used for the free-disk check and progress, and
     the most bytes accepted); ``max_bytes`` is the most bytes accepted when it is not.
+    ``pinned`` (same format) is a checksum written into the code, not read from the server
+    or from a record a mirror could supply: it is checked as well, in the same read of the
+    file, and a mismatch is a :class:`PinnedChecksumError`.
     """
 
     url: str
@@ -84,6 +97,7 @@ class RemoteFile:
     checksum: str | None = None
     size: int | None = None
     max_bytes: int = MAX_UNSIZED_BYTES
+    pinned: str | None = None
 
 
 def parse_checksum(checksum: str) -> tuple[str, str]:
@@ -125,8 +139,13 @@ def check_transfer_options(*, timeout: float, retries: int) -> None:
 
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256", *, progress: bool = False) -> str:
     """Hex digest of a file, read in 1 MiB chunks."""
+    return file_checksums(path, [algorithm], progress=progress)[algorithm]
+
+
+def file_checksums(path: str | os.PathLike, algorithms, *, progress: bool = False) -> dict[str, str]:
+    """``{algorithm: hex digest}`` of a file for every algorithm named, in one read (1 MiB chunks)."""
     path = Path(path)
-    digest = hashlib.new(algorithm)
+    digests = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
     with (
         open(path, "rb") as fh,
         tqdm(
@@ -140,9 +159,10 @@ def file_checksum(path: str | os.PathLike, algorithm: str = "sha256", *, progres
         ) as bar,
     ):
         while chunk := fh.read(CHUNK_BYTES):
-            digest.update(chunk)
+            for digest in digests.values():
+                digest.update(chunk)
             bar.update(len(chunk))
-    return digest.hexdigest()
+    return {algorithm: digest.hexdigest() for algorithm, digest in digests.items()}
 
 
 def format_bytes(n: int | None) -> str:
@@ -323,7 +343,8 @@ def fetch(
     so is a file that fails verification after a resume or without a checksum (from zero:
     the ``.part`` is deleted); after that, or on an HTTP 4xx, a :class:`DownloadError`
     explains what to do. A fresh download with the wrong checksum is deleted and raises
-    :class:`ChecksumError` at once.
+    :class:`ChecksumError` at once (:class:`PinnedChecksumError` when only ``remote.pinned``
+    differs).
     """
     check_transfer_options(timeout=timeout, retries=retries)
     folder = Path(folder)
@@ -331,21 +352,22 @@ def fetch(
     final = folder / remote.name
     part = final.with_name(final.name + ".part")
     expected = parse_checksum(remote.checksum) if remote.checksum else None
+    pinned = parse_checksum(remote.pinned) if remote.pinned else None
 
     if final.exists():
-        if _problem(final, expected, verify, progress) is None:
+        if _problem(final, expected, pinned, verify, progress) is None:
             return final
         # Verified once, different now: the file was changed on disk or upstream re-published it.
         final.unlink()
 
     def attempt() -> None:
         continued = _transfer(remote, part, timeout=timeout, min_rate=min_rate, progress=progress)
-        problem = _problem(part, expected, verify, progress)
+        problem = _problem(part, expected, pinned, verify, progress)
         if problem is None:
             return
         part.unlink()
         message = f"The downloaded file {remote.name} from {remote.url} {problem}, so it was deleted."
-        if continued or expected is None:
+        if continued or (expected is None and pinned is None):
             # Resumed bytes may come from another file, and a body without a checksum may have
             # been cut short: both are cured by a transfer from zero.
             raise _TransientError(
@@ -354,24 +376,47 @@ def fetch(
                 "otherwise when you re-run the same command). If it keeps failing, the address serves "
                 "something else: check --base-url (or the other address options)."
             )
-        raise ChecksumError(
-            f"{message} Either the transfer was corrupted (re-run the same command to download it again), "
+        advice = (
+            " Either the transfer was corrupted (re-run the same command to download it again), "
             "or the server or mirror (--base-url) serves a different file, or the file changed upstream; "
             "if re-running gives the same mismatch, try another mirror or report it to the maintainers "
             "of this package."
         )
+        if isinstance(problem, _Mismatch) and problem.pinned:
+            raise PinnedChecksumError(
+                message + advice, algorithm=problem.algorithm, expected=problem.expected, actual=problem.actual
+            )
+        raise ChecksumError(message + advice)
 
     _with_retries(attempt, retries=retries, retry_wait=retry_wait)
     os.replace(part, final)
     return final
 
 
-def _problem(path: Path, expected: tuple[str, str] | None, verify, progress: bool) -> str | None:
-    if expected is not None:
-        algorithm, digest = expected
-        actual = file_checksum(path, algorithm, progress=progress)
-        if actual != digest:
-            return f"has {algorithm} {actual}, but {digest} was expected"
+@dataclass(frozen=True)
+class _Mismatch:
+    """A checksum that differs; as a string, a phrase completing "the file ..."."""
+
+    algorithm: str
+    expected: str
+    actual: str
+    pinned: bool  # the pin in the code differs (the other checksum, if any, matched)
+
+    def __str__(self) -> str:
+        note = " (the value pinned for it in the code)" if self.pinned else ""
+        return f"has {self.algorithm} {self.actual}, but {self.expected} was expected{note}"
+
+
+def _problem(path: Path, expected, pinned, verify, progress: bool) -> str | _Mismatch | None:
+    """What is wrong with ``path`` (a phrase completing "the file ...", or a :class:`_Mismatch`),
+    else ``None``. ``expected`` and ``pinned`` are ``(algorithm, digest)`` or ``None``, both
+    computed in one read of the file; when both differ, ``expected`` is the one named."""
+    checks = [(check, is_pin) for check, is_pin in ((expected, False), (pinned, True)) if check is not None]
+    if checks:
+        actual = file_checksums(path, dict.fromkeys(algorithm for (algorithm, _), _ in checks), progress=progress)
+        for (algorithm, digest), is_pin in checks:
+            if actual[algorithm] != digest:
+                return _Mismatch(algorithm, digest, actual[algorithm], is_pin)
     return verify(path) if verify is not None else None
 
 
@@ -538,6 +583,8 @@ def describe(remotes: list[RemoteFile], folder: str | os.PathLike) -> list[str]:
         else:
             state = "to download"
         check = remote.checksum or "no published checksum (sha256 will be recorded)"
+        if remote.pinned:
+            check += f", pinned {remote.pinned}"
         lines.append(f"{remote.name}  {format_bytes(remote.size)}  [{state}]  {check}\n    {remote.url}")
     total = sum(r.size for r in remotes if r.size is not None)
     unknown = sum(r.size is None for r in remotes)

@@ -4,6 +4,7 @@ serves tiny archives in the published formats."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,7 +23,15 @@ import pytest
 from afl_core.data import channel_path, label_path, list_cases, read_dataset_json
 from data_download import archives, brats, msd, picai, remote
 from data_download.cli import main
-from data_download.remote import ChecksumError, DownloadError, RemoteFile, fetch, format_bytes, parse_checksum
+from data_download.remote import (
+    ChecksumError,
+    DownloadError,
+    PinnedChecksumError,
+    RemoteFile,
+    fetch,
+    format_bytes,
+    parse_checksum,
+)
 
 from ._download_fixtures import (
     ADC_GRADIENT,
@@ -50,6 +59,10 @@ NET = dict(retries=0, retry_wait=0.0, timeout=10.0)
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -156,6 +169,34 @@ def test_checksum_mismatch_deletes_the_file_and_explains(server, tmp_path):
     message = str(info.value)
     assert md5(PAYLOAD) in message and md5(b"another file") in message and "--base-url" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pinned_checksum_is_checked_in_the_same_read_as_the_expected_one(server, tmp_path, monkeypatch):
+    reads, checksums = [], remote.file_checksums
+
+    def counted(path, algorithms, **options):
+        reads.append(list(algorithms))
+        return checksums(path, algorithms, **options)
+
+    monkeypatch.setattr(remote, "file_checksums", counted)
+    blob = remote_for(server)  # md5 expected, as a record gives it
+    assert fetch(dataclasses.replace(blob, pinned=f"sha256:{sha256(PAYLOAD)}"), tmp_path, progress=False, **NET)
+    assert reads == [["md5", "sha256"]]
+    # Pinned otherwise: the file on disk is checked again, deleted, fetched again and refused, whatever
+    # the expected md5 (which matches) says.
+    wrong = dataclasses.replace(blob, pinned="sha256:" + "0" * 64)
+    with pytest.raises(PinnedChecksumError) as info:
+        fetch(wrong, tmp_path, progress=False, **NET)
+    assert (info.value.algorithm, info.value.expected, info.value.actual) == ("sha256", "0" * 64, sha256(PAYLOAD))
+    pinned = "(the value pinned for it in the code), so it was deleted"
+    assert f"has sha256 {sha256(PAYLOAD)}, but {'0' * 64} was expected {pinned}" in str(info.value)
+    assert list(tmp_path.iterdir()) == [] and len(server.log) == 2
+    # Both wrong: the expected checksum is the one named, as a plain ChecksumError.
+    both = dataclasses.replace(wrong, checksum="md5:" + md5(b"another file"))
+    with pytest.raises(ChecksumError) as info:
+        fetch(both, tmp_path, progress=False, **NET)
+    assert not isinstance(info.value, PinnedChecksumError)
+    assert f"but {md5(b'another file')} was expected, so it was deleted" in str(info.value)
 
 
 @pytest.mark.parametrize("status, hint", [("404", "Nothing is at that address"), ("500", "usually temporary")])
@@ -284,7 +325,17 @@ def picai_files(tmp_path_factory):
     return picai_archives(tmp_path_factory.mktemp("picai-build"))
 
 
-def serve_picai(server, picai_files, *, corrupt: str | None = None):
+def pins_file(folder: Path, archives: dict[str, bytes]) -> Path:
+    """A ``--pinned-sha256`` file (sha256sum's format) giving ``archives`` their own sha256."""
+    path = folder / "pinned-sha256.txt"
+    path.write_text("".join(f"{sha256(data)}  {name}\n" for name, data in archives.items()))
+    return path
+
+
+def serve_picai(server, picai_files, pins_folder: Path, *, corrupt: str | None = None):
+    """Serve the record, the folds and the labels; the CLI options for them, with the
+    archives' own sha256 as the pins (written into ``pins_folder``). ``corrupt``: that
+    archive is served with one byte flipped (the record and the pin keep its true values)."""
     cases, folds, labels = picai_files
     server.add(ZENODO, zenodo_record(folds, md5))
     for name, data in folds.items():
@@ -300,6 +351,8 @@ def serve_picai(server, picai_files, *, corrupt: str | None = None):
         server.url + ZENODO,
         "--labels-base-url",
         server.url + LABELS,
+        "--pinned-sha256",
+        str(pins_file(pins_folder, folds)),
     ]
 
 
@@ -357,7 +410,7 @@ def check_picai_case_b(dest: Path, case) -> None:
 def test_picai_end_to_end_via_cli(server, picai_files, tmp_path):
     cases = picai_files[0]
     dest = tmp_path / "picai"
-    urls = serve_picai(server, picai_files)
+    urls = serve_picai(server, picai_files, tmp_path)
     shape = [str(n) for n in MATRIX_SIZE]
     result = run_cli("picai", "--dest", str(dest), *urls, "--folds", "0", "1", "--matrix-size", *shape, "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -369,6 +422,7 @@ def test_picai_end_to_end_via_cli(server, picai_files, tmp_path):
     assert info["licence"] == "CC BY-NC 4.0"
     labels_zip = picai_files[2]
     assert info["labels_archive_sha256"] == hashlib.sha256(labels_zip).hexdigest()
+    assert info["image_archives_sha256"] == {name: sha256(data) for name, data in picai_files[1].items()}
     check_picai_case_a(dest, cases[CASE_A])
     check_picai_case_b(dest, cases[CASE_B])
     # Only the archives stay in the cache; the extracted files were removed.
@@ -408,7 +462,7 @@ def test_picai_ai_labels_fill_the_gaps(picai_files, tmp_path):
 
 
 def test_picai_checksum_mismatch_via_cli(server, picai_files, tmp_path):
-    urls = serve_picai(server, picai_files, corrupt=picai.fold_archive_name(1))
+    urls = serve_picai(server, picai_files, tmp_path, corrupt=picai.fold_archive_name(1))
     result = run_cli("picai", "--dest", str(tmp_path / "p"), *urls, "--folds", "1", "--no-progress", "--retries", "0")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -417,11 +471,12 @@ def test_picai_checksum_mismatch_via_cli(server, picai_files, tmp_path):
 
 
 def test_picai_dry_run_lists_sizes_and_fetches_nothing(server, picai_files, tmp_path, capsys):
-    urls = serve_picai(server, picai_files)
+    urls = serve_picai(server, picai_files, tmp_path)
     assert main(["picai", "--dest", str(tmp_path / "p"), *urls, "--folds", "1", "--dry-run"]) == 0
     out = capsys.readouterr().out
     size = len(picai_files[1][picai.fold_archive_name(1)])
     assert picai.fold_archive_name(1) in out and format_bytes(size) in out
+    assert f"pinned sha256:{sha256(picai_files[1][picai.fold_archive_name(1)])}" in out
     assert f"picai_labels-{picai.LABELS_COMMIT}.zip" in out
     assert [r.path for r in server.log] == [ZENODO]
     assert not (tmp_path / "p").exists()

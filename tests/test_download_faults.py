@@ -1,14 +1,16 @@
 """data_download against bad inputs and hostile or broken sources (issue 11): option checks
 before any transfer, downloads that are bounded and verified before they take their final
-name, mirrors checked against Zenodo's record, MetaImage headers checked before SimpleITK,
+name, mirrors checked against Zenodo's record and the pinned sha256, MetaImage headers checked before SimpleITK,
 archive bombs and malformed archives, and temporaries of a killed run. Faults a user meets
 at the command line are run through ``python -m data_download`` in a subprocess: exit
 status 1, one paragraph on stderr, no traceback, and the files left behind."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -19,12 +21,12 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from afl_core.data import list_cases
+from afl_core.data import list_cases, read_dataset_json
 from data_download import archives, picai, remote
 from data_download.archives import UnsafeArchiveError, archive_problem, safe_extract
 from data_download.cli import main
 from data_download.metaimage import check_metaimage
-from data_download.remote import ChecksumError, DownloadError, OptionError, RemoteFile, fetch
+from data_download.remote import ChecksumError, DownloadError, OptionError, PinnedChecksumError, RemoteFile, fetch
 
 from ._download_fixtures import (
     CASE_A,
@@ -37,7 +39,7 @@ from ._download_fixtures import (
     zip_flagged_encrypted,
 )
 from ._http_server import HTML_PAGE, FileServer
-from .test_download import LABELS, NET, REPO, ZENODO, md5, run_cli, serve_picai, words
+from .test_download import LABELS, NET, REPO, ZENODO, md5, pins_file, run_cli, serve_picai, sha256, words
 
 
 @pytest.fixture
@@ -121,6 +123,10 @@ def test_bad_network_options_fail_before_any_transfer(server, tmp_path, capsys, 
         ),
         (["--labels-base-url", "ftp://example.org"], "--labels-base-url 'ftp://example.org' is not a full address"),
         (["--labels-commit", "../../escape"], "--labels-commit '../../escape' is not a commit"),
+        (
+            ["--pinned-sha256", "/nonexistent/pins.txt"],
+            "--pinned-sha256 /nonexistent/pins.txt: the file cannot be read",
+        ),
     ],
 )
 def test_bad_picai_options_fail_before_any_transfer(server, tmp_path, capsys, args, says):
@@ -207,6 +213,8 @@ def test_a_mirror_is_checked_against_zenodo_whatever_its_own_record_says(server,
         server.url + "/mirror",
         "--record-url",
         server.url + ZENODO,
+        "--pinned-sha256",
+        str(pins_file(tmp_path, folds)),
         "--folds",
         "1",
         "--retries",
@@ -216,6 +224,145 @@ def test_a_mirror_is_checked_against_zenodo_whatever_its_own_record_says(server,
     failed_cleanly(result, f"md5 {md5(tampered)}", f"but {md5(folds[name])} was expected", "so it was deleted")
     assert [r.path for r in server.log] == [ZENODO, f"/mirror/files/{name}/content"]  # never /mirror itself
     assert sorted(p.name for p in (dest / ".downloads").iterdir()) == []
+
+
+@needs_sitk
+@pytest.mark.parametrize(
+    "cached, pins",
+    [(False, "given"), (True, "given"), (False, "default")],
+    ids=["downloaded", "already-in-cache", "default-pins"],
+)
+def test_a_mirror_whose_record_vouches_for_its_altered_copy_is_refused_by_the_pin(
+    server, picai_files, tmp_path, cached, pins
+):
+    _, folds, _ = picai_files
+    name = picai.fold_archive_name(1)
+    middle = len(folds[name]) // 2
+    tampered = folds[name][:middle] + bytes([folds[name][middle] ^ 0xFF]) + folds[name][middle + 1 :]
+    mirror = server.url + "/mirror"
+    server.add("/mirror", zenodo_record({name: tampered}, md5))  # its md5 and size: the record agrees
+    server.add(f"/mirror/files/{name}/content", tampered)
+    dest = tmp_path / "d"
+    cache = dest / ".downloads"
+    if cached:  # left by an earlier run that trusted the mirror (--no-pinned-checksums)
+        cache.mkdir(parents=True)
+        (cache / name).write_bytes(tampered)
+    pinned = sha256(folds[name]) if pins == "given" else picai.PINNED_SHA256[name]
+    given = ["--pinned-sha256", str(pins_file(tmp_path, folds))] if pins == "given" else []
+    result = run_cli(
+        "picai",
+        "--dest",
+        str(dest),
+        "--base-url",
+        mirror,
+        "--record-url",
+        mirror,
+        *given,
+        "--folds",
+        "1",
+        "--retries",
+        "0",
+        "--no-progress",
+    )
+    failed_cleanly(
+        result,
+        f"The downloaded file {name} from {mirror}/files/{name}/content has the md5 and size that the record "
+        f"at {mirror} lists, but its sha256 is {sha256(tampered)}, not {pinned} as pinned for it in this package, "
+        "so it was deleted.",
+        "download it from Zenodo itself by leaving --base-url and --record-url out",
+        "--pinned-sha256 FILE",
+        "--no-pinned-checksums (pinned_sha256=None)",
+    )
+    assert [r.path for r in server.log] == ["/mirror", f"/mirror/files/{name}/content"]
+    assert list(cache.iterdir()) == []  # neither under its final name nor as a .part
+    assert not (dest / "dataset.json").exists()
+
+
+@needs_sitk
+def test_the_pinned_sha256_is_refused_through_the_api_too(server, picai_files, tmp_path):
+    _, folds, _ = picai_files
+    name = picai.fold_archive_name(0)
+    server.add(ZENODO, zenodo_record(folds, md5))
+    server.add(f"{ZENODO}/files/{name}/content", folds[name])
+    with pytest.raises(PinnedChecksumError) as info:
+        picai.download_picai(
+            tmp_path / "d",
+            folds=[0],
+            base_url=server.url + ZENODO,
+            record_url=server.url + ZENODO,
+            pinned_sha256={name: "ab" * 32},
+            progress=False,
+            **NET,
+        )
+    assert (info.value.expected, info.value.actual) == ("ab" * 32, sha256(folds[name]))
+    assert list((tmp_path / "d" / ".downloads").iterdir()) == []
+
+
+def test_the_pinned_sha256_cover_the_five_folds_and_are_on_by_default(tmp_path, monkeypatch):
+    pins = picai.PINNED_SHA256
+    assert set(pins) == {picai.fold_archive_name(fold) for fold in range(5)} and tuple(picai.FOLDS) == (0, 1, 2, 3, 4)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in pins.values()) and len(set(pins.values())) == 5
+    with pytest.raises(TypeError):
+        pins[picai.fold_archive_name(0)] = "0" * 64  # read-only: no caller changes everybody's default
+    for function in (picai.download_picai, picai.plan_picai, picai.image_archives):
+        assert inspect.signature(function).parameters["pinned_sha256"].default is pins, function
+    # The command line passes them unless told otherwise.
+    seen = []
+    monkeypatch.setattr(picai, "download_picai", lambda dest, **options: seen.append(options["pinned_sha256"]))
+    own = pins_file(tmp_path, {picai.fold_archive_name(2): b"x"})
+    for extra in ([], ["--no-pinned-checksums"], ["--pinned-sha256", str(own)]):
+        assert main(["picai", "--dest", str(tmp_path / "d"), *extra]) == 0
+    assert seen[0] is pins and seen[1] is None and seen[2] == {picai.fold_archive_name(2): sha256(b"x")}
+
+
+@needs_sitk
+def test_a_correct_archive_with_its_pin_is_used_and_its_sha256_recorded(server, picai_files, tmp_path):
+    _, folds, _ = picai_files
+    serve_picai(server, picai_files, tmp_path)
+    name = picai.fold_archive_name(1)
+    dest = tmp_path / "d"
+    options = dict(
+        folds=[1],
+        base_url=server.url + ZENODO,
+        record_url=server.url + ZENODO,
+        labels_base_url=server.url + LABELS,
+        matrix_size=MATRIX_SIZE,
+        progress=False,
+        **NET,
+    )
+    assert picai.download_picai(dest, pinned_sha256={name: sha256(folds[name])}, **options) == dest
+    info = read_dataset_json(dest)
+    assert info["image_archives_sha256"] == {name: sha256(folds[name])}
+    assert info["image_archives_md5"] == {name: f"md5:{md5(folds[name])}"}
+    assert (dest / ".downloads" / name).read_bytes() == folds[name] and list_cases(dest) == ["10001_1000001"]
+    # Converted again: the archive in the cache is checked against the pin and used, not fetched again.
+    before = len(server.log)
+    assert picai.download_picai(dest, pinned_sha256={name: sha256(folds[name])}, force=True, **options) == dest
+    assert [r.path for r in server.log[before:]] == [ZENODO]
+    # Without a pin it is used as well, and dataset.json says that no sha256 was checked.
+    assert picai.download_picai(dest, pinned_sha256=None, force=True, **options) == dest
+    assert read_dataset_json(dest)["image_archives_sha256"] is None
+
+
+def test_pins_that_lack_a_fold_or_cannot_be_read_fail_before_any_transfer(server, tmp_path, capsys):
+    dest = tmp_path / "d"
+    with pytest.raises(OptionError, match="have no sha256 for picai_public_images_fold2.zip"):
+        picai.download_picai(
+            dest, folds=[0, 2], pinned_sha256={picai.fold_archive_name(0): "ab" * 32}, record_url=server.url
+        )
+    with pytest.raises(OptionError, match="have 'abc', not a sha256 .64 hex digits., for picai_public_images_fold0"):
+        picai.plan_picai(folds=[0], pinned_sha256={picai.fold_archive_name(0): "abc"}, record_url=server.url)
+    bad = tmp_path / "pins.txt"
+    bad.write_text(f"# pins\n\n{'AB' * 32} *dl/{picai.fold_archive_name(0)}\nabc  {picai.fold_archive_name(1)}\n")
+    assert main(["picai", "--dest", str(dest), "--record-url", server.url, "--pinned-sha256", str(bad)]) == 1
+    says = f"--pinned-sha256 {bad}, line 4: 'abc  {picai.fold_archive_name(1)}' is not '<sha256>  <file name>'"
+    assert words(says) in words(capsys.readouterr().err)
+    bad.write_text(f"{'AB' * 32} *dl/{picai.fold_archive_name(0)}\n")
+    assert picai.read_pinned_sha256(bad) == {picai.fold_archive_name(0): "ab" * 32}
+    with pytest.raises(SystemExit) as info:  # one or the other
+        main(["picai", "--dest", str(dest), "--pinned-sha256", str(bad), "--no-pinned-checksums"])
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert server.log == [] and not dest.exists()
 
 
 @needs_sitk
@@ -266,6 +413,7 @@ def test_record_sizes_of_every_api_version_are_read(server, size):
     server.add(ZENODO, json.dumps(record).encode())
     (remote_file,) = picai.image_archives([3], base_url=server.url, record_url=server.url + ZENODO, **NET)
     assert (remote_file.size, remote_file.checksum) == (5000, "md5:" + "ab" * 16)
+    assert remote_file.pinned == f"sha256:{picai.PINNED_SHA256[name]}"
     assert remote_file.url == f"{server.url}/files/{name}/content"
 
 
@@ -396,7 +544,7 @@ def test_garbage_part_resumed_with_206_gives_a_verified_file(server, tmp_path, c
 
 @needs_sitk
 def test_labels_served_as_a_web_page_via_cli(server, picai_files, tmp_path, capsys):
-    urls = serve_picai(server, picai_files)
+    urls = serve_picai(server, picai_files, tmp_path)
     server.fail(f"{LABELS}/{picai.LABELS_COMMIT}.zip", "html")
     dest = tmp_path / "d"
     assert main(["picai", "--dest", str(dest), *urls, "--folds", "1", "--no-progress"]) == 1
@@ -514,7 +662,7 @@ def test_picai_scan_reading_an_outside_file_via_cli(server, picai_files, tmp_pat
             )
         },
     )
-    urls = serve_picai(server, (cases, {**folds, name: evil}, labels))
+    urls = serve_picai(server, (cases, {**folds, name: evil}, labels), tmp_path)
     dest = tmp_path / "d"
     shape = [str(n) for n in MATRIX_SIZE]
     result = run_cli("picai", "--dest", str(dest), *urls, "--folds", "0", "--matrix-size", *shape, "--no-progress")
@@ -545,7 +693,7 @@ def test_a_zip_bomb_in_a_fold_via_cli(server, picai_files, tmp_path):
     cases, folds, labels = picai_files
     name = picai.fold_archive_name(1)
     bomb = small_zip({"10001/10001_1000001_t2w.mha": bytes(100 << 20)}, zipfile.ZIP_DEFLATED)
-    urls = serve_picai(server, (cases, {**folds, name: bomb}, labels))
+    urls = serve_picai(server, (cases, {**folds, name: bomb}, labels), tmp_path)
     dest = tmp_path / "d"
     result = run_cli("picai", "--dest", str(dest), *urls, "--folds", "1", "--no-progress")
     failed_cleanly(result, "would expand to 100.0 MiB", "decompression bomb")
@@ -598,7 +746,7 @@ def test_archive_problem_reads_every_member(tmp_path):
 
 @needs_sitk
 def test_temporaries_of_a_killed_run_are_removed_on_the_next_start(server, picai_files, tmp_path):
-    urls = serve_picai(server, picai_files)
+    urls = serve_picai(server, picai_files, tmp_path)
     dest = tmp_path / "d"
     args = [
         "picai",
