@@ -14,11 +14,16 @@ detection. It writes::
     RUN/eval/per_case.csv   one row per case
     RUN/eval/lesions.csv    one row per ground-truth lesion (size, irregularity, detected)
     RUN/eval/summary.json   the means (afl_core.metrics.results_table) and what was evaluated
+
+``RUN/eval`` holds the run's own evaluation only: its validation cases. Scores of chosen
+cases or of another dataset go to ``RUN/eval-<name of the dataset>`` (or ``--out``), and a
+dataset of the same name as the one already scored there is refused rather than replacing it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -57,6 +62,8 @@ class EvaluationResult:
     per_case: pd.DataFrame
     per_lesion: pd.DataFrame
     summary: dict
+    #: the folder the tables were written to
+    out_dir: Path | None = None
 
 
 def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -195,12 +202,30 @@ def _same_data(root: str | Path, training_data: str | Path) -> bool:
     return Path(root).resolve() == Path(training_data).resolve()
 
 
-def default_out_dir(run_dir: str | Path, training_data: str | Path, data: str | Path | None = None) -> Path:
-    """``RUN/eval`` for the run's own dataset, ``RUN/eval-<name>`` for another one."""
-    run_dir = Path(run_dir)
-    if data is None or _same_data(data, training_data):
+def _training_data(run_dir: Path) -> str | None:
+    """The dataset the run trained on, from its ``config.json`` (``None`` when unreadable:
+    the checkpoint's own copy of the settings is checked later)."""
+    try:
+        return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _default_out_dir(run_dir: Path, root: Path, own_validation: bool) -> Path:
+    """``RUN/eval`` for the run's own evaluation, ``RUN/eval-<name of the dataset>`` for any
+    other, refused when that folder holds the scores of another dataset of the same name."""
+    if own_validation:
         return run_dir / "eval"
-    return run_dir / f"eval-{Path(data).resolve().name}"
+    out_dir = run_dir / f"eval-{root.resolve().name}"
+    summary = out_dir / "summary.json"
+    if summary.is_file():
+        scored = json.loads(summary.read_text(encoding="utf-8")).get("data")
+        if scored is not None and not _same_data(scored, root):
+            raise ValueError(
+                f"{out_dir} holds the scores of {scored}, another dataset of the same name as {root}: "
+                "give --out (out_dir=) to keep both"
+            )
+    return out_dir
 
 
 def evaluate_run(
@@ -220,8 +245,10 @@ def evaluate_run(
     run's own dataset, ``RUN/eval-<name of data>`` for another one, so that scores on other
     data never replace the run's own tables).
 
-    Cases: ``cases`` if given; else every case of ``data`` if given; else the run's
-    validation cases (never seen in training). ``data`` defaults to the run's dataset.
+    Cases: ``cases`` if given; else every case of ``data`` if it is another dataset; else
+    the run's validation cases (never seen in training). ``data`` defaults to the run's
+    dataset; the run's own dataset given as ``data`` is the same as leaving it out (a note
+    says so), and chosen cases that were trained on are named as scoring optimistically.
 
     Checkpoint: ``"best"`` or ``"last"``. By default ``"last"`` on the run's own
     validation cases, since the best epoch was picked on them and would score them
@@ -230,6 +257,16 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder: choose a folder for the tables")
+    training_data = _training_data(run_dir)
+    if data is not None and training_data is not None and _same_data(data, training_data):
+        data = None  # the run's own dataset: scored as without it
+        if cases is None:
+            print(
+                "note: --data is the run's own dataset: scoring its validation cases (choose others with --cases)",
+                file=sys.stderr,
+            )
     torch_device = resolve_device(device)
     if checkpoint is None:
         checkpoint = "last" if cases is None and data is None else "best"
@@ -243,8 +280,18 @@ def evaluate_run(
             f"cropped or padded to the training grid {grid} before prediction",
             file=sys.stderr,
         )
+    elif cases is not None:
+        trained_on = sorted(set(cases) - set(config["val_cases"]))
+        if trained_on:
+            print(
+                f"note: {len(trained_on)} of the {len(cases)} case(s) were trained on ({', '.join(trained_on[:5])}"
+                f"{', ...' if len(trained_on) > 5 else ''}): their scores are optimistic",
+                file=sys.stderr,
+            )
     if cases is None:
         cases = list_cases(root) if data is not None else config["val_cases"]
+    own_validation = data is None and list(cases) == list(config["val_cases"])
+    out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(run_dir, root, own_validation)
     dataset = _dataset(config, root, cases)
     if dataset.in_channels != config["in_channels"]:
         raise ValueError(
@@ -274,11 +321,10 @@ def evaluate_run(
         "paper_protocol_background": "network channel 0" if config["classes"] == 2 else "1 - p",
         "means": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in means.items()},
     }
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, config["data"], data)
     export_csv(per_case, out_dir / "per_case.csv")
     export_csv(per_lesion, out_dir / "lesions.csv")
-    write_json(out_dir / "summary.json", summary, default=float)
-    return EvaluationResult(per_case, per_lesion, summary)
+    write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables
+    return EvaluationResult(per_case, per_lesion, summary, out_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,7 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--out", help="output folder (default RUN/eval, or RUN/eval-<name> for other --data)")
+    p.add_argument(
+        "--out", help="output folder (default RUN/eval for the validation cases, else RUN/eval-<name of the dataset>)"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
     try:
@@ -321,9 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    out = Path(args.out) if args.out else default_out_dir(args.run, result.summary["training_data"], args.data)
+    except KeyboardInterrupt:
+        print("\ninterrupted; no table was left half-written: run the same command again", file=sys.stderr)
+        return 130
     print(pd.Series(result.summary["means"], dtype=object).to_string())
-    print(f"{len(result.per_case)} case(s) from epoch {result.summary['epoch']}; tables in {out}")
+    print(f"{len(result.per_case)} case(s) from epoch {result.summary['epoch']}; tables in {result.out_dir}")
     return 0
 
 

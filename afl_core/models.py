@@ -37,6 +37,7 @@ __all__ = [
     "ENCODERS_3D",
     "PadToMultiple",
     "check_encoder",
+    "check_encoder_weights",
     "load_checkpoint",
     "build_model",
     "resolve_device",
@@ -69,6 +70,24 @@ def check_encoder(encoder: str, dims: int = 2) -> None:
         )
 
 
+def check_encoder_weights(encoder: str, weights: str | None) -> None:
+    """Raise a ``ValueError`` naming the choices when ``weights`` is not a tag of pretrained
+    weights that smp knows for the 2D ``encoder`` (``"imagenet"`` for timm's ``tu-`` ones);
+    ``None`` or ``"none"`` (random weights) always fit."""
+    if weights is None or str(weights).lower() == "none":
+        return
+    if encoder.startswith("tu-"):
+        tags = ("imagenet",)
+    else:
+        tags = tuple(smp.encoders.encoders[encoder]["pretrained_settings"])
+    if weights not in tags:
+        raise ValueError(f"encoder {encoder!r} has no {weights!r} weights; choose from {', '.join(tags)} or none")
+
+
+#: the lines of torch.load's errors that surround the reason with advice
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch"), *, mmap: bool = False) -> dict:
     """A checkpoint of :mod:`afl_core.train` read with ``weights_only=True`` (a file from
     elsewhere cannot run code), on the CPU; a truncated, corrupt or foreign file raises a
@@ -78,7 +97,9 @@ def load_checkpoint(path, keys: tuple[str, ...] = ("model", "config", "epoch"), 
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        # torch's own advice around the reason (load it with weights_only=False) is what not to do here
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if not line.startswith(_TORCH_ADVICE)), type(error).__name__)[:160]
         raise ValueError(
             f"{path} cannot be read as a checkpoint of afl_core.train ({reason}): it is truncated (an interrupted "
             "copy or a full disk), corrupt, or not made by this program. Do not load it with weights_only=False. "

@@ -92,7 +92,15 @@ from afl_core.data import (
 from afl_core.evaluate import loss_with_spacing, predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
 from afl_core.metrics import export_csv, overlap_scores
-from afl_core.models import ENCODERS_3D, autocast_dtype, build_model, check_encoder, load_checkpoint, resolve_device
+from afl_core.models import (
+    ENCODERS_3D,
+    autocast_dtype,
+    build_model,
+    check_encoder,
+    check_encoder_weights,
+    load_checkpoint,
+    resolve_device,
+)
 
 __all__ = [
     "TrainConfig",
@@ -212,10 +220,18 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < math.inf:
             raise ValueError(
-                f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}"
+                f"epochs, batch_size and lr must be positive (lr finite), got {self.epochs}, {self.batch_size}, "
+                f"{self.lr}"
             )
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be 0 or a positive number, got {self.weight_decay}")
+        for name in ("seed", "split_seed"):
+            if not 0 <= getattr(self, name) < 2**32:
+                raise ValueError(f"{name} must be an integer from 0 to 2**32 - 1, got {getattr(self, name)}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more (or None: chosen for the device), got {self.num_workers}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
@@ -260,6 +276,8 @@ class TrainConfig:
         if self.resize and (self.dims != 3 or self.size is None):
             raise ValueError("resize needs dims 3 and a size (D, H, W) to resize to (--dims 3 --size D H W)")
         check_encoder(self.encoder, self.dims)
+        if self.dims == 2:
+            check_encoder_weights(self.encoder, self.encoder_weights)
         if self.dims == 3 and str(self.encoder_weights).lower() != "none":
             raise ValueError(
                 "3D encoders start from random weights: MONAI's pretrained 3D ResNets take one input "
@@ -275,6 +293,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(values, dict):
+            raise TypeError(f"settings must be a JSON object of names and values, got {type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
@@ -481,10 +501,10 @@ def _diverged_message(cfg: TrainConfig, epoch: int, step: int, value: float, ini
     return (
         f"the training loss became {value:.4g}{start} at epoch {epoch}, step {step} "
         f"(loss {cfg.loss!r}, optimizer {cfg.optimizer!r}, lr {cfg.lr:g}). Lower the learning rate "
-        f"(e.g. --lr {cfg.lr / 10:g}), or use --optimizer adam; check that the images hold no NaN/Inf "
-        f"(afl_core.data.load_case checks this); on a GPU, try --no-amp. The last good "
-        f"checkpoint is {Path(cfg.out) / 'checkpoint_last.pt'} (if any epoch completed); "
-        "start a new run with the changed setting."
+        f"(e.g. --lr {cfg.lr / 10:g}){'' if cfg.optimizer == 'adam' else ', or use --optimizer adam'}; check that "
+        "the images hold no NaN/Inf (afl_core.data.load_case checks this); on a GPU, try --no-amp. The last good "
+        f"checkpoint is {Path(cfg.out) / 'checkpoint_last.pt'} (if any epoch completed); start the run again "
+        "with the changed setting (with --overwrite once an epoch completed, or in another --out)."
     )
 
 
@@ -531,31 +551,33 @@ def _nanmean(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------- fit
 
 
-#: what a run writes into its folder: a new run refuses to start over them unless told to
-_RUN_FILES = ("config.json", "history.csv", "checkpoint_last.pt", "checkpoint_best.pt", "eval")
+#: what a run writes into its folder (half-written ones are ``.tmp-<id>-<name>``)
+_RUN_FILES = ("config.json", "history.csv", "checkpoint_last.pt", "checkpoint_best.pt")
 
 
 def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
     """Refuse to train a new run over an existing one (a forgotten ``--resume`` would wipe
     it); with ``overwrite`` remove the old run's files first, so that no table of the old
-    model (``eval/``) outlives it."""
+    model (``eval/``, ``eval-<data>/``) outlives it. A ``config.json`` alone is a start that
+    failed before its first epoch: nothing to lose, the run starts again."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
-    existing = [name for name in _RUN_FILES if (out / name).exists()]
+    work = [out / name for name in _RUN_FILES[1:]] + [out / "eval", *sorted(out.glob("eval-*"))]
+    existing = [path for path in work if path.exists()]
     if not existing:
         return
     if not overwrite:
         raise ValueError(
-            f"{out} already holds a run ({', '.join(existing)}): continue it with --resume "
+            f"{out} already holds a run ({', '.join(path.name for path in existing)}): continue it with --resume "
             "(fit(resume=True)), start it again with --overwrite (fit(overwrite=True)), "
             "or choose another --out"
         )
     if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 clears the folder
-        for name in existing:
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
+        for path in existing:
+            if path.is_dir():
+                shutil.rmtree(path)
             else:
-                (out / name).unlink()
+                path.unlink()
 
 
 def _remove_stale_temporaries(out: Path) -> None:

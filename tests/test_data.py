@@ -119,6 +119,14 @@ def test_corrupt_nifti_names_the_file(dataset, damage):
         D.load_case(root, "case2")
 
 
+def test_an_image_without_a_label_is_named_not_left_out(dataset):
+    root, _ = dataset
+    cases = D.list_cases(root)
+    (root / "labelsTr" / f"{cases[-1]}.nii.gz").unlink()
+    with pytest.raises(ValueError, match=rf"1 case\(s\) without a label in labelsTr \({cases[-1]}\).*imagesTs"):
+        D.list_cases(root)
+
+
 def test_non_binary_label_lists_values(dataset):
     root, truth = dataset
     label = truth["case0"][1].copy()

@@ -258,6 +258,14 @@ def test_paper_optimiser_and_schedules():
         (dict(loss="hinge"), "unknown loss"),
         (dict(size=(48, 48)), "multiples of 32"),
         (dict(optimizer="rmsprop"), "unknown optimizer"),
+        (dict(lr=math.inf), "lr finite"),
+        (dict(lr=math.nan), "must be positive"),
+        (dict(weight_decay=-1.0), "weight_decay must be 0 or a positive number"),
+        (dict(split_seed=-1), "split_seed must be an integer from 0"),
+        (dict(seed=2**70), "seed must be an integer from 0"),
+        (dict(num_workers=-1), "num_workers must be 0 or more"),
+        (dict(encoder="resnet18", encoder_weights="imagnet"), "has no 'imagnet' weights; choose from imagenet, ssl"),
+        (dict(encoder="tu-resnet10t", encoder_weights="ssl"), "has no 'ssl' weights; choose from imagenet or none"),
     ],
 )
 def test_bad_settings_are_refused(bad, match):
@@ -329,8 +337,9 @@ def _cli(dataset: Path, run: Path, *extra: str) -> list[str]:
 def test_a_new_run_never_replaces_an_existing_one(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     fit(tiny(dataset, run, epochs=1))
-    (run / "eval").mkdir()
-    (run / "eval" / "summary.json").write_text("{}")
+    for tables in ("eval", "eval-other"):
+        (run / tables).mkdir()
+        (run / tables / "summary.json").write_text("{}")
     before = (run / "checkpoint_last.pt").read_bytes()
     # the CLI without --resume: exit 1, advice, the old run untouched
     assert train.main(_cli(dataset, run, "--epochs", "1")) == 1
@@ -339,7 +348,8 @@ def test_a_new_run_never_replaces_an_existing_one(dataset, tmp_path, capsys):
     assert (run / "checkpoint_last.pt").read_bytes() == before and (run / "eval" / "summary.json").is_file()
     # --overwrite starts again and drops the old model's tables
     fit(tiny(dataset, run, epochs=1, seed=8), overwrite=True)
-    assert not (run / "eval").exists() and len(pd.read_csv(run / "history.csv")) == 1
+    assert not (run / "eval").exists() and not (run / "eval-other").exists()
+    assert len(pd.read_csv(run / "history.csv")) == 1
     with pytest.raises(ValueError, match="give one of them"):
         fit(tiny(dataset, run, epochs=1), resume=True, overwrite=True)
     (tmp_path / "file").write_text("x")
@@ -368,6 +378,24 @@ def test_scores_on_other_data_get_their_own_folder(dataset, tmp_path, capsys):
     # the run's own tables are untouched
     assert sorted(pd.read_csv(run / "eval" / "per_case.csv")["case"]) == sorted(own.per_case["case"])
     assert json.loads((run / "eval" / "summary.json").read_text())["data"] == str(dataset)
+    # another dataset of the same name is refused instead of replacing eval-other
+    namesake = make_dataset(tmp_path / "b" / "other", 2, seed=12, shape=(4, 32, 32), lesion_radius=(2.0, 4.0))
+    assert evaluate.main(["--run", str(run), "--data", str(namesake), "--no-progress"]) == 1
+    assert "another dataset of the same name" in capsys.readouterr().err
+    assert len(pd.read_csv(run / "eval-other" / "per_case.csv")) == 3
+    # the run's own dataset, however spelled, scores its validation cases into eval, as without --data
+    assert evaluate.main(["--run", str(run), "--data", f"{dataset}/", "--no-progress"]) == 0
+    assert "scoring its validation cases" in capsys.readouterr().err
+    assert sorted(pd.read_csv(run / "eval" / "per_case.csv")["case"]) == sorted(own.per_case["case"])
+    # chosen cases go to their own folder, and trained-on cases are named as optimistic
+    trained_case = sorted(set(json.loads((run / "config.json").read_text())["train_cases"]))[0]
+    assert evaluate.main(["--run", str(run), "--cases", trained_case, "--no-progress"]) == 0
+    assert "1 of the 1 case(s) were trained on" in capsys.readouterr().err
+    assert list(pd.read_csv(run / f"eval-{dataset.name}" / "per_case.csv")["case"]) == [trained_case]
+    assert sorted(pd.read_csv(run / "eval" / "per_case.csv")["case"]) == sorted(own.per_case["case"])
+    (tmp_path / "a-file").write_text("x")
+    assert evaluate.main(["--run", str(run), "--out", str(tmp_path / "a-file"), "--no-progress"]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["zero bytes", "truncated", "garbage", "a pickle"])
@@ -385,10 +413,11 @@ def test_a_damaged_checkpoint_gets_advice_not_a_traceback(dataset, tmp_path, cap
     message = capsys.readouterr().err
     assert "cannot be read as a checkpoint" in message and "--overwrite" in message
     assert "weights_only=False." in message and "Traceback" not in message  # named as what not to do
+    assert "In PyTorch 2.6" not in message and "will likely succeed" not in message  # torch's advice left out
     assert evaluate.main(["--run", str(run), "--checkpoint", "last", "--no-progress"]) == 1
 
 
-@pytest.mark.parametrize("content", ["{not json", "{}"])
+@pytest.mark.parametrize("content", ["{not json", "{}", "[1, 2]"])
 def test_a_broken_config_json_on_resume_gets_advice(dataset, tmp_path, capsys, content):
     run = tmp_path / "run"
     fit(tiny(dataset, run, epochs=1))
@@ -412,6 +441,10 @@ def test_an_exploding_loss_stops_as_diverged(dataset, tmp_path, capsys):
     assert train.main(argv) == 1
     message = capsys.readouterr().err
     assert "times its start" in message and "Lower the learning rate" in message
+    assert "use --optimizer adam" not in message  # it is adam already
+    # the run stopped before its first epoch ended: the corrected command starts it in the same folder
+    argv[argv.index("1e6")] = "1e-3"
+    assert train.main(argv) == 0
 
 
 def test_validation_without_lesions_is_named(tmp_path, capsys):

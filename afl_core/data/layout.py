@@ -25,7 +25,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -252,14 +252,25 @@ def read_dataset_json(root: str | os.PathLike) -> dict:
 
 def list_cases(root: str | os.PathLike, *, require_json: bool = True) -> list[str]:
     """Sorted case ids of a dataset: the labels in ``labelsTr`` (hidden temporary files,
-    left by an interrupted write, are skipped)."""
+    left by an interrupted write, are skipped). In a finished dataset (``require_json``) an
+    image in ``imagesTr`` without a label is an error rather than a case silently left out;
+    while a dataset is written, a case whose label is not written yet is simply not listed."""
     root = Path(root)
     _check_layout(root, require_json=require_json)
-    return sorted(
-        p.name[: -len(FILE_ENDING)]
-        for p in (root / LABELS_DIR).iterdir()
-        if p.name.endswith(FILE_ENDING) and not p.name.startswith(".")
-    )
+    labelled = set(_stems(root / LABELS_DIR, FILE_ENDING))
+    unlabelled = sorted(set(_stems(root / IMAGES_DIR, f"_0000{FILE_ENDING}")) - labelled) if require_json else []
+    if unlabelled:
+        raise ValueError(
+            f"{root / IMAGES_DIR} holds {len(unlabelled)} case(s) without a label in {LABELS_DIR} "
+            f"({', '.join(unlabelled[:5])}{', ...' if len(unlabelled) > 5 else ''}): add their labels, or move "
+            "cases without labels out of imagesTr (e.g. to imagesTs)"
+        )
+    return sorted(labelled)
+
+
+def _stems(folder: Path, ending: str) -> Iterator[str]:
+    """The names in ``folder`` that end with ``ending``, without it (hidden files skipped)."""
+    return (p.name[: -len(ending)] for p in folder.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
 
 
 @dataclass(frozen=True)
