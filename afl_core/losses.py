@@ -58,6 +58,7 @@ REDUCTIONS = ("mean", "sum", "none")
 #: alpha used for a sample whose mask has no foreground (or no background), where the
 #: paper's ``alpha = 1 - f`` would be 1 (or 0) and silence one class completely: on a
 #: lesion-free slice false positives would cost nothing. 0.5 weighs both classes equally.
+#: This project's choice, not the paper's (notebook 03, section 1).
 DEGENERATE_ALPHA = 0.5
 
 #: the scale-aware variant's foreground weight (background: 1 - it), the same for every
@@ -250,7 +251,8 @@ def adaptive_parameters(
         ``alpha = 1 - f`` and ``gamma = f + g`` (``f``: foreground fraction,
         ``g``: mean gradient magnitude), both counted in voxels of the whole canvas.
         A sample with no foreground or no background gets ``alpha = DEGENERATE_ALPHA``
-        (gamma is then 0 or 1 by the formula). ``spacing`` is ignored.
+        (0.5, this project's choice: the paper's formula gives alpha 1 or 0 there, which
+        silences one class); gamma is then 0 or 1 by the formula. ``spacing`` is ignored.
 
     ``variant="scale_aware"`` (this project's own): each lesion ``k`` (connected component,
     :func:`afl_core.shape.lesion_shapes`) has an equivalent diameter ``d_k`` in mm (from
@@ -267,14 +269,14 @@ def adaptive_parameters(
         (``V_k`` the lesion's area or volume), and ``alpha = SCALE_AWARE_ALPHA = 0.7`` for
         every sample.
 
-        *Size.* ``2 log10(D/d)`` is ``log10`` of the area ratio to a 200 mm disc, the
-        earlier ``log10(1/f)`` with the canvas replaced by a fixed physical reference, so
-        padding or cropping the image changes nothing (an r = 8 disc: 2.245 on 128^2,
-        256^2 and 512^2; was 1.99 / 2.60 / 3.20). The size term of a 1 ml lesion
-        (d = 12.4 mm) is 2.41, of 10 ml (26.7 mm) 1.75, of 100 ml 1.08, of a 10 mm slice
+        *Size.* ``2 log10(D/d)`` is ``log10`` of the ratio of the lesion's area to that of a
+        200 mm disc: a fixed physical reference instead of the canvas, so padding or cropping
+        the image changes nothing (an r = 8 disc, d = 16.3 mm: size term 2.18, gamma with its
+        outline term 2.20, on 128^2, 256^2 and 512^2 alike). The size term of a 1 ml lesion
+        (d = 12.4 mm) is 2.41, of 10 ml (26.7 mm) 1.75, of 100 ml 1.08, of a 10 mm disc
         2.6, capped at ``SCALE_AWARE_MAX_SIZE_GAMMA = 4`` (d <= 2 mm, about a voxel).
-        Measured gamma, outline included, of 1 ml / 10 ml balls: 2.45 / 1.80 on 1 mm voxels,
-        2.47 / 1.79 on 0.5 x 0.5 x 3 mm, 2.46 / 1.78 on 0.5 x 0.5 x 3.6 mm.
+        Measured gamma, outline included, of 1 ml / 10 ml balls: 2.47 / 1.80 on 1 mm voxels,
+        2.45 / 1.79 on 0.5 x 0.5 x 3 mm, 2.46 / 1.79 on 0.5 x 0.5 x 3.6 mm.
 
         *Several lesions.* Per lesion, then averaged weighted by size: two discs read as
         two regular lesions (not one irregular object), and a speck of label noise beside a
@@ -282,11 +284,9 @@ def adaptive_parameters(
 
         *No lesion.* A lesion-free sample gets the cap 4, the limit of a vanishing lesion,
         so an empty slice and one with a single voxel differ only by that voxel's outline
-        term (0; a voxel reads ``r < 1``): no jump. Its effect, measured: the loss of a
-        false positive at p = 0.9 on an otherwise correct empty 64 x 64 slice is the same
-        (to 1e-6 relative) as on that slice with one true voxel added; the previous rule
-        (empty: gamma 0, alpha 0.5; one voxel: gamma 3.6, alpha 0.99976) made it 3000 times
-        larger on the empty slice.
+        term (0; a voxel reads ``r < 1``): no jump. Measured: the loss of a false positive
+        at p = 0.9 on an otherwise correct empty 64 x 64 slice is the same (to 1e-6
+        relative) as on that slice with one true voxel added.
 
         *Alpha.* For any gamma, the expected loss of a voxel that is lesion with
         probability ``q`` is minimised by ``p > 1/2`` exactly when ``q > 1 - alpha`` (the
