@@ -9,6 +9,8 @@
 # finished runs are skipped and unfinished ones continue from their last completed epoch.
 # Extra arguments go to afl_core.sweep (e.g. `sbatch docs/sweep_slurm.sh --epochs 100`);
 # DATA and SWEEP may be set in the environment (`sbatch --export=ALL,DATA=...`).
+# Each task logs to afl-sweep-<job>_<task>.out in the folder sbatch was called from (SLURM opens that
+# file before the script runs and does not create folders: a path like logs/... must exist beforehand).
 # Adapt the #SBATCH lines (partition, account, memory, time) to your cluster; docs/sweep.md explains.
 
 #SBATCH --job-name=afl-sweep
@@ -17,7 +19,7 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --mem=48G
 #SBATCH --time=24:00:00
-#SBATCH --output=logs/afl-sweep-%A_%a.out
+#SBATCH --output=afl-sweep-%A_%a.out
 
 set -euo pipefail
 # Activate the project's environment here if the job does not inherit it, e.g.
