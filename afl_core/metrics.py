@@ -95,6 +95,7 @@ __all__ = [
     "P_VALUE_CORRECTIONS",
     "seed_averaged",
     "seed_summary",
+    "seed_sign_test",
     "adjust_p_values",
     "compare_to_reference",
     "per_case_scores",
@@ -572,6 +573,7 @@ def recall_by_bucket(per_lesion_table: pd.DataFrame, column: str, bins: int | Se
 MIN_PAIRED_CASES = 10
 BOOTSTRAP_METHODS = ("BCa", "percentile")
 P_VALUE_CORRECTIONS = ("holm", "bonferroni")
+_SEED_COLUMN = "seed "  # the per-seed columns of seed_summary and seed_differences
 
 
 class FewCasesWarning(UserWarning):
@@ -762,9 +764,12 @@ def seed_averaged(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     Seeds and cases are two sources of variation: the seed changes the training run
     (initialisation, sampling, augmentation), the case is what the run is tested on.
     Averaging the seeds per case first and then bootstrapping the cases
-    (:func:`compare_runs`, :func:`compare_to_reference`) gives an interval for the
-    loss's expected score over training runs, with the case-to-case variation as its
-    uncertainty; the seed-to-seed spread is shown by :func:`seed_summary`.
+    (:func:`compare_runs`, :func:`compare_to_reference`) gives an interval for **these
+    seeds' average** score, with the case-to-case variation as its only uncertainty: it
+    does not cover the seed-to-seed variation, so it is not an interval for the loss's
+    expected score over training runs. A seed that moves every case of one loss shifts
+    the average and stays invisible to the interval; show the spread over seeds
+    (:func:`seed_summary`) and what the seeds alone can tell (:func:`seed_sign_test`).
 
     A case whose ``metric`` is NaN in any seed (e.g. ``hd95`` after a missed lesion) is
     NaN here, so a comparison leaves it out rather than average unlike runs.
@@ -798,12 +803,68 @@ def seed_summary(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     table = _long_table(table, metric)
     per_seed = table.pivot_table(index="loss", columns="seed", values=metric, aggfunc="mean")
     per_seed = per_seed.loc[table["loss"].unique()]
-    out = per_seed.rename(columns=lambda s: f"seed {s}").rename_axis(columns=None)
+    out = per_seed.rename(columns=lambda s: f"{_SEED_COLUMN}{s}").rename_axis(columns=None)
     for statistic in ("mean", "std", "min", "max"):
         out["sd" if statistic == "std" else statistic] = per_seed.agg(statistic, axis=1)
     out["seeds"] = per_seed.shape[1]
     out["cases"] = table.groupby("loss", sort=False)["case"].nunique()
     return out
+
+
+def seed_sign_test(differences: pd.DataFrame) -> pd.DataFrame:
+    """What the seeds alone say about each loss's difference from a reference.
+
+    ``differences`` holds one row per loss and a column ``seed <s>`` per seed: that seed's
+    run minus the reference's run with the same seed, each the mean over the cases
+    (:func:`afl_core.experiments.seed_differences`); other columns are ignored. Each seed
+    is one draw of the training run, so the seeds, not the cases, are the sample here.
+
+    With no effect each nonzero difference is as likely positive as negative, so all
+    ``n`` land on one side with probability ``2 / 2**n``, which is also the smallest
+    two-sided p-value an exact sign test on ``n`` seeds can reach: 0.25 for 3 seeds,
+    0.0625 for 5; below 0.05 only from 6 seeds. "The same side in every seed" is
+    therefore no test with 5 seeds or fewer.
+
+    A difference is labelled *not resolved* when its sign changes from seed to seed, when
+    only one seed differs from the reference at all, or when one seed carries it: that
+    seed's ``|d_s|`` is more than half of ``sum_s |d_s|`` (the other seeds together move
+    less than it does).
+
+    Returns:
+        One row per loss (the input's order): ``seeds`` (nonzero differences ``n``),
+        ``positive`` (how many are above 0), ``sign test p`` (exact two-sided binomial
+        test of ``positive`` out of ``n`` at 1/2), ``p floor`` (``2 / 2**n``),
+        ``largest seed share`` (``max |d_s| / sum |d_s|``) and ``verdict``.
+    """
+    columns = [c for c in differences.columns if str(c).startswith(_SEED_COLUMN)]
+    if not columns:
+        raise KeyError(
+            f"no '{_SEED_COLUMN}<s>' columns in {list(differences.columns)}; pass the table of "
+            "afl_core.experiments.seed_differences"
+        )
+    rows = {}
+    for loss, values in differences[columns].astype(float).iterrows():
+        d = values.dropna().to_numpy()
+        d = d[d != 0]
+        n, positive = int(d.size), int((d > 0).sum())
+        share = float(np.abs(d).max() / np.abs(d).sum()) if n else math.nan
+        if 0 < positive < n:
+            verdict = "not resolved: the sign changes between seeds"
+        elif n < 2:
+            verdict = "not resolved: it rests on one seed"
+        elif share > 0.5:
+            verdict = "not resolved: one seed carries most of it"
+        else:
+            verdict = "same side in every seed"
+        rows[loss] = {
+            "seeds": n,
+            "positive": positive,
+            "sign test p": float(stats.binomtest(positive, n).pvalue) if n else 1.0,
+            "p floor": 2.0 / 2.0**n if n else 1.0,
+            "largest seed share": share,
+            "verdict": verdict,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(differences.index.name)
 
 
 def adjust_p_values(p_values: Any, method: str = "holm") -> np.ndarray:
@@ -855,7 +916,9 @@ def compare_to_reference(
     reference``, bootstrap interval, Wilcoxon p-value), and the p-values are adjusted
     together (:func:`adjust_p_values` with ``correction``). The intervals are per
     comparison at level ``ci``; for intervals that hold jointly use
-    ``ci = 1 - (1 - ci) / m`` for ``m`` comparisons (Bonferroni).
+    ``ci = 1 - (1 - ci) / m`` for ``m`` comparisons (Bonferroni). Intervals and p-values
+    are about these seeds' average over other cases, not about another training run
+    (:func:`seed_averaged`; the seeds' own evidence: :func:`seed_sign_test`).
 
     Returns:
         One row per other loss (index ``loss``, in the table's order): ``n`` (cases),
