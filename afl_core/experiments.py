@@ -152,15 +152,19 @@ def tutorial_settings(
     each ``None`` chooses for the machine (:func:`afl_core.environment.choose`):
 
     ============== ===================== ====================== ===========================
-    setting        GPU (the paper's)     CPU                    ``quick`` (CI)
+    setting        GPU                   CPU                    ``quick`` (CI)
     ============== ===================== ====================== ===========================
-    encoder        resnet50              tu-resnet10t           tu-mobilenetv3_small_050
+    encoder        resnet50 (paper's)    tu-resnet10t           tu-mobilenetv3_small_050
     weights        imagenet              none                   as CPU / GPU
     epochs         30                    12                     2
     batch size     16                    8                      as CPU / GPU
-    optimiser      sgd (lr 0.1)          adam (lr 1e-3)         as CPU / GPU
+    optimiser      sgd (lr 0.1, paper's) adam (lr 1e-3)         as CPU / GPU
     val fraction   0.2                   0.5 (8 of 16 cases)    as CPU / GPU
     ============== ===================== ====================== ===========================
+
+    The GPU column is a 2D setup (slices, batch 16) with the paper's encoder and optimiser,
+    this project's choice; the paper trained 3D volumes with batch 1, which
+    ``recipe="authors"`` reproduces (:mod:`afl_core.recipes`).
 
     Returns keywords for :func:`arm_config` (all but ``out`` and ``seed``), without
     progress bars (the notebooks print one line per run).
