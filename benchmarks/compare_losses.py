@@ -16,8 +16,9 @@ last epoch's weights (:func:`afl_core.evaluate.evaluate_run`), and writes, per s
   train_loss, val_loss, val_dice``), to show that the runs converged;
 * ``RESULTS/<study>/config.json``: the exact command, the settings, versions, machine
   and wall time;
-* ``RESULTS/<study>/results.png``: the spread over seeds per arm beside the mean
-  validation Dice per epoch.
+* ``RESULTS/<study>/results.png``: the spread over seeds per arm (all cases, and the
+  cases with a lesion only) beside the mean validation Dice per epoch; ``--replot``
+  redraws it from the three files above without training.
 
 Studies: ``comparison`` (the registry's eight losses plus A-FL's ``reference`` and
 ``scale_aware`` variants, ``--seeds``) and ``ablation`` (which part of A-FL does what,
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import shlex
@@ -101,9 +103,22 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--runs", default="runs/compare", help="run folders (reused when finished)")
     parser.add_argument("--results", default="results", help="where the study tables go")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw RESULTS/<study>/results.png from the tables and config.json there (no training)",
+    )
     args = parser.parse_args(argv)
 
     studies = list(STUDIES) if args.study == "all" else [args.study]
+    if args.replot:
+        for study in studies:
+            out = Path(args.results) / study
+            table, history = pd.read_csv(out / "per_case.csv"), pd.read_csv(out / "history.csv")
+            settings = json.loads((out / "config.json").read_text())["settings"]
+            save_figure(table, history, out / "results.png", title=figure_title(study, table, settings))
+            print(f"redrew {out / 'results.png'}")
+        return
     seeds = {"comparison": args.seeds, "ablation": args.ablation_seeds}
     # seed-major: an interrupted benchmark leaves whole seeds
     grid = sorted(
@@ -192,14 +207,7 @@ def main(argv=None) -> None:
                 "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
             },
         )
-        save_figure(
-            table,
-            history,
-            out / "results.png",
-            title=f"{study}: {len(seeds[study])} seeds x "
-            f"{table['case'].nunique()} cases, {args.encoder}, {args.epochs} epochs, synthetic "
-            f"{args.depth}x{args.size}x{args.size}",
-        )
+        save_figure(table, history, out / "results.png", title=figure_title(study, table, vars(args)))
         seed_means = table.pivot_table(index="loss", columns="seed", values="dice", aggfunc="mean")
         seed_means = seed_means.loc[STUDIES[study]]
         seed_means["mean"], seed_means["sd over seeds"] = seed_means.mean(axis=1), seed_means.std(axis=1)
@@ -213,8 +221,17 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(tmp, index=False, float_format="%.6g")
 
 
+def figure_title(study: str, table: pd.DataFrame, settings: dict) -> str:
+    """The figure's title from the per-case table and the command's settings (``config.json``)."""
+    return (
+        f"{study}: {table['seed'].nunique()} seeds x {table['case'].nunique()} cases, {settings['encoder']}, "
+        f"{settings['epochs']} epochs, synthetic {settings['depth']}x{settings['size']}x{settings['size']}"
+    )
+
+
 def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title: str) -> None:
-    """Left: each seed's mean Dice per arm (dots) and their mean (bar); right: validation Dice per epoch."""
+    """Left: each seed's mean Dice per arm over all cases (dots), their mean (bar) and the mean over
+    the cases with a lesion only (dash); right: validation Dice per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,15 +243,30 @@ def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title
     left.bar(range(len(arms)), seed_means.mean(axis=1), color="0.85", label="mean over seeds")
     for column in seed_means:
         left.plot(range(len(arms)), seed_means[column], "o", ms=3, color="tab:blue", alpha=0.7)
-    left.plot([], [], "o", ms=3, color="tab:blue", label="one seed (mean over cases)")
+    left.plot([], [], "o", ms=3, color="tab:blue", label="one seed (mean over all cases)")
+    # Lesion-free cases score 1 when nothing is predicted: the all-case mean mixes them in.
+    lesion = table["target_voxels"] > 0
+    free = table.loc[~lesion]
+    n_cases, n_free = table["case"].nunique(), free["case"].nunique()
+    lesion_means = table[lesion].groupby("loss")["dice"].mean().loc[arms]
+    left.plot(
+        range(len(arms)),
+        lesion_means,
+        "_",
+        ms=12,
+        mew=2,
+        color="k",
+        label=f"mean over the {n_cases - n_free} lesion cases",
+    )
     left.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
-    left.set_ylabel("lesion Dice (last epoch)")
+    scored = ", scored 1 by every run" if (free["dice"] == 1).all() else ""
+    left.set_ylabel(f"Dice (last epoch), mean over\n{n_cases} cases ({n_free} lesion-free{scored})", fontsize=8)
     left.legend(fontsize=7)
     curve = history.groupby(["loss", "epoch"])["val_dice"].mean().unstack("loss")
     for arm in arms:
         right.plot(curve.index, curve[arm], label=arm, lw=1)
     right.set_xlabel("epoch")
-    right.set_ylabel("validation Dice (mean over seeds)")
+    right.set_ylabel("validation Dice during training\n(mean over seeds)", fontsize=8)
     right.legend(fontsize=6, ncol=2)
     fig.suptitle(title, fontsize=9)
     with atomic_target(path) as tmp:
