@@ -440,8 +440,9 @@ def make_dataset(
             default :func:`default_lesion_radius` of ``shape`` ((3, 12) at 128 x 128). A
             range given must fit the organ: ``lesion_radius[1] * (1 + irregularity[1])
             <= 0.2 min(H, W)``, else :class:`ValueError`.
-        irregularity: outline perturbation amplitude range in [0, 1), drawn uniformly per
-            lesion (0: smooth ellipse, ~0.6: strongly zigzag); see :class:`Outline`.
+        irregularity: range of the outline amplitude ``a`` in [0, 1), drawn uniformly per
+            lesion (0: smooth ellipse, ~0.6: strongly zigzag); see :class:`Outline`. An input,
+            not the measured ``boundary_irregularity_2d`` of ``lesions.csv``.
         empty_fraction: share of lesion-free cases (``round(empty_fraction * n_cases)``).
         n_channels: number of channels; they cycle through T2W-, ADC- and HBV-like contrasts.
         max_lesions: at most this many lesions per case (mostly one).
