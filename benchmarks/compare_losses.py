@@ -261,7 +261,7 @@ def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title
     left.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
     scored = ", scored 1 by every run" if (free["dice"] == 1).all() else ""
     left.set_ylabel(f"Dice (last epoch), mean over\n{n_cases} cases ({n_free} lesion-free{scored})", fontsize=8)
-    left.legend(fontsize=7)
+    left.legend(fontsize=7, loc="lower left")  # over the bars, not the dots
     curve = history.groupby(["loss", "epoch"])["val_dice"].mean().unstack("loss")
     for arm in arms:
         right.plot(curve.index, curve[arm], label=arm, lw=1)
