@@ -339,7 +339,7 @@ def test_runner_names_the_failing_cell_and_collects_summaries(tmp_path):
 
 @SKIP_RUN
 def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
-    """`make tutorial --quick`: every notebook through papermill, in order, offline."""
+    """`make tutorial NOTEBOOK_PARAMS="--quick"`: every notebook through papermill, in order, offline."""
     out, data = tmp_path / "outputs", tmp_path / "data"
     env = os.environ | {"AFL_DATA_DIR": str(data)}
     result = subprocess.run(

@@ -124,7 +124,7 @@ def lab(tmp_path_factory) -> Lab:
     notebooks = root / "notebooks"
     shutil.copytree(REPO / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     for path in notebooks.glob("[0-9][0-9]_*.ipynb"):
-        _parameterize(path, {"quick": True})  # CI sizes, as `make tutorial --quick`
+        _parameterize(path, {"quick": True})  # CI sizes, as `make tutorial NOTEBOOK_PARAMS="--quick"`
     _write_settings(root / "settings")
     env = {
         **os.environ,
