@@ -25,7 +25,7 @@ from afl_core.data import (
     write_dataset_json,
 )
 
-from .remote import DownloadError
+from .remote import DownloadError, check_positive
 
 # The conversion parameters of the cases on disk, so a run with other ones redoes them all.
 CONVERSION_MARKER = ".conversion.json"
@@ -37,6 +37,18 @@ CaseLoader = Callable[[], tuple[list[np.ndarray], np.ndarray, np.ndarray]]
 def _as_json(value: dict) -> dict:
     """The form ``value`` takes after a trip through dataset.json (tuples become lists)."""
     return json.loads(json.dumps(value))
+
+
+def check_max_cases(max_cases: int | None) -> None:
+    """:class:`~data_download.remote.OptionError` unless ``max_cases`` is ``None`` (every
+    case) or a whole number > 0: ``cases[:-1]`` or ``cases[:0]`` would quietly drop cases."""
+    if max_cases is not None:
+        check_positive(
+            "--max-cases",
+            max_cases,
+            whole=True,
+            hint="Give how many cases to convert (e.g. --max-cases 10), or leave --max-cases out to convert them all.",
+        )
 
 
 def is_complete(root: str | os.PathLike, request: dict) -> bool:

@@ -108,6 +108,7 @@ def convert_brats2018(
     progress: bool = True,
 ) -> Path | None:
     """Check a BraTS 2018 training copy and convert it into ``dest``; ``None`` if already complete."""
+    _layout.check_max_cases(max_cases)
     request = {"source": str(Path(source).resolve()), "max_cases": max_cases}
     if not force and _layout.is_complete(dest, request):
         return None

@@ -14,7 +14,8 @@ import textwrap
 from pathlib import Path
 
 from . import brats, msd, picai
-from .remote import DownloadError, RemoteFile, check_transfer_options, describe, remote_size
+from ._layout import check_max_cases
+from .remote import DownloadError, OptionError, RemoteFile, check_transfer_options, describe, remote_size
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +200,9 @@ def _run_picai(args) -> int:
             labels_commit=args.labels_commit,
             labels_base_url=args.labels_base_url,
             labels_dir=args.labels_dir,
+            spacing=args.spacing,
+            matrix_size=args.matrix_size,
+            max_cases=args.max_cases,
             **_network_options(args),
         )
         print(picai.LICENCE_NOTICE)
@@ -233,6 +237,7 @@ def _run_picai(args) -> int:
 def _run_msd(args) -> int:
     if args.dry_run:
         check_transfer_options(**_network_options(args))
+        check_max_cases(args.max_cases)
         remote = msd.archive(args.base_url)
         sized = RemoteFile(remote.url, remote.name, remote.checksum, remote_size(remote.url, timeout=args.timeout))
         print(msd.LICENCE_NOTICE)
@@ -254,6 +259,7 @@ def _run_msd(args) -> int:
 
 def _run_brats(args) -> int:
     if args.dry_run:
+        check_max_cases(args.max_cases)
         cases = brats.find_cases(args.source)
         grades = [grade for grade, _ in cases.values()]
         count = len(cases) if args.max_cases is None else min(args.max_cases, len(cases))
@@ -318,6 +324,17 @@ def _finished(result, dest: Path, name: str) -> int:
 _RUNNERS = {"picai": _run_picai, "brats2018": _run_brats, "msd-brain": _run_msd, "synthetic": _run_synthetic}
 
 
+def _check_folders(args) -> None:
+    """Refuse a --dest (or --cache) that is a file before anything else happens."""
+    for option in ("dest", "cache"):
+        path = getattr(args, option, None)
+        if path is not None and path.exists() and not path.is_dir():
+            raise OptionError(
+                f"--{option} {path} is a file; choose a folder (a new one, or the one an earlier run of this "
+                "command wrote) and re-run."
+            )
+
+
 def _report(message: str) -> None:
     # Paths and URLs are never broken across lines, so they can be copied.
     print(
@@ -337,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        _check_folders(args)
         return _RUNNERS[args.command](args)
     except DownloadError as exc:
         _report(str(exc))

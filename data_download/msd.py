@@ -70,6 +70,7 @@ def convert_msd(
     progress: bool = True,
 ) -> list[str]:
     """Convert an extracted ``Task01_BrainTumour`` folder into the layout; returns the case ids."""
+    _layout.check_max_cases(max_cases)
     task_dir = Path(task_dir)
     _layout.check_dest_source(dest, "msd-brain")
     images = {p.name: p for p in sorted((task_dir / "imagesTr").glob("*.nii.gz")) if not is_junk(p.name)}
@@ -119,6 +120,7 @@ def download_msd(
     """Download, verify and convert Task01_BrainTumour into ``dest``; ``None`` if already complete.
     The options are checked first, and what a killed run left in ``cache`` is removed."""
     check_transfer_options(timeout=timeout, retries=retries)
+    _layout.check_max_cases(max_cases)
     remote = archive(base_url)
     dest = Path(dest)
     cache = Path(cache) if cache else dest / ".downloads"

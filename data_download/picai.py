@@ -40,6 +40,7 @@ are fetched from, as ``<base>/files/<name>/content``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -59,6 +60,7 @@ from .remote import (
     PinnedChecksumError,
     RemoteFile,
     bytes_to_fetch,
+    check_positive,
     check_transfer_options,
     check_url,
     ensure_free_space,
@@ -170,10 +172,16 @@ def image_archives(
             "serves them. Without access to it, save the JSON of https://zenodo.org/api/records/6624726 on a "
             "machine that has access and pass it with --record-url file:///path/to/record.json."
         ) from None
-    files = record.get("files", [])
+    files = record.get("files")
     if isinstance(files, dict):  # some InvenioRDM endpoints nest the list
-        files = files.get("entries", [])
-    entries = {entry.get("key") or entry.get("filename"): entry for entry in files if isinstance(entry, dict)}
+        files = files.get("entries")
+    if not isinstance(files, list) or not all(isinstance(entry, dict) for entry in files):
+        raise _damaged_record(
+            record_url,
+            f'has no list of files (its "files" is {json.dumps(files)[:80]}, not a list of objects with '
+            "key, size and checksum)",
+        )
+    entries = {entry.get("key") or entry.get("filename"): entry for entry in files}
     remotes = []
     for fold in folds:
         name = fold_archive_name(fold)
@@ -257,9 +265,14 @@ def _record_entry(entries: dict[str, dict], name: str, record_url: str) -> tuple
                 f"the checksum {entry['checksum']!r} is not '<algorithm>:<hex digest>' with algorithm md5, "
                 "sha1, sha256 or sha512 and a digest of its length"
             )
-    raise DownloadError(
-        f"The record at {record_url} lists {name}, but {problem}, so the download could not be verified and "
-        "nothing was fetched. The record is damaged or is not Zenodo's: leave --record-url out to use "
+    raise _damaged_record(record_url, f"lists {name}, but {problem}")
+
+
+def _damaged_record(record_url: str, problem: str) -> DownloadError:
+    """The error for a record that cannot vouch for the archives; ``problem`` completes "The record ..."."""
+    return DownloadError(
+        f"The record at {record_url} {problem}, so the download could not be verified and nothing was fetched. "
+        "The record is damaged or is not Zenodo's: leave --record-url out to use "
         "https://zenodo.org/api/records/6624726, or pass an unaltered copy of it."
     )
 
@@ -280,7 +293,7 @@ class ConversionSummary:
     cases: list[str]  # labelled cases in the dataset
     written: int  # of them, written by this call (the rest were already complete)
     unlabelled: list[str]  # cases without a label in the chosen label set (skipped)
-    incomplete: list[str]  # cases missing one of t2w/adc/hbv (skipped)
+    incomplete: dict[str, list[str]]  # case -> the scan files it lacks (skipped)
     label_source: dict[str, str]  # case -> label folder it came from
 
 
@@ -304,19 +317,21 @@ def find_labels_root(labels_dir: str | os.PathLike) -> Path:
     )
 
 
-def find_scans(images_dir: str | os.PathLike) -> tuple[dict[str, dict[str, Path]], list[str]]:
+def find_scans(images_dir: str | os.PathLike) -> tuple[dict[str, dict[str, Path]], dict[str, list[str]]]:
     """``{case: {"t2w": path, "adc": path, "hbv": path}}`` for every ``<case>_t2w.mha`` under
-    ``images_dir`` (any depth), and the cases lacking ADC or HBV."""
-    scans, incomplete = {}, []
+    ``images_dir`` (any depth), and ``{case: names of the files it lacks}`` for the cases
+    lacking ADC or HBV."""
+    scans, incomplete = {}, {}
     for t2w in sorted(Path(images_dir).rglob("*_t2w.mha")):
         if is_junk(t2w.name):
             continue
         case = t2w.name[: -len("_t2w.mha")]
         paths = {m: t2w.with_name(f"{case}_{m}.mha") for m in MODALITIES}
-        if all(p.is_file() for p in paths.values()):
-            scans[case] = paths
+        missing = [p.name for p in paths.values() if not p.is_file()]
+        if missing:
+            incomplete[case] = missing
         else:
-            incomplete.append(case)
+            scans[case] = paths
     return scans, incomplete
 
 
@@ -403,10 +418,19 @@ def convert_picai(
     are filled in by :func:`download_picai`.
     """
     _check_label_set(labels)
+    _check_conversion(spacing, matrix_size, max_cases)
     _simpleitk()
     _layout.check_dest_source(dest, "picai")
     labels_root = find_labels_root(labels_dir) / _DELINEATIONS
     scans, incomplete = find_scans(images_dir)
+    if not scans and incomplete:
+        raise DownloadError(
+            f"No PI-CAI case under {images_dir} has all three scans (T2W, ADC, HBV): "
+            f"{_missing_files(incomplete)}. Each case needs <case>_t2w.mha, <case>_adc.mha and <case>_hbv.mha "
+            "side by side. If they come from a downloaded picai_public_images_fold*.zip, that archive is not the "
+            "one published on Zenodo: check --base-url and --record-url, delete the archive from the download "
+            "folder and re-run the same command; otherwise add the missing files."
+        )
     if not scans:
         raise DownloadError(
             f"No PI-CAI scans (<patient>_<study>_t2w.mha) were found under {images_dir}. Point it at the "
@@ -456,6 +480,25 @@ def convert_picai(
     return ConversionSummary(cases, written, unlabelled, incomplete, {c: label_source[c] for c in cases})
 
 
+def _missing_files(incomplete: dict[str, list[str]]) -> str:
+    """``"10001_1000001_adc.mha is missing"``, for at most five cases."""
+    files = [name for missing in list(incomplete.values())[:5] for name in missing]
+    more = f" (and files of {len(incomplete) - 5} more cases)" if len(incomplete) > 5 else ""
+    return f"{', '.join(files)}{more} {'is' if len(files) == 1 and not more else 'are'} missing"
+
+
+def _check_conversion(spacing: Sequence[float], matrix_size: Sequence[int], max_cases: int | None) -> None:
+    """:class:`OptionError` unless the output grid and ``max_cases`` can work."""
+    check_positive("--spacing", spacing, hint="Give the output voxel size in mm, e.g. --spacing 3.0 0.5 0.5 (z, y, x).")
+    check_positive(
+        "--matrix-size",
+        matrix_size,
+        whole=True,
+        hint="Give the output size in voxels, e.g. --matrix-size 20 256 256 (z, y, x).",
+    )
+    _layout.check_max_cases(max_cases)
+
+
 # --------------------------------------------------------------------------- download
 
 
@@ -469,6 +512,9 @@ def _check_inputs(
     labels_base_url: str,
     record_url: str,
     pinned_sha256: Mapping[str, str] | None,
+    spacing: Sequence[float],
+    matrix_size: Sequence[int],
+    max_cases: int | None,
     timeout: float,
     retries: int,
 ) -> None:
@@ -477,6 +523,7 @@ def _check_inputs(
     _check_folds(folds)
     _check_pins(pinned_sha256, folds)
     _check_label_set(labels)
+    _check_conversion(spacing, matrix_size, max_cases)
     check_transfer_options(timeout=timeout, retries=retries)
     check_url(base_url, option="--base-url")
     check_url(labels_base_url, option="--labels-base-url")
@@ -501,12 +548,16 @@ def plan_picai(
     labels_commit: str = LABELS_COMMIT,
     labels_base_url: str = LABELS_ARCHIVE_URL,
     labels_dir: str | os.PathLike | None = None,
+    spacing: Sequence[float] = DEFAULT_SPACING,
+    matrix_size: Sequence[int] = DEFAULT_MATRIX_SIZE,
+    max_cases: int | None = None,
     timeout: float = 60.0,
     retries: int = 2,
     retry_wait: float = 2.0,
 ) -> list[RemoteFile]:
     """The files :func:`download_picai` fetches (reads the record for sizes), after the same
-    checks of the options, with the sha256 pinned for them (``RemoteFile.pinned``)."""
+    checks of the options (the conversion's too), with the sha256 pinned for them
+    (``RemoteFile.pinned``)."""
     _check_inputs(
         folds=folds,
         labels=labels,
@@ -516,6 +567,9 @@ def plan_picai(
         labels_base_url=labels_base_url,
         record_url=record_url,
         pinned_sha256=pinned_sha256,
+        spacing=spacing,
+        matrix_size=matrix_size,
+        max_cases=max_cases,
         timeout=timeout,
         retries=retries,
     )
@@ -608,6 +662,9 @@ def download_picai(
         labels_base_url=labels_base_url,
         record_url=record_url,
         pinned_sha256=pinned_sha256,
+        spacing=spacing,
+        matrix_size=matrix_size,
+        max_cases=max_cases,
         timeout=timeout,
         retries=retries,
     )
@@ -693,7 +750,11 @@ def download_picai(
     print(
         f"PI-CAI: {len(summary.cases)} labelled cases in {dest} ({summary.written} written now); "
         f"{len(summary.unlabelled)} cases have no label in the {labels!r} set and were skipped"
-        + (f"; {len(summary.incomplete)} lacked a scan" if summary.incomplete else "")
+        + (
+            f"; {len(summary.incomplete)} lacked a scan ({_missing_files(summary.incomplete)})"
+            if summary.incomplete
+            else ""
+        )
         + ".",
         flush=True,
     )

@@ -25,6 +25,7 @@ import hashlib
 import http.client
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
 
@@ -128,11 +129,25 @@ def check_url(url: str, *, option: str, schemes: tuple[str, ...] = ("http", "htt
     return str(url).rstrip("/")
 
 
+def check_positive(option: str, value, *, whole: bool = False, hint: str) -> None:
+    """:class:`OptionError` naming ``option`` unless ``value`` (a number, or a sequence of them
+    such as the three of ``--spacing``) is finite and greater than 0, and a whole number where
+    ``whole``; ``hint`` says what to give instead."""
+    values = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    kind = numbers.Integral if whole else numbers.Real
+    # NaN fails 0 < v; inf fails v < inf.
+    if values and all(isinstance(v, kind) and not isinstance(v, bool) and 0 < v < math.inf for v in values):
+        return
+    wanted = ("whole number" if whole else "finite number") + ("s" if len(values) > 1 else "")
+    article = "" if len(values) > 1 else "a "
+    shown = " ".join(map(str, values)) or "nothing"
+    raise OptionError(f"{option} must be {article}{wanted} greater than 0, not {shown}. {hint}")
+
+
 def check_transfer_options(*, timeout: float, retries: int) -> None:
     """:class:`OptionError` unless ``timeout`` is a positive number of seconds and
     ``retries`` a whole number >= 0."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < math.inf):
-        raise OptionError(f"--timeout must be a positive number of seconds (e.g. --timeout 60), not {timeout!r}.")
+    check_positive("--timeout", timeout, hint="Give the seconds to wait for data, e.g. --timeout 60.")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise OptionError(f"--retries must be a whole number, 0 or more (e.g. --retries 2), not {retries!r}.")
 
@@ -445,8 +460,8 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
             if total != offset:
                 part.unlink()
                 raise _TransientError(
-                    f"The partial download of {remote.name} was longer than the file "
-                    "on the server; it was deleted and the download restarts."
+                    f"The partial download of {remote.name} was longer than the file on the server, so it was "
+                    "deleted: re-run the same command to download the file again from the beginning."
                 ) from None
             return True
         raise _http_error(remote.url, exc.code, exc.reason) from None
@@ -457,8 +472,8 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
         if offset and response.status == 206 and _content_range_start(response) != offset:
             part.unlink()  # a piece from elsewhere in the file: appending it would corrupt the file
             raise _TransientError(
-                f"The server answered the resume of {remote.name} with another byte range; "
-                "the partial file was deleted and the download restarts."
+                f"The server answered the resume of {remote.name} with another byte range, so the partial file "
+                "was deleted: re-run the same command to download the file again from the beginning."
             )
         if offset and response.status != 206:
             offset = 0  # the server ignored the range: the body is the whole file

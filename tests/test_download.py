@@ -541,6 +541,23 @@ def test_msd_interrupted_then_rerun_converts_into_the_layout(server, msd_data, t
     assert "already complete" in capsys.readouterr().out
 
 
+def test_msd_partial_file_longer_than_the_file_is_deleted_and_says_to_rerun(
+    server, msd_data, tmp_path, monkeypatch, capsys
+):
+    base = serve_msd(server, msd_data[1], monkeypatch)
+    dest = tmp_path / "msd"
+    part = dest / ".downloads" / f"{msd.TASK}.tar.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(bytes(len(msd_data[1]) + 100))  # the server answers the resume with 416
+    args = ["msd-brain", "--dest", str(dest), "--base-url", base, "--retries", "0", "--no-progress", "--max-cases", "1"]
+    assert main(args) == 1
+    message = words(capsys.readouterr().err)
+    assert "was longer than the file on the server, so it was deleted: re-run the same command" in message
+    assert "restarts" not in message  # with no retries left, nothing restarts by itself
+    assert [r.status for r in server.log] == [416] and not part.exists()
+    assert main(args) == 0 and list_cases(dest) == ["BRATS_001"]  # as the message says
+
+
 def test_msd_http_error_via_cli(server, tmp_path):
     result = run_cli(
         "msd-brain",

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from afl_core.data import list_cases, read_dataset_json
-from data_download import archives, picai, remote
+from data_download import archives, msd, picai, remote
 from data_download.archives import UnsafeArchiveError, archive_problem, safe_extract
 from data_download.cli import main
 from data_download.metaimage import check_metaimage
@@ -30,8 +30,10 @@ from data_download.remote import ChecksumError, DownloadError, OptionError, Pinn
 
 from ._download_fixtures import (
     CASE_A,
+    CASE_B,
     HAVE_SITK,
     MATRIX_SIZE,
+    brats_folder,
     metaimage,
     picai_archives,
     rezip,
@@ -100,7 +102,7 @@ def test_bad_retries_fail_before_any_transfer(server, tmp_path):
 @pytest.mark.parametrize(
     "args, says",
     [
-        (["--timeout", "-1"], "--timeout must be a positive number of seconds"),
+        (["--timeout", "-1"], "--timeout must be a finite number greater than 0, not -1.0."),
         (["--base-url", "notaurl"], "--base-url 'notaurl' is not a full address starting with http:// or https://"),
     ],
 )
@@ -115,8 +117,8 @@ def test_bad_network_options_fail_before_any_transfer(server, tmp_path, capsys, 
 @pytest.mark.parametrize(
     "args, says",
     [
-        (["--timeout", "nan"], "--timeout must be a positive number"),
-        (["--timeout", "inf"], "--timeout must be a positive number"),
+        (["--timeout", "nan"], "--timeout must be a finite number greater than 0, not nan."),
+        (["--timeout", "inf"], "--timeout must be a finite number greater than 0, not inf."),
         (
             ["--record-url", "notaurl"],
             "--record-url 'notaurl' is not a full address starting with http:// or https:// or file://",
@@ -136,12 +138,64 @@ def test_bad_picai_options_fail_before_any_transfer(server, tmp_path, capsys, ar
     assert server.log == [] and not dest.exists()
 
 
+MAX_CASES_SAYS = "--max-cases must be a whole number greater than 0, not {}. Give how many cases to convert"
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+@pytest.mark.parametrize(
+    "source, args, says",
+    [
+        ("msd-brain", ["--max-cases", "0"], MAX_CASES_SAYS.format(0)),
+        ("msd-brain", ["--max-cases", "-1"], MAX_CASES_SAYS.format(-1)),
+        ("brats2018", ["--max-cases", "-1"], MAX_CASES_SAYS.format(-1)),
+        ("picai", ["--max-cases", "-1"], MAX_CASES_SAYS.format(-1)),
+        ("picai", ["--spacing", "0", "0", "0"], "--spacing must be finite numbers greater than 0, not 0.0 0.0 0.0."),
+        ("picai", ["--spacing", "nan", "1", "1"], "--spacing must be finite numbers greater than 0, not nan 1.0 1.0."),
+        ("picai", ["--spacing", "inf", "1", "1"], "--spacing must be finite numbers greater than 0, not inf 1.0"),
+        ("picai", ["--matrix-size", "0", "16", "16"], "--matrix-size must be whole numbers greater than 0, not 0 16"),
+        ("picai", ["--matrix-size", "-4", "16", "16"], "--matrix-size must be whole numbers greater than 0, not -4"),
+    ],
+)
+def test_bad_conversion_options_fail_before_any_transfer(server, tmp_path, capsys, source, args, says, dry_run):
+    # --max-cases -1 once converted all cases but the last (a slice), --max-cases 0 and --matrix-size 0
+    # failed or wrote empty volumes only after the whole download, --spacing 0 blamed the archive.
+    dest = tmp_path / "d"
+    where = {
+        "msd-brain": ["--base-url", server.url, "--retries", "0"],
+        "brats2018": ["--source", str(tmp_path / "copy")],  # a complete copy: only the option is wrong
+        "picai": ["--base-url", server.url, "--record-url", server.url + ZENODO, "--no-pinned-checksums"],
+    }[source]
+    if source == "brats2018":
+        brats_folder(tmp_path / "copy", np.random.default_rng(0))
+    assert main([source, "--dest", str(dest), *where, *args, *dry_run, "--no-progress"]) == 1
+    assert says in words(capsys.readouterr().err)
+    assert server.log == [] and not dest.exists()
+
+
+@pytest.mark.parametrize("source", ["synthetic", "msd-brain"])
+def test_a_dest_that_is_a_file_is_refused_before_anything_else(server, tmp_path, capsys, source):
+    dest = tmp_path / "notes.txt"
+    dest.write_text("mine")
+    args = ["--cases", "2", "--shape", "4", "16", "16"] if source == "synthetic" else ["--base-url", server.url]
+    assert main([source, "--dest", str(dest), *args, "--no-progress"]) == 1
+    assert f"--dest {dest} is a file; choose a folder" in words(capsys.readouterr().err)
+    assert dest.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert server.log == []
+
+
 def test_bad_options_are_value_errors_for_the_api(tmp_path):
     for options in (dict(retries=-1), dict(retries=1.5), dict(timeout=0), dict(timeout=float("nan"))):
         with pytest.raises(ValueError, match="must be"):
             fetch(RemoteFile("http://127.0.0.1:9/x", "x"), tmp_path, progress=False, **options)
     with pytest.raises(OptionError, match="not a web address"):
         fetch(RemoteFile("notaurl/x.zip", "x.zip"), tmp_path, progress=False, retries=0)
+    with pytest.raises(ValueError, match="--spacing must be finite numbers greater than 0, not 1 0 1"):
+        picai.plan_picai(spacing=(1, 0, 1), record_url="http://127.0.0.1:9/record")
+    with pytest.raises(ValueError, match="--matrix-size must be whole numbers greater than 0, not 20.5 256 256"):
+        picai.convert_picai(tmp_path, tmp_path, tmp_path / "d", matrix_size=(20.5, 256, 256))
+    with pytest.raises(ValueError, match="--max-cases must be a whole number greater than 0, not 0"):
+        msd.convert_msd(tmp_path, tmp_path / "d", max_cases=0)
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_labels_dir_typo_is_found_before_downloading(server, tmp_path):
@@ -404,6 +458,27 @@ def test_unreadable_record_entries_are_explained(server, tmp_path, capsys, entry
     message = words(capsys.readouterr().err)
     assert f"lists {name}, but {says}" in message and "nothing was fetched" in message
     assert [r.path for r in server.log] == [ZENODO]
+
+
+@needs_sitk
+@pytest.mark.parametrize(
+    "record, says",
+    [
+        ({"files": None}, '"files" is null'),
+        ({}, '"files" is null'),
+        ({"files": "x"}, '"files" is "x"'),
+        ({"files": [1]}, '"files" is [1]'),
+        ({"files": {"entries": None}}, '"files" is null'),
+    ],
+)
+def test_a_record_without_a_list_of_files_is_explained(server, tmp_path, capsys, record, says):
+    server.add(ZENODO, json.dumps(record).encode())
+    dest = tmp_path / "d"
+    args = ["picai", "--dest", str(dest), "--record-url", server.url + ZENODO, "--base-url", server.url]
+    assert main([*args, "--folds", "0", "--no-progress"]) == 1
+    message = words(capsys.readouterr().err)
+    assert f"has no list of files (its {says}, not a list of objects" in message and "nothing was fetched" in message
+    assert [r.path for r in server.log] == [ZENODO] and not dest.exists()
 
 
 @pytest.mark.parametrize("size", [5000, 5000.0, "5000"])
@@ -669,6 +744,20 @@ def test_picai_scan_reading_an_outside_file_via_cli(server, picai_files, tmp_pat
     failed_cleanly(result, f"{CASE_A}_adc.mha was not read", f"ElementDataFile = {secret}")
     assert not list(dest.glob("labelsTr/*")) and not list(dest.glob("imagesTr/*"))  # no case written
     assert not any(b"SSSS" in p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.suffix != ".zip")
+
+
+@needs_sitk
+def test_a_fold_without_an_adc_scan_names_the_missing_file_via_cli(server, picai_files, tmp_path):
+    cases, folds, labels = picai_files
+    name = picai.fold_archive_name(1)  # case B only
+    with zipfile.ZipFile(io.BytesIO(folds[name])) as zf:
+        without_adc = small_zip({n: zf.read(n) for n in zf.namelist() if not n.endswith(f"{CASE_B}_adc.mha")})
+    urls = serve_picai(server, (cases, {**folds, name: without_adc}, labels), tmp_path)
+    dest = tmp_path / "d"
+    result = run_cli("picai", "--dest", str(dest), *urls, "--folds", "1", "--no-progress")
+    message = failed_cleanly(result, f"has all three scans (T2W, ADC, HBV): {CASE_B}_adc.mha is missing")
+    assert "No PI-CAI scans" not in message  # its T2W is there
+    assert not list(dest.glob("labelsTr/*")) and not list(dest.glob("imagesTr/*"))
 
 
 # ----------------------------------------------------------------------------- archives
