@@ -132,14 +132,21 @@ def whole_tumour(label: np.ndarray, kept: tuple[int, ...], path: Path, expected:
 
 
 def remove_other_cases(root: str | os.PathLike, keep: set[str]) -> list[str]:
-    """Delete cases not in ``keep`` (left by an earlier run with other options) and return their ids."""
+    """Delete cases not in ``keep`` (left by an earlier run with other options, or images
+    whose label a killed run never wrote) and return their ids."""
     root = Path(root)
-    stale = [case for case in list_cases(root, require_json=False) if case not in keep]
+    channels = {path: path.name[: -len(f"_0000{FILE_ENDING}")] for path in (root / IMAGES_DIR).glob(_CHANNEL_GLOB)}
+    stale = sorted((set(list_cases(root, require_json=False)) | set(channels.values())) - keep)
     for case in stale:
-        label_path(root, case).unlink()
-        for channel in (root / IMAGES_DIR).glob(f"{case}_[0-9][0-9][0-9][0-9]{FILE_ENDING}"):
-            channel.unlink()
+        label_path(root, case).unlink(missing_ok=True)
+    for path, case in channels.items():
+        if case in stale:
+            path.unlink()
     return stale
+
+
+#: one channel file of a case in imagesTr: <case>_<4 digits>.nii.gz
+_CHANNEL_GLOB = f"*_[0-9][0-9][0-9][0-9]{FILE_ENDING}"
 
 
 def finish(root: str | os.PathLike, cases: set[str], *, channel_names: list[str], request: dict, **extra) -> Path:

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sources.add_parser(
         "synthetic",
-        help="synthetic MRI-like cases with lesions of chosen size and irregularity",
+        help="synthetic MRI-like cases with lesions of chosen size and outline amplitude",
         description="Generate synthetic cases with afl_core.synthetic.make_dataset; options "
         "left out take that function's defaults.",
     )
@@ -154,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="D slices of H x W voxels")
     p.add_argument("--lesion-radius", type=float, nargs=2, metavar=("LO", "HI"), help="lesion radius range (voxels)")
-    p.add_argument("--irregularity", type=float, nargs=2, metavar=("LO", "HI"), help="boundary irregularity range")
+    p.add_argument(
+        "--irregularity",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="range of the outline amplitude a, drawn per lesion (0: smooth ellipse, ~0.6: strongly zigzag); "
+        "not the measured boundary irregularity",
+    )
     p.add_argument("--empty-fraction", type=float, help="fraction of cases without a lesion")
     p.add_argument("--channels", dest="n_channels", type=int, help="number of image channels")
     p.add_argument("--max-lesions", type=int, help="at most this many lesions per case")

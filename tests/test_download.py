@@ -748,3 +748,17 @@ def test_every_source_takes_the_common_command_line(tmp_path, capsys):
         == 0
     )
     assert len(list_cases(tmp_path / "syn")) == 16
+
+
+def test_images_whose_label_a_killed_run_never_wrote_are_removed_with_the_other_cases(tmp_path):
+    from afl_core.synthetic import make_dataset
+    from data_download._layout import remove_other_cases
+
+    root = make_dataset(tmp_path / "data", 3, seed=0, shape=(4, 32, 32), lesion_radius=(2.0, 4.0), progress=False)
+    cases = list_cases(root)
+    channel_path(root, cases[0], 0).rename(channel_path(root, "ghost", 0))  # an image without its label
+    label_path(root, cases[1]).unlink()  # a kept case whose label is still to come
+    with pytest.raises(ValueError, match=r"without a label in labelsTr \(.*ghost"):
+        list_cases(root)
+    assert remove_other_cases(root, keep=set(cases)) == ["ghost"]
+    assert not channel_path(root, "ghost", 0).exists() and channel_path(root, cases[1], 0).exists()
