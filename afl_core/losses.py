@@ -269,8 +269,8 @@ def adaptive_parameters(
         (``V_k`` the lesion's area or volume), and ``alpha = SCALE_AWARE_ALPHA = 0.7`` for
         every sample.
 
-        *Size.* ``2 log10(D/d)`` is ``log10`` of the ratio of the lesion's area to that of a
-        200 mm disc: a fixed physical reference instead of the canvas, so padding or cropping
+        *Size.* ``2 log10(D/d)`` is ``log10`` of the ratio of a 200 mm disc's area to the
+        lesion's: a fixed physical reference instead of the canvas, so padding or cropping
         the image changes nothing (an r = 8 disc, d = 16.3 mm: size term 2.18, gamma with its
         outline term 2.20, on 128^2, 256^2 and 512^2 alike). The size term of a 1 ml lesion
         (d = 12.4 mm) is 2.41, of 10 ml (26.7 mm) 1.75, of 100 ml 1.08, of a 10 mm disc
