@@ -562,7 +562,8 @@ def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
     failed before its first epoch: nothing to lose, the run starts again."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
-    work = [out / name for name in _RUN_FILES[1:]] + [out / "eval", *sorted(out.glob("eval-*"))]
+    trained = [out / name for name in _RUN_FILES if name != "config.json"]
+    work = [*trained, out / "eval", *sorted(out.glob("eval-*"))]
     existing = [path for path in work if path.exists()]
     if not existing:
         return

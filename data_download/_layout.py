@@ -131,6 +131,10 @@ def whole_tumour(label: np.ndarray, kept: tuple[int, ...], path: Path, expected:
     return np.isin(label, kept).astype(np.uint8)
 
 
+#: one channel file of a case in imagesTr: <case>_<4 digits>.nii.gz
+_CHANNEL_GLOB = f"*_[0-9][0-9][0-9][0-9]{FILE_ENDING}"
+
+
 def remove_other_cases(root: str | os.PathLike, keep: set[str]) -> list[str]:
     """Delete cases not in ``keep`` (left by an earlier run with other options, or images
     whose label a killed run never wrote) and return their ids."""
@@ -143,10 +147,6 @@ def remove_other_cases(root: str | os.PathLike, keep: set[str]) -> list[str]:
         if case in stale:
             path.unlink()
     return stale
-
-
-#: one channel file of a case in imagesTr: <case>_<4 digits>.nii.gz
-_CHANNEL_GLOB = f"*_[0-9][0-9][0-9][0-9]{FILE_ENDING}"
 
 
 def finish(root: str | os.PathLike, cases: set[str], *, channel_names: list[str], request: dict, **extra) -> Path:

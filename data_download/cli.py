@@ -196,22 +196,23 @@ def _picai_pins(args):
 
 def _run_picai(args) -> int:
     cache = args.cache or args.dest / ".downloads"
-    pinned_sha256 = _picai_pins(args)
+    # What the plan and the download share: the dry run checks exactly what the download would.
+    options = dict(
+        folds=args.folds,
+        labels=args.labels,
+        base_url=args.base_url,
+        record_url=args.record_url,
+        pinned_sha256=_picai_pins(args),
+        labels_commit=args.labels_commit,
+        labels_base_url=args.labels_base_url,
+        labels_dir=args.labels_dir,
+        spacing=args.spacing,
+        matrix_size=args.matrix_size,
+        max_cases=args.max_cases,
+        **_network_options(args),
+    )
     if args.dry_run:
-        remotes = picai.plan_picai(
-            folds=args.folds,
-            labels=args.labels,
-            base_url=args.base_url,
-            record_url=args.record_url,
-            pinned_sha256=pinned_sha256,
-            labels_commit=args.labels_commit,
-            labels_base_url=args.labels_base_url,
-            labels_dir=args.labels_dir,
-            spacing=args.spacing,
-            matrix_size=args.matrix_size,
-            max_cases=args.max_cases,
-            **_network_options(args),
-        )
+        remotes = picai.plan_picai(**options)
         print(picai.LICENCE_NOTICE)
         _print_plan(remotes, cache)
         print(
@@ -221,22 +222,11 @@ def _run_picai(args) -> int:
         return 0
     done = picai.download_picai(
         args.dest,
-        folds=args.folds,
-        labels=args.labels,
-        base_url=args.base_url,
-        record_url=args.record_url,
-        pinned_sha256=pinned_sha256,
-        labels_commit=args.labels_commit,
-        labels_base_url=args.labels_base_url,
-        labels_dir=args.labels_dir,
         cache=args.cache,
-        spacing=args.spacing,
-        matrix_size=args.matrix_size,
-        max_cases=args.max_cases,
         keep_archives=args.keep_archives,
         force=args.force,
         progress=args.progress,
-        **_network_options(args),
+        **options,
     )
     return _finished(done, args.dest, "PI-CAI")
 
