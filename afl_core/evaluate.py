@@ -74,10 +74,18 @@ def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
 
 
 def loss_with_spacing(
-    loss_fn: nn.Module, logits: torch.Tensor, target: torch.Tensor, spacing: torch.Tensor | None
+    loss_fn: nn.Module,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    spacing: torch.Tensor | None,
+    parameters: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``loss_fn(logits, target)``, with ``spacing=`` (moved to the logits' device) when the
-    loss uses it (its ``uses_spacing`` attribute is true) and a spacing is known."""
+    """``loss_fn(logits, target)``, with the batch's precomputed ``parameters=`` (A-FL's
+    per-sample alpha and gamma) when given, else with ``spacing=`` when the loss uses it
+    (its ``uses_spacing`` attribute is true) and a spacing is known; both moved to the
+    logits' device."""
+    if parameters is not None:
+        return loss_fn(logits, target, parameters=tuple(p.to(logits.device, non_blocking=True) for p in parameters))
     if spacing is not None and getattr(loss_fn, "uses_spacing", False):
         return loss_fn(logits, target, spacing=spacing.to(logits.device, non_blocking=True))
     return loss_fn(logits, target)

@@ -478,8 +478,7 @@ def voxel_losses(
     to a loss that uses it."""
     _check_arm(arm)
     module = _per_voxel_loss(arm)
-    channels = 2 if ARMS[arm][1] == "reference" else 1
-    logits = confident_logits(target, p_t, channels)
+    logits = confident_logits(target, p_t, module.spec.channels)
     if getattr(module, "uses_spacing", False):
         values = module(logits, target.float(), spacing=spacing)
     else:
@@ -514,7 +513,7 @@ def loss_shares(arm: str, batches: Iterable[dict], p_t: float | tuple[float, flo
     skipped = 0
     for batch in batches:
         label = batch["label"]
-        if ARMS[arm][1] == "reference" and not label.any():
+        if _per_voxel_loss(arm).needs_lesion and not label.any():
             skipped += 1
             continue
         values = voxel_losses(arm, label, p_t, batch.get("spacing")).double()

@@ -1,40 +1,37 @@
 """Adaptive Focal Loss (A-FL) and the seven baseline losses it is compared with.
 
+Read top to bottom: :func:`focal_loss` is the formula every variant evaluates; A-FL only
+chooses its ``alpha`` and ``gamma`` from each ground-truth mask, one rule per variant
+(:func:`paper_parameters`, :func:`scale_aware_parameters`, :func:`reference_parameters`),
+each declared once in :data:`VARIANTS`. :class:`AdaptiveFocalLoss` puts the two together.
+
 One contract for every loss (as segmentation-models-pytorch's ``mode="binary"``):
 ``loss(logits, target)`` with logits and target shaped ``(N, 1, *S)``, ``S`` two- or
-three-dimensional, target holding 0/1. Only A-FL's ``variant="reference"`` differs: it
-takes two-channel logits ``(N, 2, *S)`` (background, foreground) as the authors' code.
+three-dimensional, target holding 0/1. Only ``variant="reference"`` takes two-channel
+logits ``(N, 2, *S)`` (background, foreground), as the authors' code.
 
-Focal loss (Lin et al. 2017) per voxel, with ``p = sigmoid(x)`` and ``t`` the label:
-
-.. math::
-
-    \\ell = -\\big[\\alpha\\, t\\, (1-p)^{\\gamma} \\log p
-                 + (1-\\alpha)(1-t)\\, p^{\\gamma} \\log(1-p)\\big]
-
-A-FL (Islam et al. 2024) makes ``alpha`` and ``gamma`` functions of each sample's mask:
-``alpha = 1 - f`` and ``gamma = f + g`` with ``f`` the foreground fraction and ``g`` the
-mean gradient magnitude of the mask (:mod:`afl_core.shape`). This project's
-``variant="scale_aware"`` takes gamma from each lesion's physical size and outline instead
-(``spacing=`` in mm) and a fixed alpha (:func:`adaptive_parameters`).
-
-Every variant evaluates the one formula of :func:`_focal_parts`; the loss's gradient is
-derived from it by hand and computed in the same pass (:class:`_FusedFocalLoss`).
+Why each constant has its value, with the measurements: ``docs/scale_aware.md`` and
+notebook 03.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afl_core.shape import check_mask, lesion_shapes, mean_gradient_magnitude
+from afl_core.shape import lesion_shapes, mean_gradient_magnitude
 
 __all__ = [
+    "focal_loss",
+    "paper_parameters",
+    "scale_aware_parameters",
+    "reference_parameters",
+    "Variant",
     "VARIANTS",
     "GAMMA_TERMS",
     "LOSS_NAMES",
@@ -50,50 +47,225 @@ __all__ = [
     "get_loss",
 ]
 
-VARIANTS = ("paper", "reference", "scale_aware")
 GAMMA_TERMS = ("volume", "smoothness")
 LOSS_NAMES = ("ce", "dice", "iou", "tversky", "focal", "dice_ce", "dice_focal", "afl")
 REDUCTIONS = ("mean", "sum", "none")
 
-#: alpha used for a sample whose mask has no foreground (or no background), where the
-#: paper's ``alpha = 1 - f`` would be 1 (or 0) and silence one class completely: on a
-#: lesion-free slice false positives would cost nothing. 0.5 weighs both classes equally.
-#: This project's choice, not the paper's (notebook 03, section 1).
+
+def focal_loss(logits, target, alpha=0.25, gamma=2.0, reduction="mean"):
+    r"""Focal loss (Lin et al. 2017) of binary logits: the formula of every A-FL variant.
+
+    With ``p = sigmoid(x)`` and ``p_t`` the probability given to the true class
+    (``p`` where ``t = 1``, ``1 - p`` where ``t = 0``):
+
+    .. math::
+
+        \ell = -\alpha_t\, (1 - p_t)^{\gamma} \log p_t, \qquad
+        \alpha_t = \alpha \text{ where } t = 1, \; 1 - \alpha \text{ where } t = 0
+
+    ``gamma = 0`` is class-weighted cross-entropy. Written with ``s = x`` where ``t = 1`` and
+    ``s = -x`` where ``t = 0`` (so ``p_t = sigmoid(s)``), both logarithms are
+    ``logsigmoid``: finite for any finite logit, also its gradient for ``gamma < 1``.
+
+    Args:
+        logits: raw scores, any shape.
+        target: 0/1 labels, the shape of ``logits``.
+        alpha: the weight of the foreground (a number, or a tensor that broadcasts to
+            ``logits``, e.g. one value per sample shaped ``(N, 1, 1, 1)``); ``None`` weighs
+            both classes 1.
+        gamma: the focusing exponent (a number or a broadcasting tensor), ``>= 0``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (the loss per element).
+
+    Returns:
+        The loss, a scalar or shaped like ``logits``.
+    """
+    lesion = target > 0
+    signed = torch.where(lesion, logits, -logits)
+    log_pt = F.logsigmoid(signed)
+    focusing = torch.exp(gamma * F.logsigmoid(-signed))  # (1 - p_t) ** gamma
+    loss = -focusing * log_pt
+    if alpha is not None:
+        loss = loss * torch.where(lesion, alpha, 1 - alpha)
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
+
+
+# --------------------------------------------------------------------------- the variants' rules
+
+#: alpha of a sample with no foreground (or no background), where the paper's ``1 - f`` would
+#: be 1 (or 0) and silence one class: on a lesion-free slice false positives would cost
+#: nothing. 0.5 weighs both classes equally. This project's choice, not the paper's.
 DEGENERATE_ALPHA = 0.5
-
-#: the scale-aware variant's foreground weight (background: 1 - it), the same for every
-#: sample; why 0.7 is in :func:`adaptive_parameters`.
+#: the scale-aware variant's foreground weight, the same for every sample.
 SCALE_AWARE_ALPHA = 0.7
-
 #: equivalent diameter (mm) at which the scale-aware size term reaches 0.
 SCALE_AWARE_REFERENCE_DIAMETER = 200.0
-
-#: cap of the scale-aware size term, reached at an equivalent diameter of 2 mm; a sample
-#: without lesion gets it too (the limit of a vanishing lesion).
+#: cap of the scale-aware size term (reached at an equivalent diameter of 2 mm); a sample
+#: without lesion gets it too, the limit of a vanishing lesion.
 SCALE_AWARE_MAX_SIZE_GAMMA = 4.0
-
-#: upper bound of the scale-aware gamma (focal loss is rarely run above 5).
+#: upper bound of the scale-aware gamma.
 SCALE_AWARE_MAX_GAMMA = 5.0
 
 
-def _values_checked_by_default(tensor: torch.Tensor) -> bool:
-    # Checking values needs their content on the host: free on the CPU, a device sync
-    # (a stall of the training step) on an accelerator.
-    return tensor.device.type == "cpu"
+def paper_parameters(target, spacing=None, gamma_terms=GAMMA_TERMS):
+    """The paper's A-FL: ``alpha = 1 - f`` and ``gamma = f + g`` per sample.
+
+    ``f`` is the foreground fraction and ``g`` the mean gradient magnitude of the mask
+    (:func:`afl_core.shape.mean_gradient_magnitude`), both over the whole canvas. A sample
+    with no foreground or no background gets ``alpha = DEGENERATE_ALPHA``.
+
+    Args:
+        target: binary masks ``(N, 1, *S)``.
+        spacing: ignored (the paper counts voxels).
+        gamma_terms: the parts of gamma kept (ablations): ``"volume"`` (``f``), ``"smoothness"`` (``g``).
+
+    Returns:
+        ``(alpha, gamma)``, float64 tensors ``(N,)`` on the target's device.
+    """
+    f = target.flatten(1).sum(1).double() / target[0].numel()
+    alpha = torch.where((f == 0) | (f == 1), DEGENERATE_ALPHA, 1.0 - f)
+    gamma = f if "volume" in gamma_terms else torch.zeros_like(f)
+    if "smoothness" in gamma_terms:
+        gamma = gamma + mean_gradient_magnitude(target).double()
+    return alpha, gamma
 
 
-def validate_inputs(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    channels: int = 1,
-    check_values: bool | None = None,
-) -> None:
-    """Raise a ``ValueError`` that says what to fix when ``logits``/``target`` do not fit.
+def scale_aware_parameters(target, spacing=None, gamma_terms=GAMMA_TERMS):
+    r"""This project's variant: gamma from each lesion's physical size and outline.
 
-    Shapes are always checked. Values (finite logits, labels in {0, 1}) are checked when
-    ``check_values`` is True, or by default when the tensors live on the CPU; on a GPU
-    that check would stall every step, so it is left to the training loop's NaN check.
+    Each lesion ``k`` (connected component, :func:`afl_core.shape.lesion_shapes`) of volume
+    ``V_k``, equivalent diameter ``d_k`` (mm) and outline irregularity ``r_k`` (about 1 for a
+    disc or ball) gives, with ``D = SCALE_AWARE_REFERENCE_DIAMETER``,
+
+    .. math::
+
+        \gamma_k = \operatorname{clip}\big(2 \log_{10}(D / d_k), 0, 4\big) + \max(r_k - 1, 0),
+        \qquad \gamma = \operatorname{clip}\Big(\frac{\sum_k V_k \gamma_k}{\sum_k V_k}, 0, 5\Big)
+
+    and ``alpha = SCALE_AWARE_ALPHA`` for every sample. A lesion-free sample gets gamma 4,
+    the limit of a vanishing lesion.
+
+    Args:
+        target: binary masks ``(N, 1, *S)``.
+        spacing: voxel size in mm per spatial axis, in array order: ``len(S)`` numbers, one
+            row per sample ``(N, len(S))``, or None (1 mm).
+        gamma_terms: ``"volume"`` keeps the size term, ``"smoothness"`` the outline term.
+
+    Returns:
+        ``(alpha, gamma)``, float64 tensors ``(N,)`` on the target's device.
+
+    Raises:
+        ValueError: ``spacing`` has the wrong shape or non-positive values.
+    """
+    gammas = np.zeros(target.shape[0])
+    if gamma_terms:
+        for i, lesions in enumerate(lesion_shapes(target, spacing)):
+            if lesions.size.size == 0:
+                gammas[i] = SCALE_AWARE_MAX_SIZE_GAMMA if "volume" in gamma_terms else 0.0
+                continue
+            per_lesion = np.zeros_like(lesions.size)
+            if "volume" in gamma_terms:
+                size_term = 2.0 * np.log10(SCALE_AWARE_REFERENCE_DIAMETER / lesions.diameter)
+                per_lesion += np.clip(size_term, 0.0, SCALE_AWARE_MAX_SIZE_GAMMA)
+            if "smoothness" in gamma_terms:
+                per_lesion += np.maximum(lesions.irregularity - 1.0, 0.0)
+            gammas[i] = np.average(per_lesion, weights=lesions.size)
+    gamma = torch.from_numpy(np.clip(gammas, 0.0, SCALE_AWARE_MAX_GAMMA)).to(target.device)
+    return torch.full_like(gamma, SCALE_AWARE_ALPHA), gamma
+
+
+def reference_parameters(target, spacing=None, gamma_terms=GAMMA_TERMS):
+    """What the authors' code computes: statistics of the whole batch.
+
+    ``gamma = f_batch + g_first`` (the foreground fraction of the batch plus the mean
+    gradient magnitude of the first sample's mask only) and ``alpha = f_batch``, the weight
+    of the foreground channel (the background channel gets ``1 - f_batch``): the rare
+    class gets the small weight, the opposite of the paper's text. Undefined (NaN) for a
+    batch without foreground: their weights divide by its voxel count.
+
+    Args:
+        target: binary masks ``(N, 1, *S)``.
+        spacing: ignored.
+        gamma_terms: the parts of gamma kept (ablations).
+
+    Returns:
+        ``(alpha, gamma)``, float64 tensors ``(N,)``, the same value for every sample.
+    """
+    f = target.sum().double() / target.numel()
+    alpha = torch.where(f > 0, f, float("nan"))
+    gamma = f if "volume" in gamma_terms else torch.zeros_like(f)
+    if "smoothness" in gamma_terms:
+        gamma = gamma + mean_gradient_magnitude(target[:1])[0].double()
+    n = target.shape[0]
+    return alpha.expand(n), gamma.expand(n)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The declaration of an A-FL variant: everything other modules may ask of it.
+
+    Attributes:
+        name: the variant's name, the key in :data:`VARIANTS`.
+        parameters: ``(target, spacing=None, gamma_terms=GAMMA_TERMS) -> (alpha, gamma)``,
+            float64 tensors ``(N,)``.
+        channels: logit channels: 1 (foreground), or 2 (background, foreground; the loss is
+            then MONAI's sigmoid focal loss on the one-hot target, each channel weighted).
+        uses_spacing: gamma depends on the voxel size in mm (``spacing=``).
+        per_sample: each sample's parameters depend on its own mask alone, so DataLoader
+            workers can compute them item by item (:meth:`AdaptiveFocalLoss.adaptive_parameters`).
+        needs_lesion: undefined on a batch without lesion voxels (training skips such batches).
+        lesion_free: what the variant does on a lesion-free sample, in words.
+    """
+
+    name: str
+    parameters: Callable
+    channels: int = 1
+    uses_spacing: bool = False
+    per_sample: bool = True
+    needs_lesion: bool = False
+    lesion_free: str = ""
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("paper", paper_parameters, lesion_free=f"alpha = DEGENERATE_ALPHA ({DEGENERATE_ALPHA}), gamma 0"),
+        Variant(
+            "reference",
+            reference_parameters,
+            channels=2,
+            per_sample=False,
+            needs_lesion=True,
+            lesion_free="undefined (NaN); training skips lesion-free batches",
+        ),
+        Variant(
+            "scale_aware",
+            scale_aware_parameters,
+            uses_spacing=True,
+            lesion_free=f"gamma = {SCALE_AWARE_MAX_SIZE_GAMMA} (a vanishing lesion), alpha {SCALE_AWARE_ALPHA}",
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def validate_inputs(logits, target, *, channels=1, check_values=None):
+    """Raise an error that says what to fix when ``logits`` and ``target`` do not fit.
+
+    Args:
+        logits: ``(N, channels, *S)`` floating-point scores.
+        target: ``(N, 1, *S)`` mask.
+        channels: the logit channels expected.
+        check_values: also check for non-finite logits and labels outside {0, 1}; by default
+            on CPU tensors only (on a GPU it would stall every step: the training loop's NaN
+            check catches a bad batch there).
+
+    Raises:
+        TypeError: an input is not a tensor.
+        ValueError: a shape, dtype or value does not fit, with what to do.
     """
     for name, tensor in (("logits", logits), ("target", target)):
         if not isinstance(tensor, torch.Tensor):
@@ -103,14 +275,8 @@ def validate_inputs(
     if logits.ndim not in (4, 5):
         raise ValueError(f"logits must be shaped (N, C, H, W) or (N, C, D, H, W), got {tuple(logits.shape)}")
     if logits.shape[1] != channels:
-        raise ValueError(
-            f"expected {channels} logit channel(s), got logits of shape {tuple(logits.shape)}; "
-            + (
-                "variant='reference' takes (background, foreground) logits (N, 2, *S)"
-                if channels == 2
-                else "binary losses take one foreground logit per voxel (N, 1, *S)"
-            )
-        )
+        hint = "(background, foreground) logits (N, 2, *S)" if channels == 2 else "one logit per voxel (N, 1, *S)"
+        raise ValueError(f"expected {channels} logit channel(s), got logits of shape {tuple(logits.shape)}; use {hint}")
     if logits.shape[0] == 0:
         raise ValueError("the batch is empty (N = 0): pass at least one sample")
     expected = (logits.shape[0], 1, *logits.shape[2:])
@@ -119,37 +285,17 @@ def validate_inputs(
             f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
             f"expected a binary mask of shape {expected}"
         )
-    if check_values is None:
-        check_values = _values_checked_by_default(logits)
-    if check_values:
-        _check_values(logits.detach(), target.detach())
-
-
-def _foreground(target: torch.Tensor) -> torch.Tensor:
-    """``target > 0`` as 0/1 in ``target``'s dtype, in one pass (comparing, then converting
-    a bool tensor, costs five times more on the CPU)."""
-    target = target.detach()
-    return torch.gt(target, 0, out=torch.empty_like(target))
-
-
-def _check_values(logits: torch.Tensor, target: torch.Tensor, foreground: torch.Tensor | None = None) -> None:
-    """Finite logits and labels in {0, 1}, in one reduction each and no temporary tensor.
-
-    A NaN or Inf anywhere makes the sum of the logits non-finite (IEEE arithmetic
-    propagates them). The labels are 0 and 1 exactly when they equal ``target > 0``
-    (:func:`_foreground`, which the loss computes anyway and passes in); NaN equals
-    nothing. A failed quick test is confirmed element by element before raising (a huge
-    finite sum can overflow), so the quick tests only decide how fast a good batch passes.
-    """
-    if not torch.isfinite(logits.sum(dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)):
-        if not torch.isfinite(logits).all():
-            raise ValueError(
-                "logits contain NaN or Inf: the network diverged or its input has non-finite "
-                "values; lower the learning rate or check the data normalisation"
-            )
-    if foreground is None:
-        foreground = _foreground(target)
-    if not torch.equal(target, foreground) and ((target != 0) & (target != 1)).any():
+    if not (logits.device.type == "cpu" if check_values is None else check_values):
+        return
+    # One reduction each: a NaN or Inf makes the sum non-finite (confirmed voxel by voxel,
+    # as a huge finite sum can overflow); labels are 0/1 exactly when they equal target > 0.
+    logits, target = logits.detach(), target.detach()
+    if not torch.isfinite(logits.sum(dtype=torch.float64)) and not torch.isfinite(logits).all():
+        raise ValueError(
+            "logits contain NaN or Inf: the network diverged or its input has non-finite values; "
+            "lower the learning rate or check the data normalisation"
+        )
+    if not torch.equal(target, target > 0) and ((target != 0) & (target != 1)).any():
         found = torch.unique(target.float().cpu())[:10].tolist()
         raise ValueError(
             f"target must hold only 0 and 1, found values {found}; binarise the labels "
@@ -157,230 +303,35 @@ def _check_values(logits: torch.Tensor, target: torch.Tensor, foreground: torch.
         )
 
 
-def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Reshape per-sample values (N,) to broadcast over (N, C, *S)."""
-    return values.view(-1, *([1] * (ndim - 1)))
-
-
-def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
-    # float32 under autocast (bf16/fp16 logits); float64 stays float64 (gradcheck).
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-
-def _check_options(
-    variant: str, alpha: float | None, gamma: float | None, reduction: str, gamma_terms: Iterable[str]
-) -> None:
-    """The keywords shared by :func:`adaptive_focal_loss` and :class:`AdaptiveFocalLoss`."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown A-FL variant {variant!r}; choose from {VARIANTS}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
-    _gamma_switches(gamma_terms)
-    if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1] (the foreground's share of the weight), got {alpha}")
-    if gamma is not None and not float(gamma) >= 0.0:
-        raise ValueError(f"gamma must be >= 0 (0 is weighted cross-entropy), got {gamma}")
-
-
-def _gamma_switches(gamma_terms: Iterable[str]) -> tuple[bool, bool]:
-    terms = tuple(gamma_terms)
-    unknown = set(terms) - set(GAMMA_TERMS)
-    if unknown:
-        raise ValueError(f"unknown gamma term(s) {sorted(unknown)}; choose from {GAMMA_TERMS}")
-    return "volume" in terms, "smoothness" in terms
-
-
-@torch.no_grad()
-def _adaptive_terms(target, variant, gamma_terms, dtype=torch.float32, spacing=None):
-    """Per-sample ``(foreground weight, background weight, gamma)``, each ``(N,)``.
-
-    The paper's weights come from voxel counts, never as ``1 - alpha``: for a lesion of a
-    few voxels in a large volume ``1 - (1 - f)`` would lose most of its digits.
-    """
-    if variant not in ("paper", "scale_aware"):
-        raise ValueError(f"adaptive parameters exist for variants 'paper' and 'scale_aware', got {variant!r}")
-    use_volume, use_smoothness = _gamma_switches(gamma_terms)
-    if variant == "scale_aware":
-        gamma = _scale_aware_gamma(target, spacing, use_volume, use_smoothness).to(target.device, dtype)
-        return torch.full_like(gamma, SCALE_AWARE_ALPHA), torch.full_like(gamma, 1.0 - SCALE_AWARE_ALPHA), gamma
-    voxels = target[0].numel()
-    # Counts of 0/1 values are exact in float32 up to 2^24 voxels per sample (4x faster).
-    count_dtype = torch.float64 if target.dtype == torch.float64 else torch.float32
-    foreground = target.reshape(target.shape[0], -1).sum(dim=1, dtype=count_dtype).double()
-    degenerate = (foreground == 0) | (foreground == voxels)
-    neutral = torch.full_like(foreground, DEGENERATE_ALPHA)
-    weight_fg = torch.where(degenerate, neutral, (voxels - foreground) / voxels).to(dtype)
-    weight_bg = torch.where(degenerate, neutral, foreground / voxels).to(dtype)
-    gamma = torch.zeros_like(weight_fg)
-    if use_volume:
-        gamma = gamma + (foreground / voxels).to(dtype)
-    if use_smoothness:
-        gamma = gamma + mean_gradient_magnitude(target).to(dtype)
-    return weight_fg, weight_bg, gamma
-
-
-def _scale_aware_gamma(target, spacing, use_volume: bool, use_smoothness: bool) -> torch.Tensor:
-    """The scale-aware gamma per sample, float64 on the CPU (see :func:`adaptive_parameters`)."""
-    if not (use_volume or use_smoothness):
-        return torch.zeros(target.shape[0], dtype=torch.float64)
-    values = []
-    for lesions in lesion_shapes(target, spacing):
-        if lesions.size.size == 0:  # the limit of a vanishing lesion: no jump at the first voxel
-            values.append(SCALE_AWARE_MAX_SIZE_GAMMA if use_volume else 0.0)
-            continue
-        per_lesion = np.zeros_like(lesions.size)
-        if use_volume:
-            size_term = 2.0 * np.log10(SCALE_AWARE_REFERENCE_DIAMETER / lesions.diameter)
-            per_lesion += np.clip(size_term, 0.0, SCALE_AWARE_MAX_SIZE_GAMMA)
-        if use_smoothness:
-            per_lesion += np.maximum(lesions.irregularity - 1.0, 0.0)
-        values.append(np.average(per_lesion, weights=lesions.size))
-    return torch.from_numpy(np.clip(np.asarray(values, dtype=np.float64), 0.0, SCALE_AWARE_MAX_GAMMA))
-
-
-def adaptive_parameters(
-    target: torch.Tensor,
-    *,
-    variant: str = "paper",
-    gamma_terms: Sequence[str] = GAMMA_TERMS,
-    spacing=None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``(alpha, gamma)`` of A-FL, both float32 tensors of shape ``(N,)``.
-
-    ``variant="paper"``:
-        ``alpha = 1 - f`` and ``gamma = f + g`` (``f``: foreground fraction,
-        ``g``: mean gradient magnitude), both counted in voxels of the whole canvas.
-        A sample with no foreground or no background gets ``alpha = DEGENERATE_ALPHA``
-        (0.5, this project's choice: the paper's formula gives alpha 1 or 0 there, which
-        silences one class); gamma is then 0 or 1 by the formula. ``spacing`` is ignored.
-
-    ``variant="scale_aware"`` (this project's own): each lesion ``k`` (connected component,
-    :func:`afl_core.shape.lesion_shapes`) has an equivalent diameter ``d_k`` in mm (from
-    ``spacing``, mm per spatial axis in array order; None is 1 mm) and an outline
-    irregularity ``r_k`` (about 1 for a disc or ball, measured in mm, so anisotropic voxels
-    do not read as rough). With ``D = SCALE_AWARE_REFERENCE_DIAMETER = 200`` mm,
-
-        .. math::
-
-            \\gamma_k = \\operatorname{clip}\\big(2 \\log_{10}(D / d_k),\\, 0,\\, 4\\big)
-                        + \\max(r_k - 1,\\, 0), \\qquad
-            \\gamma = \\operatorname{clip}\\Big(\\frac{\\sum_k V_k \\gamma_k}{\\sum_k V_k},\\, 0,\\, 5\\Big)
-
-        (``V_k`` the lesion's area or volume), and ``alpha = SCALE_AWARE_ALPHA = 0.7`` for
-        every sample.
-
-        *Size.* ``2 log10(D/d)`` is ``log10`` of the ratio of a 200 mm disc's area to the
-        lesion's: a fixed physical reference instead of the canvas, so padding or cropping
-        the image changes nothing (an r = 8 disc, d = 16.3 mm: size term 2.18, gamma with its
-        outline term 2.20, on 128^2, 256^2 and 512^2 alike). The size term of a 1 ml lesion
-        (d = 12.4 mm) is 2.41, of 10 ml (26.7 mm) 1.75, of 100 ml 1.08, of a 10 mm disc
-        2.6, capped at ``SCALE_AWARE_MAX_SIZE_GAMMA = 4`` (d <= 2 mm, about a voxel).
-        Measured gamma, outline included, of 1 ml / 10 ml balls: 2.47 / 1.80 on 1 mm voxels,
-        2.45 / 1.79 on 0.5 x 0.5 x 3 mm, 2.46 / 1.79 on 0.5 x 0.5 x 3.6 mm.
-
-        *Several lesions.* Per lesion, then averaged weighted by size: two discs read as
-        two regular lesions (not one irregular object), and a speck of label noise beside a
-        large lesion moves gamma by its share of the volume only.
-
-        *No lesion.* A lesion-free sample gets the cap 4, the limit of a vanishing lesion,
-        so an empty slice and one with a single voxel differ only by that voxel's outline
-        term (0; a voxel reads ``r < 1``): no jump. Measured: the loss of a false positive
-        at p = 0.9 on an otherwise correct empty 64 x 64 slice is the same (to 1e-6
-        relative) as on that slice with one true voxel added.
-
-        *Alpha.* For any gamma, the expected loss of a voxel that is lesion with
-        probability ``q`` is minimised by ``p > 1/2`` exactly when ``q > 1 - alpha`` (the
-        two focal factors are equal at ``p = 1/2``), so alpha sets the decision threshold
-        of a well-trained network. The paper's ``alpha = 1 - f`` puts it at ``q = f``: an
-        r = 8 disc on 256 x 256 (f = 0.003) makes a false positive cost 0.3 % of a false
-        negative. The Dice-optimal threshold of a calibrated posterior is about half the
-        best reachable Dice (Lipton et al. 2014), i.e. 0.25-0.45 for small lesions. Measured
-        on discs of radius 2, 4 and 8 mm with posteriors ``sigmoid((R - |x|)/w)``, w = 0.5,
-        1, 2 mm (0.5 mm grid): the best fixed alpha lies between 0.56 and 0.78; alpha = 0.7
-        is within 0.016 Dice of the best in all nine cases, ``1 - f`` loses 0.14-0.44 Dice.
-        A dataset-level value is one ``alpha=`` away.
-
-        Cost: the lesions are measured on the host (SciPy), so on a GPU the target is
-        copied to the CPU (one sync per step): 8 ms for 16 slices of 256 x 256, 1-35 ms per
-        3D lesion of 5-40 mm (:func:`afl_core.shape.lesion_shapes`); about 3x the time of
-        smp's focal loss on a 2D CPU batch (``benchmarks/loss_overhead.py``).
-
-    ``variant="reference"`` is computed batch-wide inside :func:`adaptive_focal_loss`.
-
-    ``gamma_terms`` selects the parts of gamma for ablations: ``("volume",)`` keeps only
-    the size term, ``("smoothness",)`` only the boundary term, ``()`` gives gamma = 0.
-    """
-    check_mask(target)
-    alpha, _, gamma = _adaptive_terms(target, variant, gamma_terms, spacing=spacing)
-    return alpha, gamma
-
-
-def _on_device(value, like: torch.Tensor) -> torch.Tensor:
-    """A number as a 0-d tensor on ``like``'s device (a fill, not a host-to-device copy)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    return torch.full((), float(value), dtype=like.dtype, device=like.device)
-
-
-def _focal_parts(logits: torch.Tensor, foreground: torch.Tensor, weight_fg, weight_bg, gamma):
-    """The focal loss of every variant, as two factors and the intermediates its gradient
-    reuses: ``(-alpha_t (1 - p_t)^gamma, log p_t, 2t - 1, s, log(1 - p_t))``; the loss per
-    voxel is the product of the first two (:func:`_focal_terms`).
-
-    With ``t`` the label (``foreground``: 0/1 floats), the signed logit ``s = (2t - 1) x``
-    (``x`` where ``t = 1``, ``-x`` where ``t = 0``), ``p_t = sigmoid(s)``,
-    ``log p_t = logsigmoid(s)``, ``log(1 - p_t) = log p_t - s`` and
-    ``alpha_t = w_bg + t (w_fg - w_bg)``:
-
-    .. math::  \\ell = -\\alpha_t\\, \\exp\\big(\\gamma \\log(1 - p_t)\\big) \\log p_t
-
-    which is ``-alpha_t (1 - p_t)^gamma log p_t``, stable for any finite logit, with no
-    ``pow`` of a value near 0 (finite gradient for ``gamma < 1`` too). Arithmetic on the
-    0/1 label rather than ``torch.where`` (several times slower on the CPU), and no step
-    writes into a tensor that autograd keeps.
-    """
-    weight_fg, weight_bg, gamma = (_on_device(v, logits) for v in (weight_fg, weight_bg, gamma))
-    sign = torch.addcmul(_on_device(-1.0, logits), foreground, _on_device(2.0, logits))
-    signed = logits * sign
-    log_pt = F.logsigmoid(signed)
-    log_one_minus_pt = log_pt - signed
-    minus_alpha_t = torch.addcmul(-weight_bg, foreground, weight_bg - weight_fg)
-    minus_weighted = (log_one_minus_pt * gamma).exp_() * minus_alpha_t
-    return minus_weighted, log_pt, sign, signed, log_one_minus_pt
-
-
-def _focal_terms(logits: torch.Tensor, foreground: torch.Tensor, weight_fg, weight_bg, gamma) -> torch.Tensor:
-    """The focal loss per voxel, ``-alpha_t (1 - p_t)^gamma log p_t`` (:func:`_focal_parts`)."""
-    minus_weighted, log_pt, *_ = _focal_parts(logits, foreground, weight_fg, weight_bg, gamma)
-    return minus_weighted * log_pt
-
-
 class _FusedFocalLoss(torch.autograd.Function):
-    """:func:`_focal_terms` (per voxel, or their mean / sum) with the gradient computed in
-    the same pass from the intermediates of :func:`_focal_parts`; the backward pass is one
-    multiplication. Differentiating the formula by hand (``tests/test_losses.py`` checks it
-    against autograd of :func:`_focal_terms` and with ``gradcheck``), with
+    r""":func:`focal_loss` with per-sample or per-channel weights, its gradient computed in the
+    forward pass (the backward pass is one multiplication): about half the time of autograd
+    through :func:`focal_loss`, to which ``tests/test_losses.py`` holds it equal. With
     ``dp_t/ds = p_t (1 - p_t)``:
 
     .. math::
 
-        \\frac{\\partial \\ell}{\\partial s} = -\\alpha_t (1-p_t)^{\\gamma}
-        \\big[(1 - p_t) - \\gamma\\, p_t \\log p_t\\big], \\qquad
-        \\frac{\\partial \\ell}{\\partial x} = (2t - 1) \\frac{\\partial \\ell}{\\partial s}
+        \frac{\partial \ell}{\partial s} = -\alpha_t (1-p_t)^{\gamma}
+        \big[(1 - p_t) - \gamma\, p_t \log p_t\big], \qquad
+        \frac{\partial \ell}{\partial x} = (2t - 1) \frac{\partial \ell}{\partial s}
     """
 
     @staticmethod
-    def forward(ctx, logits, foreground, weight_fg, weight_bg, gamma, reduction):
-        minus_weighted, log_pt, sign, signed, log_one_minus_pt = _focal_parts(
-            logits, foreground, weight_fg, weight_bg, gamma
-        )
+    def forward(ctx, logits, lesion, weight_fg, weight_bg, gamma, reduction):
+        # Arithmetic on the 0/1 label (torch.where is several times slower on the CPU), and
+        # the gradient written into buffers no longer needed: no extra tensor.
+        sign = lesion * 2.0 - 1.0  # 2t - 1
+        signed = logits * sign  # s
+        log_pt = F.logsigmoid(signed)
+        log_one_minus_pt = log_pt - signed
+        minus_alpha_t = torch.addcmul(-weight_bg, lesion, weight_bg - weight_fg)
+        minus_weighted = (log_one_minus_pt * gamma).exp_().mul_(minus_alpha_t)  # -alpha_t (1 - p_t)^gamma
         ctx.scale = 1.0 / logits.numel() if reduction == "mean" else 1.0
         if ctx.needs_input_grad[0]:
-            # In the buffers of the intermediates, no longer needed: no new tensor.
-            gamma_pt = signed.sigmoid_().mul_(_on_device(gamma, logits))  # gamma p_t
-            bracket = log_one_minus_pt.exp_().addcmul_(gamma_pt, log_pt, value=-1.0)  # (1-p_t) - gamma p_t log p_t
+            gamma_pt = signed.sigmoid_().mul_(gamma)
+            bracket = log_one_minus_pt.exp_().addcmul_(gamma_pt, log_pt, value=-1.0)
             ctx.save_for_backward(bracket.mul_(minus_weighted).mul_(sign))
-        loss = minus_weighted.mul_(log_pt)  # the last use of both factors
+        loss = minus_weighted.mul_(log_pt)
         return loss if reduction == "none" else loss.sum() * ctx.scale
 
     @staticmethod
@@ -389,38 +340,128 @@ class _FusedFocalLoss(torch.autograd.Function):
         return grad_logits * (grad_output * ctx.scale), None, None, None, None, None
 
 
-def _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values, reduction) -> torch.Tensor:
-    """The authors' computation: batch statistics, first-sample smoothness, two channels."""
-    use_volume, use_smoothness = _gamma_switches(gamma_terms)
-    with torch.no_grad():
-        fg = target.sum(dtype=torch.float64)
-        fg_fraction = (fg / target.numel()).to(logits.dtype)
-        if check_values and alpha is None and fg.item() == 0:
-            raise ValueError(
-                "variant='reference' is undefined for a batch without foreground voxels "
-                "(the authors' channel weights divide by the foreground count); use "
-                "variant='paper', or sample batches that contain lesions"
-            )
-        if gamma is None:
-            gamma = torch.zeros((), device=logits.device)
-            if use_volume:
-                gamma = gamma + fg_fraction
-            if use_smoothness:
-                gamma = gamma + mean_gradient_magnitude(target[:1])[0]
-        if alpha is None:
-            weights = torch.stack([(target.numel() - fg) / target.numel(), fg_fraction]).to(logits.dtype)
-            # Undefined batch (no foreground): a NaN loss the training loop reports, not a sync.
-            weights = torch.where(fg > 0, weights, torch.full_like(weights, math.nan))
+class AdaptiveFocalLoss(nn.Module):
+    """Adaptive Focal Loss: :func:`focal_loss` with alpha and gamma set from each mask by a
+    variant's rule (:data:`VARIANTS`).
+
+    Args:
+        variant: ``"paper"`` (the formula as published, :func:`paper_parameters`),
+            ``"reference"`` (what the authors' code computes, :func:`reference_parameters`)
+            or ``"scale_aware"`` (this project's, :func:`scale_aware_parameters`).
+        alpha, gamma: fixed values replacing the adaptive ones (both given: plain focal
+            loss, equal to torchvision's ``sigmoid_focal_loss``).
+        reduction: ``"mean"`` over every element of the batch, ``"sum"`` or ``"none"``.
+        gamma_terms: the parts of the adaptive gamma kept (ablations).
+        check_values: check for non-finite logits and non-binary labels (default: on CPU).
+
+    Raises:
+        ValueError: an unknown variant, reduction or gamma term, alpha outside [0, 1] or gamma < 0.
+
+    ``forward(logits, target, spacing=None, parameters=None)`` returns the loss in float32
+    (float64 for float64 logits) whatever the autocast dtype. ``parameters`` takes the
+    ``(alpha, gamma)`` that :meth:`adaptive_parameters` gave for these targets (e.g. computed
+    in DataLoader workers, so a GPU step never waits on the host); by default the loss
+    computes them. The statistics come from the target only: no gradient flows through them.
+    """
+
+    def __init__(
+        self,
+        variant: str = "paper",
+        *,
+        alpha: float | None = None,
+        gamma: float | None = None,
+        reduction: str = "mean",
+        gamma_terms: Sequence[str] = GAMMA_TERMS,
+        check_values: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown A-FL variant {variant!r}; choose from {tuple(VARIANTS)}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; choose from {REDUCTIONS}")
+        unknown = set(gamma_terms) - set(GAMMA_TERMS)
+        if unknown:
+            raise ValueError(f"unknown gamma term(s) {sorted(unknown)}; choose from {GAMMA_TERMS}")
+        if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1] (the foreground's share of the weight), got {alpha}")
+        if gamma is not None and not float(gamma) >= 0.0:
+            raise ValueError(f"gamma must be >= 0 (0 is weighted cross-entropy), got {gamma}")
+        self.variant, self.spec = variant, VARIANTS[variant]
+        self.alpha, self.gamma, self.reduction = alpha, gamma, reduction
+        self.gamma_terms = tuple(gamma_terms) if gamma is None else ()  # a fixed gamma: measure nothing
+        self.check_values = check_values
+
+    @property
+    def uses_spacing(self) -> bool:
+        """Whether the loss depends on the voxel size (``spacing=`` in :meth:`forward`)."""
+        return self.spec.uses_spacing and bool(self.gamma_terms)
+
+    @property
+    def needs_lesion(self) -> bool:
+        """Whether a batch without lesion voxels is undefined (the variant's weights need one)."""
+        return self.spec.needs_lesion and self.alpha is None
+
+    @torch.no_grad()
+    def adaptive_parameters(self, target: torch.Tensor, spacing=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(alpha, gamma)`` this loss uses for ``target``, float64 ``(N,)``, fixed values included."""
+        n = target.shape[0]
+        if self.alpha is not None and self.gamma is not None:
+            alpha = gamma = torch.zeros(n, dtype=torch.float64, device=target.device)
         else:
-            # [1 - alpha, alpha] built on the device: a host-to-device copy would sync.
-            channel = torch.arange(2, device=logits.device, dtype=logits.dtype)
-            weights = (1.0 - alpha) + channel * (2.0 * alpha - 1.0)
-    lesion = _foreground(target)
-    foreground = torch.cat([1.0 - lesion, lesion], dim=1)  # the one-hot target [1 - t, t]
-    # MONAI's sigmoid focal loss has no alpha: every element of channel c has weight w_c,
-    # whatever its label, so the "foreground" and "background" weights are both w_c.
-    weights = weights.view(1, 2, *([1] * (logits.ndim - 2)))
-    return _FusedFocalLoss.apply(logits, foreground, weights, weights, gamma, reduction)
+            alpha, gamma = self.spec.parameters(target, spacing, self.gamma_terms)
+        if self.alpha is not None:
+            alpha = torch.full_like(alpha, self.alpha)
+        if self.gamma is not None:
+            gamma = torch.full_like(gamma, self.gamma)
+        return alpha, gamma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, spacing=None, parameters=None) -> torch.Tensor:
+        check = logits.device.type == "cpu" if self.check_values is None else self.check_values
+        validate_inputs(logits, target, channels=self.spec.channels, check_values=check)
+        if check and self.spec.needs_lesion and self.alpha is None and not target.any():
+            raise ValueError(
+                f"variant={self.variant!r} is undefined for a batch without foreground voxels (its "
+                "weights divide by the foreground count); use variant='paper', or sample batches with lesions"
+            )
+        alpha, gamma = self.adaptive_parameters(target, spacing) if parameters is None else parameters
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 under autocast
+        logits, lesion = logits.to(dtype), (target.detach() > 0).to(dtype)
+        # Both weights from float64: for a lesion of a few voxels, 1 - alpha would lose f in float32.
+        weight_fg, weight_bg = alpha.to(dtype), (1.0 - alpha.double()).to(dtype)
+        if self.spec.channels == 2:  # batch-wide weights per channel, on the one-hot target [1 - t, t]
+            lesion = torch.cat([1.0 - lesion, lesion], dim=1)
+            weight_fg = weight_bg = torch.stack([weight_bg[0], weight_fg[0]]).view(1, 2, *[1] * (logits.ndim - 2))
+            gamma = gamma[0]
+        else:
+            weight_fg, weight_bg, gamma = (v.view(-1, *[1] * (logits.ndim - 1)) for v in (weight_fg, weight_bg, gamma))
+        return _FusedFocalLoss.apply(logits, lesion, weight_fg, weight_bg, gamma.to(dtype), self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}, alpha={self.alpha}, gamma={self.gamma}, gamma_terms={self.gamma_terms}"
+
+
+def adaptive_parameters(
+    target: torch.Tensor, *, variant: str = "paper", gamma_terms: Sequence[str] = GAMMA_TERMS, spacing=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(alpha, gamma)`` of an A-FL variant, float32 tensors ``(N,)``.
+
+    Args:
+        target: binary masks ``(N, 1, *S)``.
+        variant: a key of :data:`VARIANTS`.
+        gamma_terms: the parts of gamma kept (ablations).
+        spacing: voxel size in mm per spatial axis (``variant="scale_aware"`` only).
+
+    Returns:
+        ``(alpha, gamma)``; for ``"reference"`` the batch-wide values, repeated.
+
+    Raises:
+        ValueError: an unknown variant or gamma term, a bad mask shape or spacing.
+    """
+    from afl_core.shape import check_mask
+
+    check_mask(target)
+    alpha, gamma = AdaptiveFocalLoss(variant, gamma_terms=gamma_terms).adaptive_parameters(target, spacing)
+    return alpha.float(), gamma.float()
 
 
 def adaptive_focal_loss(
@@ -435,109 +476,27 @@ def adaptive_focal_loss(
     check_values: bool | None = None,
     spacing=None,
 ) -> torch.Tensor:
-    """Adaptive Focal Loss.
+    """Function form of :class:`AdaptiveFocalLoss` (the same keywords, plus ``spacing``).
 
     Args:
         logits: ``(N, 1, *S)`` raw scores (``(N, 2, *S)`` for ``variant="reference"``).
         target: ``(N, 1, *S)`` binary mask.
-        variant: ``"paper"`` (the formula as published), ``"reference"`` (what the authors'
-            code computes) or ``"scale_aware"`` (this project's gamma that focuses on
-            small, irregular objects). See :func:`adaptive_parameters`.
-        alpha, gamma: fixed values replacing the adaptive ones. With both given the loss
-            is the ordinary focal loss, equal to torchvision's ``sigmoid_focal_loss``.
-        reduction: ``"mean"`` over every voxel of the batch, ``"sum"``, or ``"none"``.
-        gamma_terms: which adaptive terms make up gamma (ablations).
-        check_values: check for non-finite logits and non-binary labels (default: on CPU).
-        spacing: voxel size in mm per spatial axis, in array order: None (1 mm), ``len(S)``
-            numbers for the batch, or ``(N, len(S))`` one row per sample. Only
-            ``variant="scale_aware"`` uses it (the others count voxels, as the paper).
+        variant, alpha, gamma, reduction, gamma_terms, check_values: see :class:`AdaptiveFocalLoss`.
+        spacing: voxel size in mm per spatial axis (``variant="scale_aware"`` only).
 
-    ``variant="reference"``: ``gamma = f_batch + g_first`` (foreground fraction of the
-    whole batch plus the mean gradient magnitude of the first sample's mask only), a
-    MONAI-style sigmoid focal loss (no alpha) on the one-hot target ``[1 - t, t]``, each
-    channel multiplied by ``[bg/(fg+bg), fg/(fg+bg)]``, mean over all ``N * 2 * |S|``
-    elements. The rare foreground channel gets the small weight, the opposite of the
-    paper's text. A batch without foreground is undefined there: ``ValueError`` when
-    values are checked, otherwise a NaN loss. A given ``alpha`` sets the channel weights
-    to ``[1 - alpha, alpha]`` (then a batch without foreground is defined). With
-    ``reduction="sum"`` the elements are summed (MONAI's "sum" first averages space).
+    Returns:
+        The loss (a scalar, or per element with ``reduction="none"``).
 
-    The statistics come from the target only (no gradient flows through them). Those of
-    ``paper`` and ``reference`` stay on the device: no host synchronisation unless values
-    are checked. ``scale_aware`` labels lesions on the host (one copy of the target to the
-    CPU per call on an accelerator). Computed in float32 whatever the autocast dtype of the
-    logits.
+    Raises:
+        ValueError: bad options or inputs, with what to do.
     """
-    _check_options(variant, alpha, gamma, reduction, gamma_terms)
-    validate_inputs(logits, target, channels=2 if variant == "reference" else 1, check_values=False)
-    dtype = _compute_dtype(logits)
-    logits, target = logits.to(dtype), target.to(dtype)
-    if check_values is None:
-        check_values = _values_checked_by_default(logits)
-    if variant == "reference":
-        if check_values:
-            _check_values(logits.detach(), target)
-        return _reference_loss(logits, target, alpha, gamma, gamma_terms, check_values, reduction)
-    foreground = _foreground(target)
-    if check_values:
-        _check_values(logits.detach(), target, foreground)
-    if alpha is None or gamma is None:
-        terms = gamma_terms if gamma is None else ()  # a given gamma: measure nothing for it
-        weight_fg, weight_bg, adaptive_gamma = (
-            _per_sample(v, logits.ndim) for v in _adaptive_terms(target, variant, terms, dtype, spacing)
-        )
-        gamma = adaptive_gamma if gamma is None else gamma
-    if alpha is not None:
-        weight_fg, weight_bg = alpha, 1.0 - alpha
-    return _FusedFocalLoss.apply(logits, foreground, weight_fg, weight_bg, gamma, reduction)
+    loss = AdaptiveFocalLoss(
+        variant, alpha=alpha, gamma=gamma, reduction=reduction, gamma_terms=gamma_terms, check_values=check_values
+    )
+    return loss(logits, target, spacing=spacing)
 
 
-class AdaptiveFocalLoss(nn.Module):
-    """``nn.Module`` form of :func:`adaptive_focal_loss` (same keywords).
-
-    ``forward(logits, target, spacing=None)``; :attr:`uses_spacing` tells a training loop
-    whether to pass the batch's voxel sizes (True for ``variant="scale_aware"``).
-    """
-
-    def __init__(
-        self,
-        variant: str = "paper",
-        *,
-        alpha: float | None = None,
-        gamma: float | None = None,
-        reduction: str = "mean",
-        gamma_terms: Sequence[str] = GAMMA_TERMS,
-        check_values: bool | None = None,
-    ) -> None:
-        super().__init__()
-        _check_options(variant, alpha, gamma, reduction, gamma_terms)
-        self.variant = variant
-        self.alpha = alpha
-        self.gamma = gamma
-        self.reduction = reduction
-        self.gamma_terms = tuple(gamma_terms)
-        self.check_values = check_values
-
-    @property
-    def uses_spacing(self) -> bool:
-        """Whether the loss depends on the voxel size (``spacing=`` in :meth:`forward`)."""
-        return self.variant == "scale_aware" and self.gamma is None and bool(self.gamma_terms)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, spacing=None) -> torch.Tensor:
-        return adaptive_focal_loss(
-            logits,
-            target,
-            variant=self.variant,
-            alpha=self.alpha,
-            gamma=self.gamma,
-            reduction=self.reduction,
-            gamma_terms=self.gamma_terms,
-            check_values=self.check_values,
-            spacing=spacing,
-        )
-
-    def extra_repr(self) -> str:
-        return f"variant={self.variant!r}, alpha={self.alpha}, gamma={self.gamma}, gamma_terms={self.gamma_terms}"
+# --------------------------------------------------------------------------- baselines
 
 
 class _BinaryLoss(nn.Module):
@@ -552,7 +511,7 @@ class _BinaryLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         validate_inputs(logits, target)
-        dtype = _compute_dtype(logits)
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
         logits, target = logits.to(dtype), target.to(dtype)
         return sum(w * loss(logits, target) for w, loss in zip(self.weights, self.terms))
 
@@ -582,6 +541,16 @@ def get_loss(name: str, **kwargs) -> nn.Module:
     baselines were MONAI losses (Dice with squared predictions per sample, background
     included; Tversky with alpha = beta = 0.5, i.e. Dice): numbers from this registry
     are comparable with each other, not digit for digit with the paper's table.
+
+    Args:
+        name: one of :data:`LOSS_NAMES`.
+        **kwargs: options of :class:`AdaptiveFocalLoss` (``name="afl"`` only).
+
+    Returns:
+        The loss module.
+
+    Raises:
+        ValueError: an unknown name, or options for a loss that takes none.
     """
     if name == "afl":
         return AdaptiveFocalLoss(**kwargs)

@@ -90,7 +90,7 @@ from afl_core.data import (
     split_cases,
 )
 from afl_core.evaluate import loss_with_spacing, predict_cases
-from afl_core.losses import LOSS_NAMES, VARIANTS, get_loss
+from afl_core.losses import LOSS_NAMES, VARIANTS, AdaptiveFocalLoss, get_loss
 from afl_core.metrics import export_csv, overlap_scores
 from afl_core.models import (
     ENCODERS_3D,
@@ -286,7 +286,7 @@ class TrainConfig:
 
     @property
     def classes(self) -> int:
-        return 2 if self.variant == "reference" else 1
+        return VARIANTS[self.variant].channels if self.loss == "afl" else 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -326,18 +326,32 @@ class GPUOutOfMemory(RuntimeError):
 def make_loss(name: str, variant: str | None = None, **kwargs) -> nn.Module:
     """:func:`afl_core.losses.get_loss` with A-FL's ``variant``.
 
-    ``variant="reference"`` is undefined on a batch without lesion voxels (the authors'
-    weights divide by the foreground count): :func:`fit` leaves such batches out (counted
-    in ``history.csv``'s ``skipped_batches``) and validation leaves them out of
-    ``val_loss``, so the loss itself runs without its CPU-only value check.
+    A variant that ``needs_lesion`` (``"reference"``: the authors' weights divide by the
+    foreground count) is undefined on a batch without lesion voxels: :func:`fit` leaves such
+    batches out (counted in ``history.csv``'s ``skipped_batches``) and validation leaves them
+    out of ``val_loss``, so the loss itself runs without its CPU-only value check.
     """
     if name == "afl":
         kwargs["variant"] = variant or "paper"
-        if kwargs["variant"] == "reference":
+        if kwargs["variant"] in VARIANTS and VARIANTS[kwargs["variant"]].needs_lesion:
             kwargs.setdefault("check_values", False)
     elif variant is not None:
         raise ValueError(f"variant applies to loss 'afl' only, got loss {name!r} with variant {variant!r}")
     return get_loss(name, **kwargs)
+
+
+class ItemParameters:
+    """A-FL's ``(alpha, gamma)`` of one training item, computed where the item is made (in
+    the DataLoader workers, after augmentation) for a variant whose parameters are per
+    sample: the training step then hands them to the loss, which measures nothing on the
+    device (no host synchronisation, whatever the variant)."""
+
+    def __init__(self, loss_fn: AdaptiveFocalLoss) -> None:
+        self.loss_fn = loss_fn
+
+    def __call__(self, item: dict) -> dict:
+        alpha, gamma = self.loss_fn.adaptive_parameters(item["label"][None], item["spacing"][None])
+        return {"loss_alpha": alpha[0], "loss_gamma": gamma[0]}
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -382,7 +396,9 @@ class TrainStep:
     backward (scaled when float16), optimiser and scheduler steps. Returns the detached
     loss on the device. Shared by :func:`fit` and the benchmarks, so they time the same code.
     ``spacing`` (the batch's voxel sizes, ``(N, len(S))`` mm) reaches only a loss whose
-    ``uses_spacing`` attribute is true. ``channels_last`` applies to 2D networks.
+    ``uses_spacing`` attribute is true; ``parameters``, A-FL's per-sample ``(alpha, gamma)``
+    computed in the DataLoader workers (:class:`ItemParameters`), reach the loss so that it
+    measures nothing on the device. ``channels_last`` applies to 2D networks.
     """
 
     def __init__(
@@ -410,13 +426,19 @@ class TrainStep:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels.to(self.device, non_blocking=True)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, spacing: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        spacing: torch.Tensor | None = None,
+        parameters: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         images, labels = self.to_device(images, labels)
         with torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
         ):
             logits = self.model(images)
-        loss = loss_with_spacing(self.loss_fn, logits.float(), labels, spacing)
+        loss = loss_with_spacing(self.loss_fn, logits.float(), labels, spacing, parameters)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -800,6 +822,8 @@ def _build_run(cfg: TrainConfig) -> _Run:
     )
     model.to(device)
     loss_fn = make_loss(cfg.loss, cfg.variant, **cfg.loss_options)
+    if isinstance(loss_fn, AdaptiveFocalLoss) and loss_fn.spec.per_sample:
+        train_set.item_fields = ItemParameters(loss_fn)
     optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
     step = TrainStep(
@@ -905,7 +929,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, int, int, float]:
     # The authors' loss is undefined on a batch without lesion voxels: leave such batches
     # out (all ranks, when any rank's part has none). The labels are still on the host here,
     # so the check costs no device sync.
-    skip_lesion_free = cfg.loss == "afl" and cfg.variant == "reference"
+    skip_lesion_free = getattr(run.loss_fn, "needs_lesion", False)
     sync_every = 1 if run.device.type == "cpu" else _GPU_SYNC_EVERY
     run.model.train()
     loss_sum = torch.zeros((), device=run.device)
@@ -915,7 +939,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, int, int, float]:
         if skip_lesion_free and distributed.any_rank(not batch["label"].any()):
             skipped += 1
             continue
-        loss = run.step(batch["image"], batch["label"], batch["spacing"])
+        parameters = (batch["loss_alpha"], batch["loss_gamma"]) if "loss_alpha" in batch else None
+        loss = run.step(batch["image"], batch["label"], batch["spacing"], parameters)
         loss_sum += loss * batch["image"].shape[0]
         seen += batch["image"].shape[0]
         if index % sync_every == 0 or index == len(loader):
@@ -947,8 +972,8 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
     )
     if seen == 0:
         raise TrainingDiverged(
-            f"epoch {epoch} had no batch with lesion voxels, which variant "
-            "'reference' needs: raise --oversample or --batch-size"
+            f"epoch {epoch} had no batch with lesion voxels, which variant {run.cfg.variant!r} "
+            "needs: raise --oversample or --batch-size"
         )
     row = {
         "epoch": epoch,

@@ -38,10 +38,9 @@ from train_throughput import measure, ratios, synthetic_batches
 
 from afl_core._io import write_json
 from afl_core.evaluate import evaluate_run
+from afl_core.losses import VARIANTS
 from afl_core.models import autocast_dtype, build_model
 from afl_core.train import PAPER_SGD, TrainStep, fit, make_loss, make_optimizer
-
-VARIANTS = ("paper", "reference", "scale_aware")
 
 
 def sync_free(step, *args) -> str:
@@ -59,24 +58,33 @@ def sync_free(step, *args) -> str:
 
 
 def check_syncs(batch, device, amp_dtype) -> dict[str, dict[str, str]]:
-    """Sync check of each A-FL variant: loss forward + backward alone, and a whole TrainStep."""
+    """Sync check of each A-FL variant: loss forward + backward alone, and a whole TrainStep,
+    with the per-sample parameters computed beforehand on the host (as DataLoader workers
+    do in ``fit``) where the variant's parameters are per sample."""
     images, labels = (t.to(device) for t in batch)
     report = {}
-    for variant in VARIANTS:
-        classes = 2 if variant == "reference" else 1
+    for variant, spec in VARIANTS.items():
+        classes = spec.channels
         loss_fn = make_loss("afl", variant)
         logits = torch.randn(labels.shape[0], classes, *labels.shape[2:], device=device, requires_grad=True)
+        parameters = None
+        if spec.per_sample:
+            parameters = tuple(p.to(device) for p in loss_fn.adaptive_parameters(batch[1], spacing=(1.0, 1.0)))
+        torch.cuda.synchronize()
 
         def loss_step():
-            loss_fn(logits, labels).backward()
+            loss_fn(logits, labels, parameters=parameters).backward()
 
         model = build_model("resnet50", None, in_channels=images.shape[1], classes=classes).to(device)
         optimizer = make_optimizer(model, "sgd", PAPER_SGD["lr"], PAPER_SGD["weight_decay"])
         step = TrainStep(model, loss_fn, optimizer, device=device, amp_dtype=amp_dtype, channels_last=True)
         # Warm-up: lazy initialisation (cuDNN plans, optimizer state) may sync once.
         loss_step()
-        step(images, labels)
-        report[variant] = {"loss_forward_backward": sync_free(loss_step), "train_step": sync_free(step, images, labels)}
+        step(images, labels, None, parameters)
+        report[variant] = {
+            "loss_forward_backward": sync_free(loss_step),
+            "train_step": sync_free(step, images, labels, None, parameters),
+        }
         del model, optimizer, step
     return report
 

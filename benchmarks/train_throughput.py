@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from afl_core import distributed
 from afl_core.data import SliceDataset
+from afl_core.losses import VARIANTS
 from afl_core.models import autocast_dtype, build_model, resolve_device
 from afl_core.synthetic import make_dataset
 from afl_core.train import PAPER_SGD, TrainStep, make_loss, make_optimizer
@@ -96,7 +97,8 @@ def measure(
     on_device = [(x.to(device), y.to(device)) for x, y in batches]
     trainers = {}
     for name, spec in losses.items():
-        model = copy.deepcopy(two if spec.get("variant") == "reference" else one).to(device)
+        channels = VARIANTS[spec["variant"]].channels if spec["name"] == "afl" else 1
+        model = copy.deepcopy(two if channels == 2 else one).to(device)
         model.train()
         optimizer = make_optimizer(model, "sgd", PAPER_SGD["lr"], PAPER_SGD["weight_decay"])
         trainers[name] = TrainStep(
@@ -210,9 +212,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="training steps per loss per round")
     parser.add_argument("--repeats", type=int, default=7, help="rounds")
-    parser.add_argument(
-        "--variants", nargs="+", default=["paper", "scale_aware"], choices=["paper", "reference", "scale_aware"]
-    )
+    parser.add_argument("--variants", nargs="+", default=["paper", "scale_aware"], choices=tuple(VARIANTS))
     parser.add_argument("--no-amp", dest="amp", action="store_false")
     parser.add_argument(
         "--threads",

@@ -9,11 +9,12 @@ from torchvision.ops import sigmoid_focal_loss
 from afl_core.losses import (
     DEGENERATE_ALPHA,
     LOSS_NAMES,
+    VARIANTS,
     AdaptiveFocalLoss,
-    _focal_terms,
     _FusedFocalLoss,
     adaptive_focal_loss,
     adaptive_parameters,
+    focal_loss,
     get_loss,
 )
 from tests.test_shape import disc, numpy_gradient_magnitude
@@ -132,28 +133,37 @@ def test_gradcheck_fused_gradient(variant, reduction):
     )
 
 
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("gamma", [0.0, 0.3, 2.0, 4.5])
-def test_fused_gradient_is_autograd_of_the_one_formula(gamma):
-    """The hand-derived gradient against autograd through _focal_terms, the formula every
-    variant evaluates (per-sample weights and gamma, as paper / scale_aware pass them)."""
+def test_fused_loss_is_the_plain_focal_formula_values_and_gradients(gamma, dtype, rtol):
+    """The fast path (_FusedFocalLoss, gradient derived by hand) against autograd through
+    focal_loss, the plain formula the notebooks show, with per-sample alpha and gamma."""
     x, t = random_case((4, 1, 32, 32), seed=12)
-    xt, tt = tensors(2 * x, t, torch.float64)  # logits up to about +-20: saturated voxels too
+    xt, tt = tensors(2 * x, t, dtype)  # logits up to about +-20: saturated voxels too
     xt.requires_grad_()
-    is_fg = (tt > 0).double()
-    w_fg = torch.tensor([0.9, 0.7, 0.5, 0.99], dtype=torch.float64).view(-1, 1, 1, 1)
-    gammas = torch.tensor([gamma, gamma / 2, 0.0, gamma], dtype=torch.float64).view(-1, 1, 1, 1)
-    formula = _focal_terms(xt, is_fg, w_fg, 1 - w_fg, gammas)
-    for reduction, reduce in (("mean", torch.mean), ("sum", torch.sum)):
-        (autograd,) = torch.autograd.grad(reduce(formula), xt, retain_graph=True)
-        (fused,) = torch.autograd.grad(_FusedFocalLoss.apply(xt, is_fg, w_fg, 1 - w_fg, gammas, reduction), xt)
-        np.testing.assert_allclose(fused.numpy(), autograd.numpy(), rtol=1e-10, atol=1e-300)
-    weights = torch.rand_like(xt)  # reduction="none": a vector-Jacobian product per voxel
-    (autograd,) = torch.autograd.grad(formula, xt, weights)
-    (fused,) = torch.autograd.grad(_FusedFocalLoss.apply(xt, is_fg, w_fg, 1 - w_fg, gammas, "none"), xt, weights)
-    np.testing.assert_allclose(fused.numpy(), autograd.numpy(), rtol=1e-10, atol=1e-300)
-    np.testing.assert_allclose(
-        formula.detach().numpy(), np_focal(2 * x, t, w_fg.numpy(), gammas.numpy()), rtol=1e-6
-    )  # NumPy forms 1 - p
+    alpha = torch.tensor([0.9, 0.7, 0.5, 0.99], dtype=dtype).view(-1, 1, 1, 1)
+    gammas = torch.tensor([gamma, gamma / 2, 0.0, gamma], dtype=dtype).view(-1, 1, 1, 1)
+    plain = focal_loss(xt, tt, alpha, gammas, reduction="none")
+    for reduction in ("mean", "sum", "none"):
+        fused = _FusedFocalLoss.apply(xt, tt, alpha, 1 - alpha, gammas, reduction)
+        expected = {"mean": plain.mean(), "sum": plain.sum(), "none": plain}[reduction]
+        np.testing.assert_allclose(fused.detach().numpy(), expected.detach().numpy(), rtol=rtol, atol=1e-30)
+        weights = torch.rand_like(fused)  # a vector-Jacobian product (one number for mean / sum)
+        (by_hand,) = torch.autograd.grad(fused, xt, weights)
+        (autograd,) = torch.autograd.grad(expected, xt, weights, retain_graph=True)
+        np.testing.assert_allclose(by_hand.numpy(), autograd.numpy(), rtol=rtol, atol=1e-12 * rtol)
+    if dtype == torch.float64:
+        expected = np_focal(2 * x, t, alpha.numpy(), gammas.numpy())
+        np.testing.assert_allclose(plain.detach().numpy(), expected, rtol=1e-6)  # NumPy forms 1 - p
+
+
+def test_plain_focal_loss_is_torchvision_focal_loss():
+    x, t = random_case((3, 1, 24, 24), seed=9)
+    xt, tt = tensors(x, t, torch.float64)
+    for alpha, gamma in ((0.25, 2.0), (0.8, 0.5), (None, 1.0)):
+        expected = sigmoid_focal_loss(xt, tt, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="sum")
+        got = focal_loss(xt, tt, alpha, gamma, reduction="sum").item()
+        np.testing.assert_allclose(got, expected.item(), rtol=1e-7)  # torchvision forms 1 - p_t
 
 
 def test_gradcheck_reference_variant():
@@ -321,7 +331,7 @@ def test_no_host_sync_inside_the_loss():
 
     x, t = tensors(*random_case((3, 1, 16, 16), seed=52))
     x2 = torch.randn(3, 2, 16, 16)
-    # scale_aware is left out by design: it labels lesions on the host (documented)
+    # scale_aware measures lesions on the host: here only with a fixed gamma (below: precomputed)
     for logits, kwargs in (
         (x, {}),
         (x2, {"variant": "reference"}),
@@ -333,6 +343,15 @@ def test_no_host_sync_inside_the_loss():
         with RecordSyncs() as mode:
             adaptive_focal_loss(logits, t, check_values=False, **kwargs).backward()
         assert mode.seen == [], (kwargs, mode.seen)
+    # every per-sample variant, with its parameters computed beforehand (as DataLoader workers do)
+    for name, variant in VARIANTS.items():
+        if variant.per_sample:
+            loss_fn = AdaptiveFocalLoss(name, check_values=False)
+            parameters = loss_fn.adaptive_parameters(t, spacing=(0.8, 0.8))
+            logits = x.clone().requires_grad_()
+            with RecordSyncs() as mode:
+                loss_fn(logits, t, parameters=parameters).backward()
+            assert mode.seen == [], (name, mode.seen)
     with RecordSyncs() as mode:  # the detector itself works
         adaptive_focal_loss(x, t, check_values=True)
     assert mode.seen
@@ -427,14 +446,23 @@ def test_value_checks_can_be_switched_off():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_no_host_sync_on_cuda():
-    x, t = (v.cuda() for v in tensors(*random_case((4, 1, 64, 64), seed=51)))
-    x.requires_grad_()
-    x2 = torch.randn(4, 2, 64, 64, device="cuda", requires_grad=True)
-    for logits, variant in ((x, "paper"), (x2, "reference")):  # scale_aware labels on the host (documented)
-        adaptive_focal_loss(logits, t, variant=variant, check_values=False).backward()  # warm-up
+    """Every variant: paper and reference compute their statistics on the device; per-sample
+    variants (scale_aware measures lesions on the host) with parameters computed beforehand."""
+    x, t = tensors(*random_case((4, 1, 64, 64), seed=51))
+    for name, variant in VARIANTS.items():
+        loss_fn = AdaptiveFocalLoss(name, check_values=False)
+        parameters = None
+        if variant.per_sample:
+            parameters = tuple(p.cuda() for p in loss_fn.adaptive_parameters(t, spacing=(0.8, 0.8)))
+        elif variant.uses_spacing:
+            pytest.fail(f"{name}: a variant that reads the spacing must be per sample to avoid a sync")
+        logits = torch.randn(4, variant.channels, 64, 64, device="cuda", requires_grad=True)
+        target = t.cuda()
+        loss_fn(logits, target, parameters=parameters).backward()  # warm-up
+        torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            adaptive_focal_loss(logits, t, variant=variant, check_values=False).backward()
+            loss_fn(logits, target, parameters=parameters).backward()
         finally:
             torch.cuda.set_sync_debug_mode("default")
 

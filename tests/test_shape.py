@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from afl_core.shape import (
     boundary_irregularity,
@@ -188,3 +189,71 @@ def test_lesion_shapes_take_one_spacing_row_per_sample():
 def test_bad_spacing_gets_a_clear_error(spacing, message):
     with pytest.raises(ValueError, match=message):
         spacing_per_sample(spacing, 2, 2)
+
+
+# ---------------------------------------------------------------- lesion_shapes, lesion by lesion
+def one_lesion_irregularity(component, spacing, diameter, outline_steps=32):
+    """The outline measurement written for one lesion at a time (the straightforward form that
+    ``lesion_shapes`` computes for all lesions at once): signed distance on the lesion's own
+    padded box, resampled to an isotropic grid, softened, total variation over size."""
+    finest = float(spacing.min())
+    step = max(1, int(diameter / (outline_steps * finest)))
+    h = step * finest
+    padded = np.pad(component, 2 * step + 1)
+    signed = ndimage.distance_transform_edt(padded, sampling=spacing) - ndimage.distance_transform_edt(
+        ~padded, sampling=spacing
+    )
+    if step > 1 or np.any(spacing != finest):
+        axes = [np.arange(0.0, n - 1 + 1e-9, h / s) for n, s in zip(padded.shape, spacing)]
+        signed = ndimage.map_coordinates(signed, np.meshgrid(*axes, indexing="ij"), order=1)
+    soft = np.clip(0.5 + signed / (3.0 * h), 0.0, 1.0)
+    boundary = np.sqrt(sum(g * g for g in np.gradient(soft, h))).sum() * h**soft.ndim
+    size = soft.sum() * h**soft.ndim
+    reference = 2 * np.sqrt(np.pi * size) if soft.ndim == 2 else np.pi ** (1 / 3) * (6 * size) ** (2 / 3)
+    return boundary / reference
+
+
+def lesion_by_lesion(mask, spacing):
+    """Per sample: (size, diameter, irregularity) of each 8/26-connected lesion, largest first."""
+    results = []
+    for sample, voxel in zip(mask, spacing):
+        labels, count = ndimage.label(sample, np.ones((3,) * sample.ndim))
+        rows = []
+        for index, box in enumerate(ndimage.find_objects(labels), start=1):
+            component = labels[box] == index
+            size = component.sum() * np.prod(voxel)
+            diameter = 2 * np.sqrt(size / np.pi) if sample.ndim == 2 else (6 * size / np.pi) ** (1 / 3)
+            rows.append((size, diameter, one_lesion_irregularity(component, voxel, diameter)))
+        order = np.argsort([r[0] for r in rows], kind="stable")[::-1]
+        results.append(np.array([rows[i] for i in order]).reshape(-1, 3))
+    return results
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["discs", "speckle", "speckle_and_lesion", "anisotropic_3d", "per_sample_spacing", "large_lesion"],
+)
+def test_lesion_shapes_equal_the_lesion_by_lesion_measurement(case):
+    rng = np.random.default_rng(7)
+    if case == "discs":
+        masks, spacing = np.stack([disc(96, 10), np.maximum(disc(96, 3), disc(96, 2, centre=20)), disc(96, 0)]), (1, 1)
+    elif case == "speckle":  # label noise: thousands of tiny lesions, many identical
+        masks, spacing = rng.random((3, 64, 64)) > 0.9, (0.7, 0.7)
+    elif case == "speckle_and_lesion":
+        masks, spacing = np.stack([np.maximum(disc(80, 12), rng.random((80, 80)) > 0.97) for _ in range(2)]), (1, 1)
+    elif case == "anisotropic_3d":
+        masks = np.stack([ball((60, 32, 32), 9.0, (3.0, 0.5, 0.5)), ball((60, 32, 32), 3.0, (3.0, 0.5, 0.5))])
+        masks[1] = np.maximum(masks[1], rng.random(masks[1].shape) > 0.997)
+        spacing = (3.0, 0.5, 0.5)
+    elif case == "per_sample_spacing":
+        masks = np.stack([star(64, 14, 0.3), disc(64, 6), rng.random((64, 64)) > 0.95])
+        spacing = np.array([[0.5, 0.5], [1.0, 2.0], [0.3, 0.7]])
+    else:  # a lesion wide enough for a coarser outline grid (step > 1)
+        masks, spacing = disc(256, 100)[None], (0.3, 0.3)
+    masks = np.asarray(masks, dtype=bool)
+    rows = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (len(masks), masks.ndim - 1))
+    expected = lesion_by_lesion(masks, rows)
+    got = lesion_shapes(torch.from_numpy(masks)[:, None].float(), spacing=spacing)
+    assert sum(len(e) for e in expected) == sum(g.size.size for g in got) > 0
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(np.column_stack(have), want, rtol=1e-12)

@@ -277,9 +277,9 @@ def test_reference_variant_leaves_lesion_free_batches_out(dataset, tmp_path, mon
     seen = []
     original_call = train.TrainStep.__call__
 
-    def record(self, images, labels, spacing=None):
+    def record(self, images, labels, spacing=None, parameters=None):
         seen.append(bool(labels.any()))
-        return original_call(self, images, labels, spacing)
+        return original_call(self, images, labels, spacing, parameters)
 
     monkeypatch.setattr(train.TrainStep, "__call__", record)
     result = fit(

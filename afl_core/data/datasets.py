@@ -72,6 +72,9 @@ class _CaseDataset(Dataset):
         self.seed = int(seed)
         self.percentiles = tuple(percentiles)
         self.epoch = 0
+        #: a function ``item -> dict`` of extra fields, run on each item after augmentation
+        #: (in the DataLoader workers), e.g. :class:`afl_core.train.ItemParameters`.
+        self.item_fields = None
         self._geometry = {case: load_geometry(self.root, case) for case in self.cases}
         self.items: list[tuple[str, int]] = []
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -105,7 +108,10 @@ class _CaseDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, label = self.augmentation(image, label, rng)
         spacing = torch.tensor(self._item_spacing[case], dtype=torch.float32)
-        return {"image": image, "label": label, "case": case, "index": k, "spacing": spacing}
+        item = {"image": image, "label": label, "case": case, "index": k, "spacing": spacing}
+        if self.item_fields is not None:  # e.g. the loss's parameters, in the DataLoader worker
+            item.update(self.item_fields(item))
+        return item
 
     # ----- sampling
 
@@ -199,8 +205,9 @@ class SliceDataset(_CaseDataset):
         percentiles: tuple[float, float] = (0.5, 99.5),
     ) -> None:
         self.size = _positive_size(size, 2, "(H, W)")
-        super().__init__(root, cases, augment=augment, oversample_lesions=oversample_lesions, seed=seed,
-                         percentiles=percentiles)
+        super().__init__(
+            root, cases, augment=augment, oversample_lesions=oversample_lesions, seed=seed, percentiles=percentiles
+        )
         self.items = [(case, k) for case in self.cases for k in range(self._geometry[case].shape[2])]
         self._item_spacing = {case: self._geometry[case].spacing[:2] for case in self.cases}
 
@@ -279,8 +286,9 @@ class VolumeDataset(_CaseDataset):
         if resize and self.size is None:
             raise ValueError("resize=True needs size=(D, H, W) to resize to")
         self.resize = bool(resize)
-        super().__init__(root, cases, augment=augment, oversample_lesions=oversample_lesions, seed=seed,
-                         percentiles=percentiles)
+        super().__init__(
+            root, cases, augment=augment, oversample_lesions=oversample_lesions, seed=seed, percentiles=percentiles
+        )
         self.items = [(case, 0) for case in self.cases]
         self._grid = {case: self._evaluation_grid(case) for case in self.cases}
         self._item_spacing = {case: tuple(np.array(spacing)[[2, 0, 1]]) for case, (_, spacing) in self._grid.items()}
