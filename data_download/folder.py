@@ -59,7 +59,7 @@ from . import _layout
 from .archives import is_junk
 from .remote import DownloadError, OptionError
 
-__all__ = ["FolderPlan", "check_folder", "convert_folder", "write_example_folder"]
+__all__ = ["FolderPlan", "check_folder", "convert_folder", "read_volume", "write_example_folder"]
 
 SOURCE = "folder"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -213,7 +213,8 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[
     components = image.GetNumberOfComponentsPerPixel()
     if image.GetDimension() != 3 or components != 1:
         shape = (*image.GetSize(), components) if components > 1 else tuple(image.GetSize())
-        raise ValueError(f"{path} holds a {len(shape)}D image {shape}; each file must be one 3D volume.{_SPLIT_HINT}")
+        hint = _SPLIT_HINT if len(shape) > 3 else ""
+        raise ValueError(f"{path} holds a {len(shape)}D image {shape}; each file must be one 3D volume.{hint}")
     array, affine = sitk_to_nifti(image)
     return array, affine, tuple(float(s) for s in image.GetSpacing())
 
@@ -437,20 +438,19 @@ def check_folder(
                 patients[case] = who
 
     # SimpleITK once for all MHA / NRRD files: its absence is one problem, not one per file.
-    needs_sitk = sorted(
-        {path for files, label_file in present.values() for path in [*files, label_file] if _needs_simpleitk(path)}
-    )
+    needs_sitk = sorted({p for files, label in present.values() for p in [*files, label] if _needs_simpleitk(p)})
+    unreadable: set[Path] = set()
     if needs_sitk:
         try:
             _simpleitk(needs_sitk)
         except DownloadError as exc:
             problems.append(str(exc).rstrip("."))
-            present = {case: ([p for p in files if not _needs_simpleitk(p)], None if _needs_simpleitk(label_file)
-                              else label_file) for case, (files, label_file) in present.items()}  # fmt: skip
+            unreadable = set(needs_sitk)
 
     found_values: set[int] = set()
     for channel_files, label_file in tqdm(present.values(), desc="check", unit="case", disable=not progress):
-        problems += _check_case(channel_files, label_file, values, found_values)
+        readable = [p for p in channel_files if p not in unreadable]
+        problems += _check_case(readable, None if label_file in unreadable else label_file, values, found_values)
     if values is None and not found_values <= {0, 1}:
         lesion_like = " ".join(str(v) for v in sorted(found_values) if v != 0)
         problems.append(
