@@ -25,6 +25,7 @@ from afl_core.data import (
     split_cases,
 )
 from data_download.folder import convert_folder, write_example_folder
+from data_download.remote import DownloadError
 
 REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.array([[0.5, 0, 0, -10.0], [0, 0.6, 0, 4.0], [0, 0, 3.0, 7.5], [0, 0, 0, 1]])
@@ -182,6 +183,10 @@ def test_subfolders_and_patients_keep_a_patients_cases_together(tmp_path):
         )
     info = read_dataset_json(dest)
     assert info["patients"] == {case: case.split("_")[0] for case in cases}
+    with pytest.raises(DownloadError, match=r"case p2_v1 does not fit --patient 'p1_\{visit\}'"):
+        convert_folder(tmp_path / "src", tmp_path / "other", images=["{case}/t2.nii.gz"], label="labels/{case}.nii.gz",
+                       patient="p1_{visit}", progress=False)  # fmt: skip
+    assert not (tmp_path / "other").exists()
     group_of = patient_grouping(dest)
     for seed in range(5):
         train, val = split_cases(dest, 0.4, seed, group_of=group_of)
