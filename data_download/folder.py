@@ -73,6 +73,7 @@ _OPTION_NAMES = {
     "patient": "--patient",
 }
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_EXAMPLES = {"case": "{case}_t2.nii.gz", "patient": "{patient}_{visit}"}
 _SPLIT_HINT = " Split it into one 3D file per channel and give one --image template for each."
 _SIMPLEITK_HINT = "pip install 'afl-tutorial[picai]' (or pip install SimpleITK), or convert them to NIfTI (.nii.gz)"
 EXAMPLE_MARKER = "afl-example.json"
@@ -112,7 +113,7 @@ def _parse_template(text: str, option: str, key: str) -> _Template:
     if names.count(key) != 1 or "{" in stray or "}" in stray or not all(n.isidentifier() for n in names):
         raise OptionError(
             f"{option} '{text}' must hold {{{key}}} exactly once (other placeholders are {{name}} with a plain "
-            f"name, e.g. {{visit}}), e.g. {option} '{{{key}}}_t2.nii.gz'."
+            f"name, e.g. {{visit}}), e.g. {option} '{_EXAMPLES[key]}'."
         )
     parts, pattern = _PLACEHOLDER.split(text), []
     for index, part in enumerate(parts):

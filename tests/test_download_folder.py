@@ -183,9 +183,9 @@ def test_subfolders_and_patients_keep_a_patients_cases_together(tmp_path):
         )
     info = read_dataset_json(dest)
     assert info["patients"] == {case: case.split("_")[0] for case in cases}
-    with pytest.raises(DownloadError, match=r"case p2_v1 does not fit --patient 'p1_\{visit\}'"):
+    with pytest.raises(DownloadError, match=r"case p1_v2 does not fit --patient '\{patient\}_v1'"):
         convert_folder(tmp_path / "src", tmp_path / "other", images=["{case}/t2.nii.gz"], label="labels/{case}.nii.gz",
-                       patient="p1_{visit}", progress=False)  # fmt: skip
+                       patient="{patient}_v1", progress=False)  # fmt: skip
     assert not (tmp_path / "other").exists()
     group_of = patient_grouping(dest)
     for seed in range(5):
