@@ -1,4 +1,4 @@
-"""``python -m data_download {picai,brats2018,msd-brain,synthetic} --dest DIR ...``
+"""``python -m data_download {picai,brats2018,msd-brain,synthetic,folder} --dest DIR ...``
 
 Every source ends in the common layout (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
 A re-run over a complete dataset does nothing; an interrupted one resumes. Failures end
@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import brats, msd, picai
+from . import brats, folder, msd, picai
 from ._layout import check_max_cases
 from .remote import DownloadError, OptionError, RemoteFile, check_transfer_options, describe, remote_size
 
@@ -58,7 +58,9 @@ def _max_cases(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_download", description=__doc__.split("\n\n")[0].strip("`"))
-    sources = parser.add_subparsers(dest="command", required=True, metavar="{picai,brats2018,msd-brain,synthetic}")
+    sources = parser.add_subparsers(
+        dest="command", required=True, metavar="{picai,brats2018,msd-brain,synthetic,folder}"
+    )
 
     p = sources.add_parser(
         "picai",
@@ -171,6 +173,37 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         metavar=("D", "H", "W"),
         help="voxel size in mm, in the order of --shape (slice thickness first)",
+    )
+
+    p = sources.add_parser(
+        "folder",
+        help="your own folder of NIfTI (or MHA / NRRD) scans and lesion masks",
+        description=folder.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", type=Path, metavar="SRC", help="the folder holding your scans and labels")
+    _common(p)
+    p.add_argument(
+        "--image",
+        dest="images",
+        action="append",
+        required=True,
+        metavar="TEMPLATE",
+        help="one channel's files under SRC, {case} standing for the case id, e.g. '{case}_t2.nii.gz'; "
+        "repeat for each channel, in channel order",
+    )
+    p.add_argument("--label", required=True, metavar="TEMPLATE", help="the lesion masks, e.g. '{case}_seg.nii.gz'")
+    p.add_argument(
+        "--lesion-values",
+        type=int,
+        nargs="+",
+        metavar="V",
+        help="the label values that are lesion (the others become background); needed when labels are not 0/1",
+    )
+    p.add_argument(
+        "--patient",
+        metavar="TEMPLATE",
+        help="how case ids name patients, e.g. '{patient}_{visit}': a patient's cases stay on one side of a split",
     )
     return parser
 
@@ -298,6 +331,19 @@ def _run_synthetic(args) -> int:
     return 0
 
 
+def _run_folder(args) -> int:
+    options = dict(images=args.images, label=args.label, lesion_values=args.lesion_values, patient=args.patient)
+    if args.dry_run:
+        plan = folder.check_folder(args.source, exclude=args.dest, progress=args.progress, **options)
+        print(
+            f"{len(plan.cases)} cases in {args.source}, channels {', '.join(plan.channel_names)}, label values "
+            f"{plan.label_values} (lesion: {plan.lesion_values}); would convert them into {args.dest}"
+        )
+        return 0
+    folder.convert_folder(args.source, args.dest, force=args.force, progress=args.progress, **options)
+    return 0
+
+
 _SYNTHETIC_OPTIONS = (
     "shape",
     "lesion_radius",
@@ -318,7 +364,13 @@ def _finished(result, dest: Path, name: str) -> int:
     return 0
 
 
-_RUNNERS = {"picai": _run_picai, "brats2018": _run_brats, "msd-brain": _run_msd, "synthetic": _run_synthetic}
+_RUNNERS = {
+    "picai": _run_picai,
+    "brats2018": _run_brats,
+    "msd-brain": _run_msd,
+    "synthetic": _run_synthetic,
+    "folder": _run_folder,
+}
 
 
 def _check_folders(args) -> None:
@@ -333,18 +385,21 @@ def _check_folders(args) -> None:
 
 
 def _report(message: str) -> None:
-    # Paths and URLs are never broken across lines, so they can be copied.
-    print(
+    # Paths and URLs are never broken across lines, so they can be copied; a message's own
+    # lines (a list of problems) stay lines.
+    lines = message.split("\n")
+    wrapped = [
         textwrap.fill(
-            message,
+            line,
             width=100,
-            initial_indent="error: ",
-            subsequent_indent="  ",
+            initial_indent="error: " if index == 0 else "  ",
+            subsequent_indent="    " if line.startswith("- ") else "  ",
             break_long_words=False,
             break_on_hyphens=False,
-        ),
-        file=sys.stderr,
-    )
+        )
+        for index, line in enumerate(lines)
+    ]
+    print("\n".join(wrapped), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

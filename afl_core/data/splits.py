@@ -72,9 +72,13 @@ def split_cases(
 
 def patient_grouping(root: str | os.PathLike) -> Callable[[str], str] | None:
     """How a dataset's case ids name patients, for :func:`split_cases`: PI-CAI's
-    ``<patient>_<study>`` gives the patient id; other sources have one case per patient."""
-    if read_dataset_json(root).get("source") == "picai":
+    ``<patient>_<study>`` gives the patient id; a dataset.json with ``patients`` (``afl-data
+    folder --patient``) maps each case to its patient; other sources have one case per patient."""
+    info = read_dataset_json(root)
+    if info.get("source") == "picai":
         return lambda case: case.split("_")[0]
+    if isinstance(info.get("patients"), dict):
+        return info["patients"].__getitem__
     return None
 
 
