@@ -290,7 +290,8 @@ def validate_inputs(logits, target, *, channels=1, check_values=None):
     # One reduction each: a NaN or Inf makes the sum non-finite (confirmed voxel by voxel,
     # as a huge finite sum can overflow); labels are 0/1 exactly when they equal target > 0.
     logits, target = logits.detach(), target.detach()
-    if not torch.isfinite(logits.sum(dtype=torch.float64)) and not torch.isfinite(logits).all():
+    total = logits.sum(dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    if not torch.isfinite(total) and not torch.isfinite(logits).all():
         raise ValueError(
             "logits contain NaN or Inf: the network diverged or its input has non-finite values; "
             "lower the learning rate or check the data normalisation"
