@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -41,17 +40,15 @@ from matplotlib.ticker import MaxNLocator
 
 from afl_core.data import SliceDataset, VolumeDataset
 from afl_core.environment import choose
+from afl_core.evaluate import evaluate_run
 from afl_core.losses import AdaptiveFocalLoss
 from afl_core.models import resolve_device
-from afl_core.train import TrainConfig, _datasets, fit
+from afl_core.runs import PER_CASE_COLUMNS, RunKey, collect, is_finished, is_trained, read_table, run_folders
+from afl_core.train import HISTORY_COLUMNS, TrainConfig, _datasets, fit
 
 __all__ = [
     "ARMS",
     "STUDIES",
-    "PER_CASE_COLUMNS",
-    "HISTORY_COLUMNS",
-    "DISTANCE_COLUMNS",
-    "study_table",
     "SHARE_PARTS",
     "Study",
     "tutorial_settings",
@@ -116,16 +113,11 @@ STUDIES: dict[str, list[str]] = {
         "afl_scale_aware",
     ],
 }
-PER_CASE_COLUMNS = ("loss", "seed", "case", "dice", "iou", "hd95_mm", "lesion_f1", "paper_dice", "paper_iou")
-#: :func:`afl_core.evaluate.evaluate_run`'s distances, named with their unit in every study table
-DISTANCE_COLUMNS = {"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}
-HISTORY_COLUMNS = ("loss", "seed", "epoch", "train_loss", "val_loss", "val_dice")
 #: the three parts of the loss :func:`loss_shares` reports
 SHARE_PARTS = ("lesion-free slices", "background of lesion slices", "lesion voxels")
 _RESULT_FILES = ("per_case.csv", "history.csv", "config.json")
 #: the repository's committed tables (absent where only the package is installed)
 REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
-_RUN_NAME = re.compile(r"(?P<arm>[a-z0-9_]+)-seed(?P<seed>\d+)")
 
 
 def _check_arm(arm: str) -> None:
@@ -203,17 +195,17 @@ def training_set(config: TrainConfig, *, augment: bool | None = None) -> SliceDa
 
 
 def run_folder(runs: str | Path, arm: str, seed: int) -> Path:
-    """``runs/<arm>-seed<seed>``: where :func:`train_arms` puts a run."""
+    """``runs/<arm>-seed<seed>`` (:class:`afl_core.runs.RunKey`): where :func:`train_arms` puts a run."""
     _check_arm(arm)
-    return Path(runs) / f"{arm}-seed{int(seed)}"
+    return Path(runs) / RunKey(arm, int(seed)).name
 
 
 def train_arms(arms: Sequence[str], seeds: Sequence[int], runs: str | Path, **settings) -> pd.DataFrame:
     """Train every arm with every seed (same data, split and settings; the seed changes
     the initialisation, the order of the slices and their augmentation) into
     :func:`run_folder`, resuming a run that already has epochs (a finished one is not
-    trained again). Prints one line per run; returns the runs' histories stacked, with
-    ``loss`` (the arm) and ``seed`` columns."""
+    trained again). Prints one line per run; returns the runs' histories stacked, led by
+    ``arm`` and ``seed`` (as :func:`afl_core.runs.collect` labels them)."""
     histories = []
     for seed in seeds:
         for arm in arms:
@@ -226,33 +218,10 @@ def train_arms(arms: Sequence[str], seeds: Sequence[int], runs: str | Path, **se
                 f"{arm:<18s} seed {seed}: {len(result.history)} epochs, train loss {last['train_loss']:.4f}, "
                 f"validation Dice {last['val_dice']:.3f} (last epoch), {result.history['seconds'].sum():.0f} s"
             )
-            histories.append(result.history.assign(loss=arm, seed=int(seed)))
-    return _history_columns_first(pd.concat(histories, ignore_index=True))
-
-
-def study_table(per_case: Iterable[pd.DataFrame], first: Sequence[str] = PER_CASE_COLUMNS) -> pd.DataFrame:
-    """Per-case tables of :func:`afl_core.evaluate.evaluate_run`, each already labelled with
-    its run (``loss``, ``seed``, ...), as one study table: distances named in mm
-    (:data:`DISTANCE_COLUMNS`), ``first`` leading, the other columns as they come. The one
-    shape of ``per_case.csv`` for the committed studies, the notebooks' runs and sweeps."""
-    table = pd.concat(per_case, ignore_index=True).rename(columns=DISTANCE_COLUMNS)
-    return table[list(first) + [c for c in table if c not in first]]
-
-
-def _history_columns_first(history: pd.DataFrame) -> pd.DataFrame:
-    return history[list(HISTORY_COLUMNS) + [c for c in history if c not in HISTORY_COLUMNS]]
-
-
-def _finished_runs(runs: Path, arms: Iterable[str] | None) -> Iterator[tuple[str, int, Path]]:
-    for folder in sorted(runs.iterdir()) if runs.is_dir() else []:
-        match = _RUN_NAME.fullmatch(folder.name)
-        if (
-            match
-            and match["arm"] in ARMS
-            and (arms is None or match["arm"] in arms)
-            and (folder / "checkpoint_last.pt").is_file()
-        ):
-            yield match["arm"], int(match["seed"]), folder
+            histories.append(result.history.assign(**RunKey(arm, int(seed)).labels))
+    history = pd.concat(histories, ignore_index=True)
+    first = ["arm", "seed", *HISTORY_COLUMNS]
+    return history[first + [c for c in history if c not in first]]
 
 
 @dataclass
@@ -269,7 +238,7 @@ class Study:
     @property
     def arms(self) -> list[str]:
         """The arms in the order of :data:`STUDIES` (others after them, as found)."""
-        found = list(dict.fromkeys(self.per_case["loss"]))
+        found = list(dict.fromkeys(self.per_case["arm"]))
         order = STUDIES.get(self.name, [])
         return [a for a in order if a in found] + [a for a in found if a not in order]
 
@@ -277,31 +246,29 @@ class Study:
 def evaluate_arms(
     runs: str | Path, arms: Iterable[str] | None = None, *, device: str = "auto", name: str = "runs"
 ) -> Study:
-    """Score every finished ``<arm>-seed<k>`` run in ``runs`` on its validation cases
-    (:func:`afl_core.evaluate.evaluate_run`: the last epoch's weights, 3D per case; it
-    also writes ``RUN/eval/``) into the tables :func:`load_study` reads."""
-    from afl_core.evaluate import evaluate_run
-
+    """Score every trained ``<arm>-seed<k>`` run in ``runs`` on its validation cases that is
+    not scored yet (:func:`afl_core.evaluate.evaluate_run`: the last epoch's weights, 3D per
+    case, into ``RUN/eval/``) and gather them (:func:`afl_core.runs.collect`) into the tables
+    :func:`load_study` reads, arms in the order of the study ``name`` (else of :data:`ARMS`)."""
     runs = Path(runs)
-    found = list(_finished_runs(runs, None if arms is None else set(arms)))
+    order = STUDIES.get(name, list(ARMS))
+    found = {
+        key: folder
+        for key, folder in run_folders(runs).items()
+        if key.fold is None and key.arm in ARMS and (arms is None or key.arm in arms) and is_trained(folder)
+    }
     if not found:
         raise FileNotFoundError(
-            f"no finished <arm>-seed<k> run in {runs}: train them first "
+            f"no trained <arm>-seed<k> run in {runs}: train them first "
             "(notebook 04, or afl_core.experiments.train_arms)"
         )
-    per_case, history = [], []
-    for arm, seed, folder in found:
-        scores = evaluate_run(folder, device=device, progress=False).per_case
-        per_case.append(scores.assign(loss=arm, seed=seed))
-        history.append(pd.read_csv(folder / "history.csv").assign(loss=arm, seed=seed))
-    table = study_table(per_case)
-    return Study(
-        name,
-        table,
-        _history_columns_first(pd.concat(history, ignore_index=True)),
-        {"runs": str(runs), "arms": sorted({a for a, _, _ in found})},
-        str(runs),
-    )
+    for folder in found.values():
+        if not is_finished(folder):
+            evaluate_run(folder, device=device, progress=False)
+    keys = sorted(found, key=lambda k: (order.index(k.arm) if k.arm in order else len(order), list(ARMS).index(k.arm)))
+    tables = collect(found[key] for key in keys)
+    config = {"runs": str(runs), "arms": sorted({k.arm for k in keys})}
+    return Study(name, tables.per_case, tables.history, config, str(runs))
 
 
 # --------------------------------------------------------------------------- committed studies
@@ -345,11 +312,11 @@ def load_study(study: str, root: str | Path | None = None) -> Study:
         raise FileNotFoundError(
             f"{folder} lacks {missing}: make them with benchmarks/compare_losses.py (the command is in the README)"
         )
-    per_case = pd.read_csv(folder / "per_case.csv")
-    history = pd.read_csv(folder / "history.csv")
+    per_case = read_table(folder / "per_case.csv")
+    history = read_table(folder / "history.csv")
     for name, table, needed in (
-        ("per_case.csv", per_case, PER_CASE_COLUMNS),
-        ("history.csv", history, HISTORY_COLUMNS),
+        ("per_case.csv", per_case, ("arm", "seed", *PER_CASE_COLUMNS)),
+        ("history.csv", history, ("arm", "seed", *HISTORY_COLUMNS)),
     ):
         absent = [c for c in needed if c not in table]
         if absent:
@@ -384,7 +351,7 @@ def make_study_data(
 
 
 def _check_columns(per_case: pd.DataFrame, *columns: str) -> None:
-    absent = [c for c in ("loss", "seed", "case", *columns) if c not in per_case]
+    absent = [c for c in ("arm", "seed", "case", *columns) if c not in per_case]
     if absent:
         raise KeyError(f"the per-case table lacks columns {absent} (columns: {list(per_case.columns)})")
 
@@ -398,7 +365,7 @@ def protocol_effects(per_case: pd.DataFrame) -> pd.DataFrame:
     The last two columns split ``paper - standard`` by cases with and without a lesion."""
     _check_columns(per_case, "dice", "paper_dice", "paper_dice_foreground", "target_voxels")
     rows = {}
-    for arm, df in per_case.groupby("loss", sort=False):
+    for arm, df in per_case.groupby("arm", sort=False):
         gap = df["paper_dice"] - df["dice"]
         lesion = df["target_voxels"] > 0
         rows[arm] = {
@@ -422,7 +389,7 @@ def seed_differences(per_case: pd.DataFrame, reference: str, metric: str = "dice
     of the reference). A case bootstrap cannot see a seed that moves all cases at once;
     this table shows it."""
     _check_columns(per_case, metric)
-    means = per_case.pivot_table(index="loss", columns="seed", values=metric, aggfunc="mean", sort=False)
+    means = per_case.pivot_table(index="arm", columns="seed", values=metric, aggfunc="mean", sort=False)
     if reference not in means.index:
         raise ValueError(f"reference {reference!r} is not an arm of the table ({list(means.index)})")
     diff = means.drop(index=reference) - means.loc[reference]
@@ -549,11 +516,11 @@ def plot_runs(
         "val_dice": "validation Dice (mean over cases)",
     } | dict(labels or {})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), layout="constrained", squeeze=False)
-    arms = list(dict.fromkeys(history["loss"]))
+    arms = list(dict.fromkeys(history["arm"]))
     colours = plt.get_cmap("tab10")
     for ax, metric in zip(axes[0], metrics):
         for i, arm in enumerate(arms):
-            runs = history[history["loss"] == arm]
+            runs = history[history["arm"] == arm]
             for _, run in runs.groupby("seed"):
                 ax.plot(run["epoch"], run[metric], color=colours(i % 10), lw=0.7, alpha=0.5)
             mean = runs.groupby("epoch")[metric].mean()

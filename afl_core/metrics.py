@@ -101,6 +101,7 @@ __all__ = [
     "per_case_scores",
     "evaluate_cases",
     "results_table",
+    "DISTANCE_COLUMNS",
     "export_csv",
     "PAPER_RESULTS",
     "PAPER_BRATS_AFL_REPORTS",
@@ -744,22 +745,22 @@ def compare_runs(
 
 
 def _long_table(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``table`` checked to be one row per (loss, seed, case), as ``results/comparison/per_case.csv``."""
-    missing = [c for c in ("loss", "seed", "case", metric) if c not in table.columns]
+    """``table`` checked to be one row per (arm, seed, case), as ``results/comparison/per_case.csv``."""
+    missing = [c for c in ("arm", "seed", "case", metric) if c not in table.columns]
     if missing:
         raise KeyError(
-            f"the table lacks columns {missing} (columns: {list(table.columns)}); give one row per loss x seed x case, "
+            f"the table lacks columns {missing} (columns: {list(table.columns)}); give one row per arm x seed x case, "
             "e.g. pandas.read_csv('results/comparison/per_case.csv')"
         )
-    repeated = table.duplicated(["loss", "seed", "case"])
+    repeated = table.duplicated(["arm", "seed", "case"])
     if repeated.any():
-        first = table.loc[repeated, ["loss", "seed", "case"]].iloc[0].tolist()
-        raise ValueError(f"the table repeats (loss, seed, case) rows, e.g. {first}; keep one row per run and case")
+        first = table.loc[repeated, ["arm", "seed", "case"]].iloc[0].tolist()
+        raise ValueError(f"the table repeats (arm, seed, case) rows, e.g. {first}; keep one row per run and case")
     return table
 
 
 def seed_averaged(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
-    """``metric`` averaged over the training seeds, one row per (loss, case).
+    """``metric`` averaged over the training seeds, one row per (arm, case).
 
     Seeds and cases are two sources of variation: the seed changes the training run
     (initialisation, sampling, augmentation), the case is what the run is tested on.
@@ -767,7 +768,7 @@ def seed_averaged(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     (:func:`compare_runs`, :func:`compare_to_reference`) gives an interval for **these
     seeds' average** score, with the case-to-case variation as its only uncertainty: it
     does not cover the seed-to-seed variation, so it is not an interval for the loss's
-    expected score over training runs. A seed that moves every case of one loss shifts
+    expected score over training runs. A seed that moves every case of one arm shifts
     the average and stays invisible to the interval; show the spread over seeds
     (:func:`seed_summary`) and what the seeds alone can tell (:func:`seed_sign_test`).
 
@@ -775,46 +776,46 @@ def seed_averaged(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     NaN here, so a comparison leaves it out rather than average unlike runs.
 
     Args:
-        table: one row per loss x seed x case (columns ``loss``, ``seed``, ``case``,
+        table: one row per arm x seed x case (columns ``arm``, ``seed``, ``case``,
             ``metric``), as ``results/comparison/per_case.csv``.
 
     Returns:
-        Columns ``loss``, ``case``, ``metric`` and ``seeds`` (how many were averaged),
-        in the table's order of losses and cases.
+        Columns ``arm``, ``case``, ``metric`` and ``seeds`` (how many were averaged),
+        in the table's order of arms and cases.
     """
-    grouped = _long_table(table, metric).groupby(["loss", "case"], sort=False)[metric]
+    grouped = _long_table(table, metric).groupby(["arm", "case"], sort=False)[metric]
     out = grouped.agg(["mean", "count", "size"]).reset_index()
     out[metric] = out["mean"].where(out["count"] == out["size"])
-    return out.rename(columns={"size": "seeds"})[["loss", "case", metric, "seeds"]]
+    return out.rename(columns={"size": "seeds"})[["arm", "case", metric, "seeds"]]
 
 
 def seed_summary(table: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
-    """The seed-to-seed spread of each loss's mean ``metric``, to show before a ranking.
+    """The seed-to-seed spread of each arm's mean ``metric``, to show before a ranking.
 
-    For each loss and seed the mean over cases (NaN cases left out, as in
+    For each arm and seed the mean over cases (NaN cases left out, as in
     :func:`results_table`); then, over the seeds, their ``mean``, standard deviation
     ``sd`` (``ddof=1``), ``min`` and ``max``. When the spread over seeds is as large as
-    the gaps between losses, one seed's ranking is noise.
+    the gaps between arms, one seed's ranking is noise.
 
     Returns:
-        One row per loss (in the table's order): a column ``seed <s>`` per seed, then
+        One row per arm (in the table's order): a column ``seed <s>`` per seed, then
         ``mean``, ``sd``, ``min``, ``max``, ``seeds`` and ``cases``.
     """
     table = _long_table(table, metric)
-    per_seed = table.pivot_table(index="loss", columns="seed", values=metric, aggfunc="mean")
-    per_seed = per_seed.loc[table["loss"].unique()]
+    per_seed = table.pivot_table(index="arm", columns="seed", values=metric, aggfunc="mean")
+    per_seed = per_seed.loc[table["arm"].unique()]
     out = per_seed.rename(columns=lambda s: f"{_SEED_COLUMN}{s}").rename_axis(columns=None)
     for statistic in ("mean", "std", "min", "max"):
         out["sd" if statistic == "std" else statistic] = per_seed.agg(statistic, axis=1)
     out["seeds"] = per_seed.shape[1]
-    out["cases"] = table.groupby("loss", sort=False)["case"].nunique()
+    out["cases"] = table.groupby("arm", sort=False)["case"].nunique()
     return out
 
 
 def seed_sign_test(differences: pd.DataFrame) -> pd.DataFrame:
-    """What the seeds alone say about each loss's difference from a reference.
+    """What the seeds alone say about each arm's difference from a reference.
 
-    ``differences`` holds one row per loss and a column ``seed <s>`` per seed: that seed's
+    ``differences`` holds one row per arm and a column ``seed <s>`` per seed: that seed's
     run minus the reference's run with the same seed, each the mean over the cases
     (:func:`afl_core.experiments.seed_differences`); other columns are ignored. Each seed
     is one draw of the training run, so the seeds, not the cases, are the sample here.
@@ -831,7 +832,7 @@ def seed_sign_test(differences: pd.DataFrame) -> pd.DataFrame:
     less than it does).
 
     Returns:
-        One row per loss (the input's order): ``seeds`` (nonzero differences ``n``),
+        One row per arm (the input's order): ``seeds`` (nonzero differences ``n``),
         ``positive`` (how many are above 0), ``sign test p`` (exact two-sided binomial
         test of ``positive`` out of ``n`` at 1/2), ``p floor`` (``2 / 2**n``),
         ``largest seed share`` (``max |d_s| / sum |d_s|``) and ``verdict``.
@@ -909,10 +910,10 @@ def compare_to_reference(
     ci: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Every loss of a multi-seed table against ``reference``, corrected for multiple comparisons.
+    """Every arm of a multi-seed table against ``reference``, corrected for multiple comparisons.
 
-    Seeds are averaged per case (:func:`seed_averaged`), then each other loss is compared
-    with ``reference`` over the cases (:func:`compare_runs`: difference ``loss -
+    Seeds are averaged per case (:func:`seed_averaged`), then each other arm is compared
+    with ``reference`` over the cases (:func:`compare_runs`: difference ``arm -
     reference``, bootstrap interval, Wilcoxon p-value), and the p-values are adjusted
     together (:func:`adjust_p_values` with ``correction``). The intervals are per
     comparison at level ``ci``; for intervals that hold jointly use
@@ -921,19 +922,19 @@ def compare_to_reference(
     (:func:`seed_averaged`; the seeds' own evidence: :func:`seed_sign_test`).
 
     Returns:
-        One row per other loss (index ``loss``, in the table's order): ``n`` (cases),
+        One row per other arm (index ``arm``, in the table's order): ``n`` (cases),
         ``seeds``, ``mean_reference``, ``mean``, ``mean_diff``, ``low``, ``high``,
         ``p_value`` and ``p_adjusted``.
     """
     averaged = seed_averaged(table, metric)
-    losses = averaged["loss"].unique()
+    losses = averaged["arm"].unique()
     if reference not in losses:
-        raise ValueError(f"reference {reference!r} is not a loss of the table ({list(losses)})")
+        raise ValueError(f"reference {reference!r} is not an arm of the table ({list(losses)})")
     if losses.size < 2:
-        raise ValueError("the table holds only the reference loss: there is nothing to compare")
-    base = averaged[averaged["loss"] == reference]
+        raise ValueError("the table holds only the reference arm: there is nothing to compare")
+    base = averaged[averaged["arm"] == reference]
     rows = {}
-    for loss, other in averaged.groupby("loss", sort=False):
+    for loss, other in averaged.groupby("arm", sort=False):
         if loss == reference:
             continue
         c = compare_runs(base, other, metric, n_boot=n_boot, ci=ci, seed=seed, method=method)
@@ -947,7 +948,7 @@ def compare_to_reference(
             "high": c["high"],
             "p_value": c["p_value"],
         }
-    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("loss")
+    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("arm")
     out["p_adjusted"] = adjust_p_values(out["p_value"].to_numpy(), correction)
     return out
 
@@ -1029,8 +1030,8 @@ _RESULT_COLUMNS = {
     "HD95 (penalised)": "hd95_penalised",
 }
 _LESION_F1 = {"Lesion F1": "lesion", "Lesion F1 (PI-CAI)": "lesion_picai"}
-# benchmarks/compare_losses.py names the HD95 columns by their unit.
-_COLUMN_ALIASES = {"hd95_mm": "hd95", "hd95_penalised_mm": "hd95_penalised"}
+#: the distances of :func:`evaluate_cases` as study tables name them, with their unit
+DISTANCE_COLUMNS = {"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"}
 
 
 def results_table(per_case_by_loss: Mapping[str, pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:
@@ -1048,21 +1049,21 @@ def results_table(per_case_by_loss: Mapping[str, pd.DataFrame] | pd.DataFrame) -
 
     Args:
         per_case_by_loss: ``{loss: per-case table}`` (from :func:`per_case_scores`), or
-            one long table with a ``loss`` column and optionally a ``seed`` column, such
+            one long table with an ``arm`` column and optionally a ``seed`` column, such
             as ``results/comparison/per_case.csv`` (``hd95_mm`` and
             ``hd95_penalised_mm`` read as ``hd95`` and ``hd95_penalised``). With several
             seeds, means and pooled counts run over every (seed, case) row.
     """
     if isinstance(per_case_by_loss, pd.DataFrame):
-        if "loss" not in per_case_by_loss.columns:
-            raise KeyError("a single table needs a 'loss' column; else give {loss: per-case table}")
-        per_case_by_loss = dict(tuple(per_case_by_loss.groupby("loss", sort=False)))
+        if "arm" not in per_case_by_loss.columns:
+            raise KeyError("a single table needs an 'arm' column (afl_core.runs.read_table); else give {arm: table}")
+        per_case_by_loss = dict(tuple(per_case_by_loss.groupby("arm", sort=False)))
     if not per_case_by_loss:
         raise ValueError("per_case_by_loss is empty: give one per-case table per loss")
     counts = [f"{prefix}_{k}" for prefix in _LESION_F1.values() for k in ("tp", "fp", "fn")]
     rows = {}
     for loss, df in per_case_by_loss.items():
-        df = df.rename(columns=_COLUMN_ALIASES)
+        df = df.rename(columns={mm: name for name, mm in DISTANCE_COLUMNS.items()})
         missing = [c for c in ("case", *_RESULT_COLUMNS.values(), *counts) if c not in df]
         if missing:
             raise KeyError(
@@ -1078,12 +1079,12 @@ def results_table(per_case_by_loss: Mapping[str, pd.DataFrame] | pd.DataFrame) -
         row["Cases with lesion"] = df.loc[df["sensitivity"].notna(), "case"].nunique()
         row["Seeds"] = df["seed"].nunique() if "seed" in df else 1
         rows[loss] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("loss")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arm")
 
 
 def export_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``df`` to CSV atomically (the index is written only when it is meaningful,
-    e.g. the ``loss`` index of :func:`results_table`). Returns the path."""
+    e.g. the ``arm`` index of :func:`results_table`). Returns the path."""
     path = Path(path)
     with atomic_target(path) as tmp:
         df.to_csv(tmp, index=not isinstance(df.index, pd.RangeIndex))

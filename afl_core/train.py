@@ -108,6 +108,7 @@ __all__ = [
     "TrainingDiverged",
     "GPUOutOfMemory",
     "HISTORY_COLUMNS",
+    "RESUMABLE_CHANGES",
     "OPTIMIZERS",
     "SCHEDULES",
     "PAPER_SGD",
@@ -120,6 +121,7 @@ __all__ = [
     "seed_everything",
     "validate",
     "fit",
+    "completed_epochs",
     "main",
 ]
 
@@ -136,8 +138,8 @@ _SIZE_MULTIPLE = 32
 _GPU_SYNC_EVERY = 25
 #: a training loss this many times its first value (or NaN/Inf) stops the run as diverged
 DIVERGENCE_FACTOR = 1e3
-# Settings that may change when a run is resumed; any other change is refused.
-_RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
+#: Settings that may change when a run is resumed (or a sweep called again); any other change is refused.
+RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
 
 
 @dataclass
@@ -590,9 +592,9 @@ def _remove_stale_temporaries(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _completed_epochs(out: Path) -> int:
-    """The epochs ``checkpoint_last.pt`` holds (0 without one), read without loading its tensors."""
-    last = out / "checkpoint_last.pt"
+def completed_epochs(run_dir: str | os.PathLike) -> int:
+    """The epochs a run's ``checkpoint_last.pt`` holds (0 without one), read without loading its tensors."""
+    last = Path(run_dir) / "checkpoint_last.pt"
     return int(load_checkpoint(last, ("epoch",), mmap=True)["epoch"]) if last.is_file() else 0
 
 
@@ -625,15 +627,15 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
     changed = [
         f"{k}: {getattr(saved, k)!r} -> {v!r}"
         for k, v in merged.to_dict().items()
-        if k not in _RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)
+        if k not in RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)
     ]
     if changed:
         raise ValueError(
             f"cannot resume {saved_path.parent} with different settings ({', '.join(changed)}); only "
-            f"{', '.join(_RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
+            f"{', '.join(RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
             "or start a new run in another --out folder."
         )
-    done = _completed_epochs(saved_path.parent)
+    done = completed_epochs(saved_path.parent)
     if merged.epochs < done:
         raise ValueError(
             f"cannot resume {saved_path.parent} with --epochs {merged.epochs}: {done} epochs are done "

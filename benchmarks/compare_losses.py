@@ -10,9 +10,10 @@ arm and seed with :func:`afl_core.train.fit` (the seed changes the initialisatio
 sampling and the augmentation, not the split), scores each run per case in 3D with the
 last epoch's weights (:func:`afl_core.evaluate.evaluate_run`), and writes, per study,
 
-* ``RESULTS/<study>/per_case.csv``: one row per (arm, seed, case): ``loss, seed, case,
-  dice, iou, hd95_mm, lesion_f1, paper_dice, paper_iou, sensitivity, ...``;
-* ``RESULTS/<study>/history.csv``: every run's training curve (``loss, seed, epoch,
+* ``RESULTS/<study>/per_case.csv``: one row per (arm, seed, case): ``arm, seed, case,
+  dice, iou, hd95_mm, ..., paper_dice, paper_iou, sensitivity, ...``
+  (:func:`afl_core.runs.collect`, the columns of every study table);
+* ``RESULTS/<study>/history.csv``: every run's training curve (``arm, seed, epoch,
   train_loss, val_loss, val_dice``), to show that the runs converged;
 * ``RESULTS/<study>/config.json``: the exact command, the settings, versions, machine
   and wall time;
@@ -46,38 +47,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from afl_core import runs
 from afl_core._io import atomic_target, write_json
-from afl_core.evaluate import evaluate_run
-from afl_core.experiments import ARMS, HISTORY_COLUMNS, STUDIES, make_study_data, study_table
-from afl_core.train import TrainConfig, fit
+from afl_core.experiments import ARMS, STUDIES, arm_config, make_study_data
+from afl_core.runs import RunKey
+from afl_core.train import HISTORY_COLUMNS, TrainConfig
 
-# The committed tables lead with both HD95 columns and both lesion-F1 rules.
-PER_CASE_COLUMNS = [
-    "loss",
-    "seed",
-    "case",
-    "dice",
-    "iou",
-    "hd95_mm",
-    "hd95_penalised_mm",
-    "lesion_f1",
-    "lesion_picai_f1",
-    "paper_dice",
-    "paper_iou",
-]
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
 
 
-def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFrame]:
-    """Train (unless finished) and score one (arm, seed) run; one CPU thread per run."""
+def run_one(config: TrainConfig) -> TrainConfig:
+    """Train (unless trained) and score (unless scored) one run (:func:`afl_core.runs.finish`),
+    with one CPU thread."""
     torch.set_num_threads(1)
-    run = Path(config["out"])
-    history = run / "history.csv"
-    if not (history.is_file() and len(pd.read_csv(history)) >= config["epochs"]):
-        fit(TrainConfig(**config), resume=(run / "config.json").is_file())
-    per_case = evaluate_run(run, progress=False).per_case
-    curve = pd.read_csv(history)
-    return arm, config["seed"], per_case, curve
+    runs.finish(config)
+    return config
 
 
 def main(argv=None) -> None:
@@ -114,7 +98,7 @@ def main(argv=None) -> None:
     if args.replot:
         for study in studies:
             out = Path(args.results) / study
-            table, history = pd.read_csv(out / "per_case.csv"), pd.read_csv(out / "history.csv")
+            table, history = runs.read_table(out / "per_case.csv"), runs.read_table(out / "history.csv")
             settings = json.loads((out / "config.json").read_text())["settings"]
             save_figure(table, history, out / "results.png", title=figure_title(study, table, settings))
             print(f"redrew {out / 'results.png'}")
@@ -131,59 +115,47 @@ def main(argv=None) -> None:
         },
         key=lambda key: (key[0], list(ARMS).index(key[1])),
     )
-    runs = Path(args.runs)
+    root = Path(args.runs)
     started = time.perf_counter()
-    data = make_study_data(runs / "data", cases=args.cases, depth=args.depth, size=args.size)
-    configs = []
-    for seed, arm in grid:
-        loss, variant, options = ARMS[arm]
-        configs.append(
-            (
-                arm,
-                dict(
-                    data=str(data),
-                    out=str(runs / f"{arm}-seed{seed}"),
-                    loss=loss,
-                    variant=variant,
-                    loss_options=options,
-                    encoder=args.encoder,
-                    encoder_weights=None,
-                    epochs=args.epochs,
-                    batch_size=args.batch_size,
-                    lr=args.lr,
-                    seed=seed,
-                    val_fraction=args.val_fraction,
-                    device="cpu",
-                    progress=False,
-                ),
-            )
+    data = make_study_data(root / "data", cases=args.cases, depth=args.depth, size=args.size)
+    configs = [
+        arm_config(
+            arm,
+            data=str(data),
+            out=str(root / RunKey(arm, seed).name),
+            encoder=args.encoder,
+            encoder_weights=None,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=seed,
+            val_fraction=args.val_fraction,
+            device="cpu",
+            progress=False,
         )
+        for seed, arm in grid
+    ]
     print(
         f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
         f"; shared runs once), {args.jobs} at a time; "
         f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
         flush=True,
     )
-    per_case, curves = {}, {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, arm, config) for arm, config in configs]
-        for future in futures:
-            arm, seed, table, curve = future.result()
-            per_case[arm, seed], curves[arm, seed] = table, curve
+        for config in pool.map(run_one, configs):
+            run = runs.collect([config.out])
             print(
-                f"  {arm:<20s} seed {seed}: dice {table['dice'].mean():.3f}  "
-                f"({curve['seconds'].sum():.0f} s of training)",
+                f"  {Path(config.out).name:<26s}: dice {run.per_case['dice'].mean():.3f}  "
+                f"({run.history['seconds'].sum():.0f} s of training)",
                 flush=True,
             )
     wall = time.perf_counter() - started
 
     for study in [] if args.only else studies:
-        keys = [(arm, seed) for seed in seeds[study] for arm in STUDIES[study]]
-        table = study_table([per_case[k].assign(loss=k[0], seed=k[1]) for k in keys], PER_CASE_COLUMNS)
-        history = pd.concat([curves[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
+        table, history = runs.collect(root / RunKey(arm, seed).name for seed in seeds[study] for arm in STUDIES[study])
         out = Path(args.results) / study
         write_csv(table, out / "per_case.csv")
-        write_csv(history[list(HISTORY_COLUMNS)], out / "history.csv")
+        write_csv(history[["arm", "seed", *HISTORY_COLUMNS]], out / "history.csv")
         write_json(
             out / "config.json",
             {
@@ -204,11 +176,11 @@ def main(argv=None) -> None:
                     "torch_threads_per_run": 1,
                 },
                 "wall_seconds_this_call": round(wall, 1),
-                "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
+                "training_seconds_all_runs": round(float(history["seconds"].sum()), 1),
             },
         )
         save_figure(table, history, out / "results.png", title=figure_title(study, table, vars(args)))
-        seed_means = table.pivot_table(index="loss", columns="seed", values="dice", aggfunc="mean")
+        seed_means = table.pivot_table(index="arm", columns="seed", values="dice", aggfunc="mean")
         seed_means = seed_means.loc[STUDIES[study]]
         seed_means["mean"], seed_means["sd over seeds"] = seed_means.mean(axis=1), seed_means.std(axis=1)
         print(f"\n{study}: mean Dice over the {table['case'].nunique()} cases, per seed")
@@ -237,8 +209,8 @@ def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    arms = list(dict.fromkeys(table["loss"]))
-    seed_means = table.groupby(["loss", "seed"])["dice"].mean().unstack("seed").loc[arms]
+    arms = list(dict.fromkeys(table["arm"]))
+    seed_means = table.groupby(["arm", "seed"])["dice"].mean().unstack("seed").loc[arms]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     left.bar(range(len(arms)), seed_means.mean(axis=1), color="0.85", label="mean over seeds")
     for column in seed_means:
@@ -248,7 +220,7 @@ def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title
     lesion = table["target_voxels"] > 0
     free = table.loc[~lesion]
     n_cases, n_free = table["case"].nunique(), free["case"].nunique()
-    lesion_means = table[lesion].groupby("loss")["dice"].mean().loc[arms]
+    lesion_means = table[lesion].groupby("arm")["dice"].mean().loc[arms]
     left.plot(
         range(len(arms)),
         lesion_means,
@@ -262,7 +234,7 @@ def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title
     scored = ", scored 1 by every run" if (free["dice"] == 1).all() else ""
     left.set_ylabel(f"Dice (last epoch), mean over\n{n_cases} cases ({n_free} lesion-free{scored})", fontsize=8)
     left.legend(fontsize=7, loc="lower left")  # over the bars, not the dots
-    curve = history.groupby(["loss", "epoch"])["val_dice"].mean().unstack("loss")
+    curve = history.groupby(["arm", "epoch"])["val_dice"].mean().unstack("arm")
     for arm in arms:
         right.plot(curve.index, curve[arm], label=arm, lw=1)
     right.set_xlabel("epoch")

@@ -647,12 +647,12 @@ def test_compare_runs_refuses_different_or_duplicated_cases():
 
 
 def _long_table(seed=21, losses=("afl", "focal", "dice"), seeds=(0, 1, 2), n_cases=12):
-    """One row per loss x seed x case, as results/comparison/per_case.csv."""
+    """One row per arm x seed x case, as results/comparison/per_case.csv."""
     rng = np.random.default_rng(seed)
     case_effect = rng.uniform(0.3, 0.8, n_cases)
     rows = [
         {
-            "loss": loss,
+            "arm": loss,
             "seed": s,
             "case": f"c{c:02d}",
             "dice": case_effect[c] + 0.04 * k + rng.normal(0, 0.05) + 0.03 * s,
@@ -667,13 +667,13 @@ def _long_table(seed=21, losses=("afl", "focal", "dice"), seeds=(0, 1, 2), n_cas
 def test_seed_averaged_means_each_case_over_seeds():
     table = _long_table()
     out = metrics.seed_averaged(table, "dice")
-    assert list(out.columns) == ["loss", "case", "dice", "seeds"] and len(out) == 3 * 12
+    assert list(out.columns) == ["arm", "case", "dice", "seeds"] and len(out) == 3 * 12
     for row in out.itertuples():
-        values = table.loc[(table["loss"] == row.loss) & (table["case"] == row.case), "dice"]
+        values = table.loc[(table["arm"] == row.arm) & (table["case"] == row.case), "dice"]
         assert row.dice == pytest.approx(values.to_numpy().mean()) and row.seeds == 3
     with_nan = table.copy()
-    with_nan.loc[(with_nan["loss"] == "afl") & (with_nan["case"] == "c03") & (with_nan["seed"] == 1), "dice"] = np.nan
-    averaged = metrics.seed_averaged(with_nan, "dice").set_index(["loss", "case"])["dice"]
+    with_nan.loc[(with_nan["arm"] == "afl") & (with_nan["case"] == "c03") & (with_nan["seed"] == 1), "dice"] = np.nan
+    averaged = metrics.seed_averaged(with_nan, "dice").set_index(["arm", "case"])["dice"]
     assert math.isnan(averaged["afl", "c03"]) and averaged.notna().sum() == 35
     with pytest.raises(ValueError, match="repeats"):
         metrics.seed_averaged(pd.concat([table, table.iloc[:1]]), "dice")
@@ -686,7 +686,7 @@ def test_seed_summary_shows_the_spread_over_seeds():
     out = metrics.seed_summary(table, "dice")
     assert list(out.columns) == ["seed 0", "seed 1", "seed 2", "mean", "sd", "min", "max", "seeds", "cases"]
     for loss in ("afl", "focal", "dice"):
-        rows = table[table["loss"] == loss]
+        rows = table[table["arm"] == loss]
         per_seed = np.array([rows.loc[rows["seed"] == s, "dice"].mean() for s in range(3)])
         assert out.loc[loss, ["seed 0", "seed 1", "seed 2"]].tolist() == pytest.approx(per_seed)
         assert out.loc[loss, "sd"] == pytest.approx(per_seed.std(ddof=1))
@@ -717,17 +717,17 @@ def test_adjust_p_values_match_statsmodels():
 def test_compare_to_reference_averages_seeds_then_corrects():
     table = _long_table()
     out = metrics.compare_to_reference(table, "afl", n_boot=2000)
-    assert out.index.tolist() == [loss for loss in table["loss"].unique() if loss != "afl"]  # the table's order
+    assert out.index.tolist() == [loss for loss in table["arm"].unique() if loss != "afl"]  # the table's order
     averaged = metrics.seed_averaged(table, "dice")
     for loss in out.index:
-        c = metrics.compare_runs(averaged[averaged["loss"] == "afl"], averaged[averaged["loss"] == loss], n_boot=2000)
+        c = metrics.compare_runs(averaged[averaged["arm"] == "afl"], averaged[averaged["arm"] == loss], n_boot=2000)
         for key in ("n", "mean_diff", "low", "high", "p_value"):
             assert out.loc[loss, key] == pytest.approx(c[key])
         assert out.loc[loss, "mean"] - out.loc[loss, "mean_reference"] == pytest.approx(c["mean_diff"])
     assert out["p_adjusted"].tolist() == pytest.approx(metrics.adjust_p_values(out["p_value"]).tolist())
     assert (out["seeds"] == 3).all() and (out["n"] == 12).all()
     assert out.loc["dice", "mean_diff"] > out.loc["focal", "mean_diff"] > 0  # built in: +0.04 per step
-    with pytest.raises(ValueError, match="not a loss"):
+    with pytest.raises(ValueError, match="not an arm"):
         metrics.compare_to_reference(table, "ce")
 
 
@@ -786,7 +786,7 @@ def test_results_table_means_and_pooled_lesion_f1():
         "afl": metrics.per_case_scores(_cases(14), progress=False),
     }
     table = metrics.results_table(by_loss)
-    assert table.index.tolist() == ["dice", "afl"] and table.index.name == "loss"
+    assert table.index.tolist() == ["dice", "afl"] and table.index.name == "arm"
     assert list(table.columns[:6]) == [
         "IoU",
         "DSC",
@@ -818,7 +818,7 @@ def test_results_table_reads_a_long_multi_seed_table():
         (loss, seed): metrics.per_case_scores(_cases(seed) + missed_case, progress=False)
         for loss, seed in [("afl", 13), ("afl", 14), ("dice", 15), ("dice", 16)]
     }
-    long = pd.concat([df.assign(loss=loss, seed=seed) for (loss, seed), df in runs.items()], ignore_index=True)
+    long = pd.concat([df.assign(arm=loss, seed=seed) for (loss, seed), df in runs.items()], ignore_index=True)
     long = long.rename(columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"})  # the benchmark's names
     table = metrics.results_table(long)
     assert table.index.tolist() == ["afl", "dice"]
@@ -837,7 +837,7 @@ def test_export_csv_round_trip_is_atomic(tmp_path):
     assert back["case"].tolist() == per_case["case"].tolist()
     assert np.allclose(back["dice"], per_case["dice"])
     table = metrics.results_table({"dice": per_case})
-    back = pd.read_csv(metrics.export_csv(table, tmp_path / "table.csv"), index_col="loss")
+    back = pd.read_csv(metrics.export_csv(table, tmp_path / "table.csv"), index_col="arm")
     assert back.index.tolist() == ["dice"]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["per_case.csv", "table.csv"]
 
