@@ -56,13 +56,19 @@ from typing import Iterator, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from afl_core import recipes, runs
-from afl_core._io import write_json
+from afl_core import runs
+from afl_core._io import export_csv, write_json
 from afl_core.data import kfold_cases, list_cases, patient_grouping
-from afl_core.experiments import ARMS, STUDIES, Study, arm_config
-from afl_core.metrics import export_csv
+from afl_core.experiments import ARMS, STUDIES, arm_config
 from afl_core.runs import KEY_COLUMNS, RunKey, is_finished
-from afl_core.train import OPTIMIZERS, RESUMABLE_CHANGES, SCHEDULES, GPUOutOfMemory, TrainConfig, TrainingDiverged
+from afl_core.train import (
+    CLI_SETTINGS,
+    RESUMABLE_CHANGES,
+    GPUOutOfMemory,
+    TrainConfig,
+    TrainingDiverged,
+    add_setting_options,
+)
 
 try:
     import fcntl
@@ -78,12 +84,13 @@ __all__ = [
     "shard_runs",
     "run_sweep",
     "collect",
-    "load_sweep",
     "main",
 ]
 
 # TrainConfig fields that differ between the runs of one sweep: the grid sets them.
 _PER_RUN = ("out", "loss", "variant", "loss_options", "seed", "val_fraction", "split_seed")
+#: the training options of the command line, shared by every run (as afl-train declares them)
+SHARED_SETTINGS = tuple(name for name in CLI_SETTINGS if name not in (*_PER_RUN, "data", "progress"))
 _SETTINGS_FILE = "sweep.json"
 
 
@@ -312,17 +319,6 @@ def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFra
     return tables.per_case, tables.history
 
 
-def load_sweep(out: str | os.PathLike) -> Study:
-    """The tables of a sweep as an :class:`afl_core.experiments.Study` (what notebooks 05 and
-    06 plot and test), with ``fold`` beside ``seed``."""
-    out = Path(out)
-    missing = [name for name in ("per_case.csv", "history.csv", _SETTINGS_FILE) if not (out / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{out} lacks {missing}: run python -m afl_core.sweep --out {out} --collect")
-    config = json.loads((out / _SETTINGS_FILE).read_text(encoding="utf-8"))
-    return Study("sweep", pd.read_csv(out / "per_case.csv"), pd.read_csv(out / "history.csv"), config, str(out))
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -334,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="sweep folder (runs/, sweep.json, per_case.csv, history.csv)")
     p.add_argument("--collect", action="store_true", help="only gather the finished runs into the tables")
-    p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
+    add_setting_options(p, ("data",))
     p.add_argument(
         "--losses", nargs="+", metavar="ARM", help=f"arms ({', '.join(ARMS)}) or studies ({', '.join(STUDIES)})"
     )
@@ -344,27 +340,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="1/1", help="i/n: run shard i of n of the grid (default 1/1, all)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (batch logs)")
     train = p.add_argument_group("training options, shared by every run (python -m afl_core.train --help)")
-    train.add_argument("--recipe", choices=tuple(recipes.RECIPES))
-    train.add_argument("--dims", type=int, choices=(2, 3))
-    train.add_argument("--encoder")
-    train.add_argument("--encoder-weights")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--optimizer", choices=OPTIMIZERS)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--schedule", choices=SCHEDULES)
-    train.add_argument("--size", type=int, nargs="+", metavar="N")
-    train.add_argument("--resize", action=argparse.BooleanOptionalAction)
-    train.add_argument("--augment", action=argparse.BooleanOptionalAction)
-    train.add_argument("--oversample", dest="oversample_lesions", type=float)
-    train.add_argument("--device")
-    train.add_argument("--amp", action=argparse.BooleanOptionalAction)
-    train.add_argument("--num-workers", type=int)
+    add_setting_options(train, SHARED_SETTINGS)
     return p
-
-
-_SWEEP_ARGS = ("out", "collect", "data", "losses", "seeds", "folds", "only_folds", "shard", "progress")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -380,11 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args["data"] or not args["losses"]:
             parser.error("--data and --losses are required (unless --collect)")
-        settings = {k: v for k, v in args.items() if k not in _SWEEP_ARGS and v is not None}
-        if "size" in settings:
-            settings["size"] = tuple(settings["size"])
-        if str(settings.get("encoder_weights")).lower() == "none":  # the word on the command line, None in Python
-            settings["encoder_weights"] = None
+        settings = {name: args[name] for name in SHARED_SETTINGS if args[name] is not None}
         result = run_sweep(
             args["data"],
             args["losses"],

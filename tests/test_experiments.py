@@ -1,5 +1,7 @@
-"""afl_core.experiments: arms, training and scoring them, the committed tables, the
-protocol gap, who carries the loss, and the figures (CPU, tiny data)."""
+"""The tutorial's experiments: arms, training and scoring them (afl_core.experiments), the
+committed tables (afl_core.studies), the protocol gap and who carries the loss
+(afl_core.analysis), seed differences (afl_core.statistics) and the figures (afl_core.viz),
+on the CPU with tiny data."""
 
 from __future__ import annotations
 
@@ -15,33 +17,31 @@ from torch.utils.data import DataLoader
 
 matplotlib.use("Agg")
 
-from afl_core import experiments, links, train  # noqa: E402
-from afl_core.experiments import (  # noqa: E402
-    ARMS,
+from afl_core import links, studies, train  # noqa: E402
+from afl_core.analysis import (  # noqa: E402
     SHARE_PARTS,
-    STUDIES,
-    arm_config,
     confident_logits,
-    evaluate_arms,
-    load_study,
     loss_shares,
-    plot_comparisons,
-    plot_runs,
-    plot_seed_spread,
     protocol_effects,
-    results_dir,
-    seed_differences,
-    train_arms,
     training_batches,
-    training_set,
-    tutorial_settings,
     voxel_losses,
 )
+from afl_core.experiments import (  # noqa: E402
+    ARMS,
+    STUDIES,
+    arm_config,
+    evaluate_arms,
+    train_arms,
+    training_set,
+    tutorial_settings,
+)
 from afl_core.losses import adaptive_parameters, get_loss  # noqa: E402
-from afl_core.metrics import seed_summary  # noqa: E402
 from afl_core.runs import PER_CASE_COLUMNS  # noqa: E402
+from afl_core.statistics import seed_differences, seed_summary  # noqa: E402
+from afl_core.studies import load_study, results_dir  # noqa: E402
 from afl_core.synthetic import make_dataset  # noqa: E402
 from afl_core.train import fit  # noqa: E402
+from afl_core.viz import plot_comparisons, plot_runs, plot_seed_spread  # noqa: E402
 from tests._http_server import FileServer  # noqa: E402
 
 ENCODER = "tu-mobilenetv3_small_050"
@@ -200,7 +200,7 @@ def test_load_study_reads_and_checks_the_tables(tmp_path, arm_column):
 
 def test_results_are_downloaded_where_the_repository_is_absent(tmp_path, monkeypatch):
     fake_study(tmp_path / "served" / "ablation")
-    monkeypatch.setattr(experiments, "REPO_RESULTS", tmp_path / "no-clone")
+    monkeypatch.setattr(studies, "REPO_RESULTS", tmp_path / "no-clone")
     with FileServer() as server:
         for name in ("per_case.csv", "history.csv", "config.json"):
             server.add(f"/results/ablation/{name}", (tmp_path / "served" / "ablation" / name).read_bytes())

@@ -18,7 +18,6 @@ from afl_core.sweep import (
     RunKey,
     collect,
     expand_losses,
-    load_sweep,
     main,
     make_grid,
     parse_shard,
@@ -117,9 +116,7 @@ def test_an_interrupted_sweep_finishes_without_redoing_finished_runs(dataset, tm
         assert rows["dice"].tolist() == pytest.approx(scored["dice"].tolist(), abs=1e-12)
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 8 and list(history.columns[:4]) == ["arm", "seed", "fold", "epoch"]
-    study = load_sweep(out)
-    pd.testing.assert_frame_equal(study.per_case, per_case)
-    assert study.arms == ["ce", "afl"]
+    assert per_case["arm"].unique().tolist() == ["ce", "afl"]  # arms in ARMS' order
 
     calls.clear()
     assert run_sweep(**grid, **TINY).skipped == names and calls == []
