@@ -49,3 +49,13 @@ def write_json(path: str | os.PathLike, payload, *, default=str) -> None:
     with atomic_write(path, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=2, default=default)
         fh.write("\n")
+
+
+def export_csv(table, path: str | os.PathLike) -> Path:
+    """Write the ``pandas.DataFrame`` ``table`` to CSV atomically (the index only when it is
+    meaningful, e.g. the ``arm`` index of :func:`afl_core.paper.results_table`). Returns the path."""
+    import pandas as pd  # here: the rest of this module serves the data downloaders, which need no pandas
+
+    with atomic_target(path) as tmp:
+        table.to_csv(tmp, index=not isinstance(table.index, pd.RangeIndex))
+    return Path(path)

@@ -37,10 +37,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from afl_core._io import write_json
+from afl_core._io import export_csv, write_json
 from afl_core.data import SliceDataset, VolumeDataset, list_cases
-from afl_core.metrics import evaluate_cases, export_csv, results_table
+from afl_core.metrics import evaluate_cases
 from afl_core.models import autocast_dtype, build_model, load_checkpoint, resolve_device
+from afl_core.paper import results_table
 
 __all__ = [
     "EvaluationResult",
@@ -236,6 +237,48 @@ def _default_out_dir(run_dir: Path, root: Path, own_validation: bool) -> Path:
     return out_dir
 
 
+def _note_what_is_scored(config: dict, root: Path, data, cases: Sequence[str] | None) -> None:
+    """Say when the cases are another dataset's (resized to the training grid) or were trained on."""
+    if data is not None and not _same_data(root, config["data"]):
+        grid = config.get("slice_size") or config.get("volume_size")
+        print(
+            f"note: scoring on {root}, not the run's training data ({config['data']}): every case is "
+            f"cropped or padded to the training grid {grid} before prediction",
+            file=sys.stderr,
+        )
+    elif cases is not None:
+        trained_on = sorted(set(cases) - set(config["val_cases"]))
+        if trained_on:
+            print(
+                f"note: {len(trained_on)} of the {len(cases)} case(s) were trained on ({', '.join(trained_on[:5])}"
+                f"{', ...' if len(trained_on) > 5 else ''}): their scores are optimistic",
+                file=sys.stderr,
+            )
+
+
+def _summary(
+    run_dir: Path, config: dict, checkpoint: str, epoch: int, root: Path, cases, threshold: float, per_case
+) -> dict:
+    """What ``summary.json`` records: the run, the checkpoint scored and the mean scores."""
+    means = results_table({"run": per_case}).iloc[0]  # the run's one row
+    return {
+        "run": str(run_dir),
+        "loss": config["loss"],
+        "variant": config.get("variant"),
+        "encoder": config["encoder"],
+        "checkpoint": checkpoint,
+        "epoch": epoch,
+        "data": str(root),
+        "training_data": config["data"],
+        "cases": list(cases),
+        "threshold": threshold,
+        "dims": config.get("dims", 2),
+        "grid": "resized" if config.get("resize") else "original",
+        "paper_protocol_background": "network channel 0" if config["classes"] == 2 else "1 - p",
+        "means": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in means.items()},
+    }
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -281,21 +324,7 @@ def evaluate_run(
     model, saved = load_model(run_dir, checkpoint, torch_device)
     config = saved["config"]
     root = Path(data) if data is not None else Path(config["data"])
-    if data is not None and not _same_data(root, config["data"]):
-        grid = config.get("slice_size") or config.get("volume_size")
-        print(
-            f"note: scoring on {root}, not the run's training data ({config['data']}): every case is "
-            f"cropped or padded to the training grid {grid} before prediction",
-            file=sys.stderr,
-        )
-    elif cases is not None:
-        trained_on = sorted(set(cases) - set(config["val_cases"]))
-        if trained_on:
-            print(
-                f"note: {len(trained_on)} of the {len(cases)} case(s) were trained on ({', '.join(trained_on[:5])}"
-                f"{', ...' if len(trained_on) > 5 else ''}): their scores are optimistic",
-                file=sys.stderr,
-            )
+    _note_what_is_scored(config, root, data, cases)
     if cases is None:
         cases = list_cases(root) if data is not None else config["val_cases"]
     own_validation = data is None and list(cases) == list(config["val_cases"])
@@ -311,24 +340,7 @@ def evaluate_run(
     per_case, per_lesion = evaluate_cases(
         _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
     )
-    name = config["loss"] + (f"-{config['variant']}" if config.get("variant") else "")
-    means = results_table({name: per_case}).iloc[0]
-    summary = {
-        "run": str(run_dir),
-        "loss": config["loss"],
-        "variant": config.get("variant"),
-        "encoder": config["encoder"],
-        "checkpoint": checkpoint,
-        "epoch": saved["epoch"],
-        "data": str(root),
-        "training_data": config["data"],
-        "cases": list(dataset.cases),
-        "threshold": threshold,
-        "dims": config.get("dims", 2),
-        "grid": "resized" if config.get("resize") else "original",
-        "paper_protocol_background": "network channel 0" if config["classes"] == 2 else "1 - p",
-        "means": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in means.items()},
-    }
+    summary = _summary(run_dir, config, checkpoint, saved["epoch"], root, dataset.cases, threshold, per_case)
     export_csv(per_case, out_dir / "per_case.csv")
     export_csv(per_lesion, out_dir / "lesions.csv")
     write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables

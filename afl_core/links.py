@@ -16,7 +16,6 @@ __all__ = [
     "NOTEBOOK_DIR",
     "colab_url",
     "binder_url",
-    "pip_install_spec",
     "badges_markdown",
     "raw_url",
 ]
@@ -60,15 +59,6 @@ def colab_url(notebook: str) -> str:
 def binder_url(notebook: str = "00_setup.ipynb") -> str:
     """mybinder.org launch link opening ``notebook`` in JupyterLab."""
     return f"https://mybinder.org/v2/gh/{_owner_repo()}/{BRANCH}?urlpath=lab/tree/{_notebook_path(notebook)}"
-
-
-def pip_install_spec(extras: str = "") -> str:
-    """PEP 508 requirement installing this package from git (what Colab's setup cell runs).
-
-    No extras by default: Colab brings Jupyter and ipywidgets, and reinstalling
-    JupyterLab or ipykernel there can break its runtime."""
-    extra = f"[{extras}]" if extras else ""
-    return f"afl-tutorial{extra} @ git+{REPO_URL}.git@{BRANCH}"
 
 
 def raw_url(path: str) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "PadToMultiple",
     "check_encoder",
     "check_encoder_weights",
+    "pretrained_weights",
     "load_checkpoint",
     "build_model",
     "resolve_device",
@@ -70,11 +71,18 @@ def check_encoder(encoder: str, dims: int = 2) -> None:
         )
 
 
+def pretrained_weights(weights: str | None) -> str | None:
+    """``weights`` with the command line's word for random weights, ``"none"`` (any case), as
+    ``None``: the one place where the two meet."""
+    return None if weights is None or weights.lower() == "none" else weights
+
+
 def check_encoder_weights(encoder: str, weights: str | None) -> None:
     """Raise a ``ValueError`` naming the choices when ``weights`` is not a tag of pretrained
     weights that smp knows for the 2D ``encoder`` (``"imagenet"`` for timm's ``tu-`` ones);
     ``None`` or ``"none"`` (random weights) always fit."""
-    if weights is None or str(weights).lower() == "none":
+    weights = pretrained_weights(weights)
+    if weights is None:
         return
     if encoder.startswith("tu-"):
         tags = ("imagenet",)
@@ -212,8 +220,7 @@ def build_model(
     """
     if in_channels < 1 or classes < 1:
         raise ValueError(f"in_channels and classes must be >= 1, got {in_channels} and {classes}")
-    if isinstance(encoder_weights, str) and encoder_weights.lower() == "none":
-        encoder_weights = None
+    encoder_weights = pretrained_weights(encoder_weights)
     if dims == 3:
         return _unet_3d(encoder, encoder_weights, in_channels, classes, **unet_kwargs)
     if dims != 2:

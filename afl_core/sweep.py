@@ -1,4 +1,4 @@
-"""A sweep of the paper's grid: every (loss, seed, fold) as its own run, resumable and shardable.
+"""A sweep of the paper's grid: every (arm, seed, fold) as its own run, resumable and shardable.
 
     python -m afl_core.sweep --data D --losses comparison --seeds 0 1 2 --folds 5 --out SWEEP \\
         [--shard i/n] [--only-folds 0 ...] [train options: --encoder, --epochs, --dims 3, ...]
@@ -7,13 +7,12 @@
 writes::
 
     SWEEP/sweep.json                  the sweep's settings (a later call must use the same ones)
-    SWEEP/runs/<loss>-seed<k>-fold<f>/ one training run each (afl_core.train), scored by
+    SWEEP/runs/<arm>-seed<k>-fold<f>/ one training run each (afl_core.train), scored by
                                       afl_core.evaluate into eval/ (its validation cases)
-    SWEEP/per_case.csv                one row per (loss, seed, fold, case) over all finished runs:
-                                      loss, seed, fold, case, dice, iou, hd95_mm, lesion_f1,
-                                      paper_dice, paper_iou, ... (benchmarks/compare_losses.py's
-                                      columns plus ``fold``)
-    SWEEP/history.csv                 one row per (loss, seed, fold, epoch): the training curves
+    SWEEP/per_case.csv                one row per (arm, seed, fold, case) over all finished runs
+                                      (afl_core.runs.collect: arm, seed, fold, case, dice, iou,
+                                      hd95_mm, ..., the columns of every study table)
+    SWEEP/history.csv                 one row per (arm, seed, fold, epoch): the training curves
 
 **Losses** are the arms of :data:`afl_core.experiments.ARMS` (``afl`` is A-FL's paper
 variant, ``afl_reference`` the authors' code, ``afl_scale_aware`` this project's, ``ce``,
@@ -23,16 +22,16 @@ variant, ``afl_reference`` the authors' code, ``afl_scale_aware`` this project's
 **Folds.** K-fold cross-validation (:func:`afl_core.data.kfold_cases`): the cases are dealt
 into ``K`` disjoint folds, lesion-stratified and with every patient's studies in one fold
 (:func:`afl_core.data.patient_grouping`); fold ``f`` validates and the other ``K - 1`` train,
-so over the folds every case is scored exactly once per (loss, seed). A fold's cases are in
+so over the folds every case is scored exactly once per (arm, seed). A fold's cases are in
 its runs' ``config.json`` (``val_cases``) and in ``per_case.csv``.
 
-**Resuming.** A run is finished when ``eval/summary.json`` scores the last checkpoint at the
-sweep's last epoch (written atomically, after training). Finished runs are skipped; any other
-run is continued from its last completed epoch (:func:`afl_core.train.fit` with
-``resume=True``) and scored. Interrupt a sweep at any moment and rerun the same command.
+**Resuming.** A run is finished when it is trained for the sweep's epochs and scored
+(:func:`afl_core.runs.is_finished`). Finished runs are skipped; any other run is continued
+from its last completed epoch and scored (:func:`afl_core.runs.finish`). Interrupt a sweep
+at any moment and rerun the same command.
 
 **Shards.** ``--shard i/n`` (``1 <= i <= n``) takes runs ``i, i+n, i+2n, ...`` of the grid
-(seed-major, then fold, then loss, as given), so the ``n`` shards partition the grid and
+(seed-major, then fold, then arm, as given), so the ``n`` shards partition the grid and
 differ in size by at most one run. While a process works on a run it holds an exclusive
 lock on ``RUN/sweep.lock`` (``flock``: the system releases it when the process ends, even
 killed), and any other process skips that run, so two shards, or a shard started twice,
@@ -45,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -58,13 +56,19 @@ from typing import Iterator, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from afl_core import recipes
-from afl_core._io import write_json
+from afl_core import runs
+from afl_core._io import export_csv, write_json
 from afl_core.data import kfold_cases, list_cases, patient_grouping
-from afl_core.evaluate import evaluate_run
-from afl_core.experiments import ARMS, HISTORY_COLUMNS, PER_CASE_COLUMNS, STUDIES, Study, arm_config, study_table
-from afl_core.metrics import export_csv
-from afl_core.train import OPTIMIZERS, SCHEDULES, GPUOutOfMemory, TrainConfig, TrainingDiverged, fit
+from afl_core.experiments import ARMS, STUDIES, arm_config
+from afl_core.runs import KEY_COLUMNS, RunKey, is_finished
+from afl_core.train import (
+    CLI_SETTINGS,
+    RESUMABLE_CHANGES,
+    GPUOutOfMemory,
+    TrainConfig,
+    TrainingDiverged,
+    add_setting_options,
+)
 
 try:
     import fcntl
@@ -80,29 +84,14 @@ __all__ = [
     "shard_runs",
     "run_sweep",
     "collect",
-    "load_sweep",
     "main",
 ]
 
-#: Settings a later call may change (as :func:`afl_core.train.fit` allows on resume); the rest must match.
-MAY_CHANGE = ("epochs", "device", "num_workers", "progress")
 # TrainConfig fields that differ between the runs of one sweep: the grid sets them.
 _PER_RUN = ("out", "loss", "variant", "loss_options", "seed", "val_fraction", "split_seed")
-_RUN_NAME = re.compile(r"(?P<loss>[a-z0-9_]+)-seed(?P<seed>\d+)-fold(?P<fold>\d+)")
+#: the training options of the command line, shared by every run (as afl-train declares them)
+SHARED_SETTINGS = tuple(name for name in CLI_SETTINGS if name not in (*_PER_RUN, "data", "progress"))
 _SETTINGS_FILE = "sweep.json"
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """One run of the grid: an arm of :data:`afl_core.experiments.ARMS`, a seed, a fold."""
-
-    loss: str
-    seed: int
-    fold: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.loss}-seed{self.seed}-fold{self.fold}"
 
 
 @dataclass
@@ -139,16 +128,16 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 
 def make_grid(losses: Sequence[str], seeds: Sequence[int], folds: Sequence[int]) -> list[RunKey]:
-    """Every (loss, seed, fold), seed-major then fold then loss: an interrupted sweep has
+    """Every (arm, seed, fold), seed-major then fold then arm: an interrupted sweep has
     whole seeds and folds done first."""
     arms = expand_losses(losses)
     if not seeds:
         raise ValueError("no seed given: name at least one, e.g. --seeds 0")
     return [
-        RunKey(loss, int(seed), int(fold))
+        RunKey(arm, int(seed), int(fold))
         for seed in dict.fromkeys(seeds)
         for fold in dict.fromkeys(folds)
-        for loss in arms
+        for arm in arms
     ]
 
 
@@ -232,7 +221,7 @@ def _run_config(key: RunKey, folds: list[list[str]], data, out: Path, settings: 
     """The run's TrainConfig (checked now, before any run trains): fold ``f`` of
     :func:`afl_core.data.kfold_cases` validates, the other folds train."""
     return arm_config(
-        key.loss,
+        key.arm,
         data=str(Path(data).resolve()),
         out=str(out / "runs" / key.name),
         seed=key.seed,
@@ -250,12 +239,14 @@ def _record_settings(out: Path, data, folds: int, settings: dict) -> None:
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         changed = [
-            f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in recorded.items() if k not in MAY_CHANGE and saved.get(k) != v
+            f"{k}: {saved.get(k)!r} -> {v!r}"
+            for k, v in recorded.items()
+            if k not in RESUMABLE_CHANGES and saved.get(k) != v
         ]
         if changed:
             raise ValueError(
                 f"{out} is a sweep with other settings ({', '.join(changed)}); only "
-                f"{', '.join(MAY_CHANGE)} may change. Use its settings or another --out folder."
+                f"{', '.join(RESUMABLE_CHANGES)} may change. Use its settings or another --out folder."
             )
     write_json(path, recorded)
 
@@ -264,28 +255,16 @@ def _run_one(config: TrainConfig) -> str:
     """``"skipped"`` (finished), ``"busy"`` (another process holds it), ``"trained"``, or
     the error that stopped it."""
     run_dir = Path(config.out)
-    if _finished(run_dir, config.epochs):
+    if is_finished(run_dir, config.epochs):
         return "skipped"
     with _claim(run_dir) as held:
         if not held:
             return "busy"
-        if _finished(run_dir, config.epochs):  # finished by another process since the check above
-            return "skipped"
         try:
-            fit(config, resume=(run_dir / "config.json").is_file())
+            done = runs.finish(config)  # False: finished by another process since the check above
         except (TrainingDiverged, GPUOutOfMemory) as error:
             return f"failed: {error}"
-        evaluate_run(run_dir, device=config.device, progress=False)
-    return "trained"
-
-
-def _finished(run_dir: Path, epochs: int) -> bool:
-    """The run is scored (``eval/summary.json``) on its last checkpoint at epoch ``epochs`` or later."""
-    summary = run_dir / "eval" / "summary.json"
-    if not summary.is_file():
-        return False
-    scored = json.loads(summary.read_text(encoding="utf-8"))
-    return scored["checkpoint"] == "last" and scored["epoch"] >= epochs
+    return "trained" if done else "skipped"
 
 
 @contextlib.contextmanager
@@ -311,10 +290,11 @@ def _claim(run_dir: Path) -> Iterator[bool]:
 
 
 def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Gather every finished run of the sweep ``out`` into ``out/per_case.csv`` (one row per
-    loss, seed, fold and validation case) and ``out/history.csv`` (one row per loss, seed,
-    fold and epoch), written atomically; returns both tables. With no finished run: a
-    :class:`FileNotFoundError` when ``require``, else ``(None, None)`` and nothing written."""
+    """Gather every finished run of the sweep ``out`` (:func:`afl_core.runs.collect`) into
+    ``out/per_case.csv`` (one row per arm, seed, fold and validation case) and
+    ``out/history.csv`` (one row per arm, seed, fold and epoch), written atomically; returns
+    both tables. With no finished run: a :class:`FileNotFoundError` when ``require``, else
+    ``(None, None)`` and nothing written."""
     out = Path(out)
     settings = out / _SETTINGS_FILE
     if not settings.is_file():
@@ -323,43 +303,20 @@ def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFra
             "--data D --losses ... --out SWEEP first"
         )
     epochs = json.loads(settings.read_text(encoding="utf-8"))["epochs"]
-    found = {}
-    for run_dir in (out / "runs").iterdir() if (out / "runs").is_dir() else []:
-        match = _RUN_NAME.fullmatch(run_dir.name)
-        if match and match["loss"] in ARMS and _finished(run_dir, epochs):
-            found[RunKey(match["loss"], int(match["seed"]), int(match["fold"]))] = run_dir
-    per_case, history = [], []
-    for key in sorted(found, key=lambda k: (list(ARMS).index(k.loss), k.seed, k.fold)):  # arms in ARMS' order
-        labels = dataclasses.asdict(key)
-        per_case.append(pd.read_csv(found[key] / "eval" / "per_case.csv").assign(**labels))
-        history.append(pd.read_csv(found[key] / "history.csv").assign(**labels))
-    if not per_case:
+    found = {
+        key: run_dir
+        for key, run_dir in runs.run_folders(out / "runs").items()
+        if key.fold is not None and key.arm in ARMS and is_finished(run_dir, epochs) and is_finished(run_dir)
+    }
+    if not found:
         if require:
             raise FileNotFoundError(f"no finished run in {out / 'runs'} yet")
         return None, None
-    per_case_table = study_table(per_case, _fold_after_seed(PER_CASE_COLUMNS))
-    history = pd.concat(history, ignore_index=True)
-    first = _fold_after_seed(HISTORY_COLUMNS)
-    history_table = history[first + [c for c in history if c not in first]]
-    export_csv(per_case_table, out / "per_case.csv")
-    export_csv(history_table, out / "history.csv")
-    return per_case_table, history_table
-
-
-def _fold_after_seed(columns: Sequence[str]) -> list[str]:
-    """A study's leading columns with ``fold`` after ``seed``."""
-    return [c for name in columns for c in ((name, "fold") if name == "seed" else (name,))]
-
-
-def load_sweep(out: str | os.PathLike) -> Study:
-    """The tables of a sweep as an :class:`afl_core.experiments.Study` (what notebooks 05 and
-    06 plot and test), with ``fold`` beside ``seed``."""
-    out = Path(out)
-    missing = [name for name in ("per_case.csv", "history.csv", _SETTINGS_FILE) if not (out / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{out} lacks {missing}: run python -m afl_core.sweep --out {out} --collect")
-    config = json.loads((out / _SETTINGS_FILE).read_text(encoding="utf-8"))
-    return Study("sweep", pd.read_csv(out / "per_case.csv"), pd.read_csv(out / "history.csv"), config, str(out))
+    keys = sorted(found, key=lambda k: (list(ARMS).index(k.arm), k.seed, k.fold))  # arms in ARMS' order
+    tables = runs.collect(found[key] for key in keys)
+    export_csv(tables.per_case, out / "per_case.csv")
+    export_csv(tables.history, out / "history.csv")
+    return tables.per_case, tables.history
 
 
 # --------------------------------------------------------------------------- CLI
@@ -368,12 +325,12 @@ def load_sweep(out: str | os.PathLike) -> Study:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m afl_core.sweep",
-        description="Train and score every (loss, seed, fold) of a grid, each as its own run; resumable, shardable.",
+        description="Train and score every (arm, seed, fold) of a grid, each as its own run; resumable, shardable.",
         epilog="Rerun the same command to continue an interrupted sweep. Cluster: docs/sweep_slurm.sh.",
     )
     p.add_argument("--out", required=True, help="sweep folder (runs/, sweep.json, per_case.csv, history.csv)")
     p.add_argument("--collect", action="store_true", help="only gather the finished runs into the tables")
-    p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
+    add_setting_options(p, ("data",))
     p.add_argument(
         "--losses", nargs="+", metavar="ARM", help=f"arms ({', '.join(ARMS)}) or studies ({', '.join(STUDIES)})"
     )
@@ -383,27 +340,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="1/1", help="i/n: run shard i of n of the grid (default 1/1, all)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars (batch logs)")
     train = p.add_argument_group("training options, shared by every run (python -m afl_core.train --help)")
-    train.add_argument("--recipe", choices=tuple(recipes.RECIPES))
-    train.add_argument("--dims", type=int, choices=(2, 3))
-    train.add_argument("--encoder")
-    train.add_argument("--encoder-weights")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--optimizer", choices=OPTIMIZERS)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--schedule", choices=SCHEDULES)
-    train.add_argument("--size", type=int, nargs="+", metavar="N")
-    train.add_argument("--resize", action=argparse.BooleanOptionalAction)
-    train.add_argument("--augment", action=argparse.BooleanOptionalAction)
-    train.add_argument("--oversample", dest="oversample_lesions", type=float)
-    train.add_argument("--device")
-    train.add_argument("--amp", action=argparse.BooleanOptionalAction)
-    train.add_argument("--num-workers", type=int)
+    add_setting_options(train, SHARED_SETTINGS)
     return p
-
-
-_SWEEP_ARGS = ("out", "collect", "data", "losses", "seeds", "folds", "only_folds", "shard", "progress")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -413,17 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args["collect"]:
             per_case, _ = collect(args["out"])
             print(
-                f"{len(per_case)} rows from {per_case.groupby(['loss', 'seed', 'fold']).ngroups} runs "
+                f"{len(per_case)} rows from {per_case.groupby(list(KEY_COLUMNS)).ngroups} runs "
                 f"in {Path(args['out']) / 'per_case.csv'}"
             )
             return 0
         if not args["data"] or not args["losses"]:
             parser.error("--data and --losses are required (unless --collect)")
-        settings = {k: v for k, v in args.items() if k not in _SWEEP_ARGS and v is not None}
-        if "size" in settings:
-            settings["size"] = tuple(settings["size"])
-        if str(settings.get("encoder_weights")).lower() == "none":  # the word on the command line, None in Python
-            settings["encoder_weights"] = None
+        settings = {name: args[name] for name in SHARED_SETTINGS if args[name] is not None}
         result = run_sweep(
             args["data"],
             args["losses"],
@@ -449,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name}: {error}", file=sys.stderr)
     if result.per_case is not None:
         print(
-            f"tables over {result.per_case.groupby(['loss', 'seed', 'fold']).ngroups} finished runs in "
+            f"tables over {result.per_case.groupby(list(KEY_COLUMNS)).ngroups} finished runs in "
             f"{args['out']}: per_case.csv, history.csv"
         )
     return 1 if result.failed else 0

@@ -12,7 +12,8 @@ validation volumes, writing into the run folder ``out``::
                           train_images_per_s and seconds (wall clock, not reproducible)
     checkpoint_last.pt    everything needed to continue (model, optimiser, scheduler,
                           grad scaler, RNG states, history), written atomically each epoch
-    checkpoint_best.pt    the weights with the best validation Dice so far
+    checkpoint_best.pt    the weights with the best ``select_metric`` so far (default
+                          ``val_dice``; :data:`SELECT_METRICS` says which way is better)
 
 Each epoch writes ``checkpoint_best.pt`` (when it improved), then ``checkpoint_last.pt``, then
 ``history.csv``, each atomically. ``checkpoint_last.pt`` is the record of what was trained: a
@@ -66,6 +67,7 @@ import random
 import shutil
 import sys
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -79,7 +81,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from afl_core import distributed, recipes
-from afl_core._io import atomic_target, write_json
+from afl_core._io import atomic_target, export_csv, write_json
 from afl_core.data import (
     SliceDataset,
     VolumeDataset,
@@ -91,7 +93,7 @@ from afl_core.data import (
 )
 from afl_core.evaluate import loss_with_spacing, predict_cases
 from afl_core.losses import LOSS_NAMES, VARIANTS, AdaptiveFocalLoss, get_loss
-from afl_core.metrics import export_csv, overlap_scores
+from afl_core.metrics import overlap_scores
 from afl_core.models import (
     ENCODERS_3D,
     autocast_dtype,
@@ -99,6 +101,7 @@ from afl_core.models import (
     check_encoder,
     check_encoder_weights,
     load_checkpoint,
+    pretrained_weights,
     resolve_device,
 )
 
@@ -108,6 +111,7 @@ __all__ = [
     "TrainingDiverged",
     "GPUOutOfMemory",
     "HISTORY_COLUMNS",
+    "RESUMABLE_CHANGES",
     "OPTIMIZERS",
     "SCHEDULES",
     "PAPER_SGD",
@@ -120,6 +124,11 @@ __all__ = [
     "seed_everything",
     "validate",
     "fit",
+    "completed_epochs",
+    "build_datasets",
+    "SELECT_METRICS",
+    "CLI_SETTINGS",
+    "add_setting_options",
     "main",
 ]
 
@@ -136,8 +145,20 @@ _SIZE_MULTIPLE = 32
 _GPU_SYNC_EVERY = 25
 #: a training loss this many times its first value (or NaN/Inf) stops the run as diverged
 DIVERGENCE_FACTOR = 1e3
-# Settings that may change when a run is resumed; any other change is refused.
-_RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
+#: Settings that may change when a run is resumed (or a sweep called again); any other change is refused.
+RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
+#: The validation columns that may pick the best checkpoint (``select_metric``), and which way is better.
+SELECT_METRICS = {"val_dice": "max", "val_iou": "max", "val_sensitivity": "max", "val_loss": "min"}
+
+
+def _setting(default: Any = dataclasses.MISSING, doc: str = "", *, choices=None, flag=None, cli=True):
+    """A :class:`TrainConfig` field with its command-line option declared beside it: ``doc``
+    (the help), ``choices``, ``flag`` (default ``--name-with-dashes``), ``cli=False`` for a
+    setting the command lines do not offer. A callable ``default`` is a default factory."""
+    metadata = {"help": doc, "choices": choices, "flag": flag, "cli": cli}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -164,37 +185,66 @@ class TrainConfig:
     ablations: ``{"gamma_terms": ["volume"]}``, ``{"gamma": 0.0}`` (alpha only), ...
     """
 
-    data: str
-    out: str
-    loss: str = "afl"
-    variant: str | None = None
-    loss_options: dict = field(default_factory=dict)
-    encoder: str = "resnet50"
-    encoder_weights: str | None = "auto"
-    epochs: int = 50
-    batch_size: int | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    weight_decay: float = PAPER_SGD["weight_decay"]
-    schedule: str | None = None
-    dims: int | None = None
-    size: tuple[int, ...] | None = None
-    resize: bool | None = None
-    augment: bool = True
-    oversample_lesions: float | None = None
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    validation_cases: list[str] | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool | None = None
-    channels_last: bool = True
-    num_workers: int | None = None
-    progress: bool = True
-    recipe: str | None = None
+    data: str = _setting(doc="dataset folder (imagesTr/, labelsTr/, dataset.json)")
+    out: str = _setting(doc="run folder (config.json, history.csv, checkpoints)")
+    loss: str = _setting("afl", "loss (default afl)", choices=LOSS_NAMES)
+    variant: str | None = _setting(None, "A-FL variant (loss afl only; default paper)", choices=tuple(VARIANTS))
+    loss_options: dict = _setting(
+        dict, """A-FL options for ablations, e.g. '{"gamma_terms": ["volume"]}' or '{"gamma": 0}'"""
+    )
+    encoder: str = _setting(
+        "resnet50", f"smp encoder in 2D, one of {', '.join(ENCODERS_3D)} in 3D (default resnet50, as the paper)"
+    )
+    encoder_weights: str | None = _setting("auto", "'imagenet' (2D default) or 'none' (3D: none only)")
+    epochs: int = _setting(50, "epochs to train (default 50)")
+    batch_size: int | None = _setting(
+        None, "items per optimisation step, over all processes (default 8 in 2D, 1 in 3D)"
+    )
+    optimizer: str | None = _setting(
+        None,
+        "adam (default) or sgd (the paper's: lr 0.1, momentum 0.9, Nesterov, weight decay 1e-5)",
+        choices=OPTIMIZERS,
+    )
+    lr: float | None = _setting(None, "learning rate (default 1e-3 for adam, 0.1 for sgd)")
+    weight_decay: float = _setting(PAPER_SGD["weight_decay"], "L2 weight decay (default 1e-5, the paper's)")
+    schedule: str | None = _setting(None, "learning-rate schedule per step (default poly)", choices=SCHEDULES)
+    dims: int | None = _setting(None, "2: slices (default), 3: whole volumes", choices=(2, 3))
+    size: tuple[int, ...] | None = _setting(
+        None, "2D: H W, crop/pad slices (multiples of 32); 3D: D H W, crop/pad (or --resize) volumes"
+    )
+    resize: bool | None = _setting(
+        None, "3D: reach --size by the authors' area resampling (labels then != 0) instead of crop/pad"
+    )
+    augment: bool = _setting(True, "augmentation (default on)")
+    oversample_lesions: float | None = _setting(
+        None, "share of lesion-bearing slices drawn per epoch (default 0.33)", flag="--oversample"
+    )
+    val_fraction: float = _setting(0.2, "share of the cases that validate (default 0.2)")
+    split_seed: int = _setting(0, "seed of the train/validation case split (default 0)")
+    validation_cases: list[str] | None = _setting(None, "the cases that validate (default: a val_fraction)", cli=False)
+    seed: int = _setting(0, "seed of initialisation, sampling and augmentation (default 0)")
+    device: str = _setting("auto", "auto (default), cpu or cuda")
+    amp: bool | None = _setting(None, "mixed precision on CUDA (default on)")
+    channels_last: bool = _setting(True, "channels-last memory format on CUDA (2D)", cli=False)
+    num_workers: int | None = _setting(None, "DataLoader workers (default 4 on a CUDA machine under Linux, else 0)")
+    progress: bool = _setting(True, "progress bars (default on; --no-progress for batch logs)")
+    recipe: str | None = _setting(
+        None,
+        "'authors': every choice of the A-FL authors' experiment (3D, batch 1, their resize, "
+        "2 channels, reference loss, SGD 0.1), printed at start; explicit options override it",
+        choices=tuple(recipes.RECIPES),
+    )
+    select_metric: str = _setting(
+        "val_dice",
+        "the validation column that picks checkpoint_best.pt (default val_dice; lower is better for "
+        + ", ".join(name for name, better in SELECT_METRICS.items() if better == "min")
+        + ", higher for the others)",
+        choices=tuple(SELECT_METRICS),
+    )
 
     def __post_init__(self) -> None:
         self.data, self.out = str(self.data), str(self.out)
+        self.encoder_weights = pretrained_weights(self.encoder_weights)
         self._fill_unset()
         self._check_shape_settings()
         if self.loss not in LOSS_NAMES:
@@ -214,6 +264,8 @@ class TrainConfig:
                     f"loss_options {self.loss_options} do not fit A-FL ({error}); it takes "
                     "alpha, gamma, gamma_terms, reduction, check_values"
                 ) from None
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"unknown select_metric {self.select_metric!r}; choose from {tuple(SELECT_METRICS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
@@ -278,7 +330,7 @@ class TrainConfig:
         check_encoder(self.encoder, self.dims)
         if self.dims == 2:
             check_encoder_weights(self.encoder, self.encoder_weights)
-        if self.dims == 3 and str(self.encoder_weights).lower() != "none":
+        if self.dims == 3 and self.encoder_weights is not None:
             raise ValueError(
                 "3D encoders start from random weights: MONAI's pretrained 3D ResNets take one input "
                 f"channel only (got encoder_weights {self.encoder_weights!r}; use --encoder-weights none)"
@@ -308,7 +360,8 @@ class FitResult:
     history: pd.DataFrame
     model: nn.Module
     best_epoch: int
-    best_val_dice: float
+    #: the best value of the run's ``select_metric`` (``config["select_metric"]``)
+    best_score: float
     config: dict = field(repr=False, default_factory=dict)
 
 
@@ -612,9 +665,9 @@ def _remove_stale_temporaries(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
-def _completed_epochs(out: Path) -> int:
-    """The epochs ``checkpoint_last.pt`` holds (0 without one), read without loading its tensors."""
-    last = out / "checkpoint_last.pt"
+def completed_epochs(run_dir: str | os.PathLike) -> int:
+    """The epochs a run's ``checkpoint_last.pt`` holds (0 without one), read without loading its tensors."""
+    last = Path(run_dir) / "checkpoint_last.pt"
     return int(load_checkpoint(last, ("epoch",), mmap=True)["epoch"]) if last.is_file() else 0
 
 
@@ -647,15 +700,15 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
     changed = [
         f"{k}: {getattr(saved, k)!r} -> {v!r}"
         for k, v in merged.to_dict().items()
-        if k not in _RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)
+        if k not in RESUMABLE_CHANGES and not _same_setting(k, getattr(saved, k), v)
     ]
     if changed:
         raise ValueError(
             f"cannot resume {saved_path.parent} with different settings ({', '.join(changed)}); only "
-            f"{', '.join(_RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
+            f"{', '.join(RESUMABLE_CHANGES)} may change. Resume with the run's settings, "
             "or start a new run in another --out folder."
         )
-    done = _completed_epochs(saved_path.parent)
+    done = completed_epochs(saved_path.parent)
     if merged.epochs < done:
         raise ValueError(
             f"cannot resume {saved_path.parent} with --epochs {merged.epochs}: {done} epochs are done "
@@ -699,7 +752,8 @@ class _Run:
     resolved: dict
     world: distributed.World
     history: list[dict] = field(default_factory=list)
-    best: dict = field(default_factory=lambda: {"epoch": 0, "val_dice": -math.inf})
+    #: ``{"epoch": e, <select_metric>: value}`` of checkpoint_best.pt (epoch 0: none yet)
+    best: dict = field(default_factory=dict)
     first_epoch: int = 1
     #: the first training loss the run saw (the yardstick of divergence)
     initial_loss: float | None = None
@@ -746,7 +800,8 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
             trained = _train_epoch(run, epoch)
             if run.world.main:  # the other ranks go on and wait for it at their next collective call
                 row = _end_epoch(run, epoch, *trained)
-                epochs_bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_dice=f"{row['val_dice']:.3f}")
+                metric = cfg.select_metric
+                epochs_bar.set_postfix({"train_loss": f"{row['train_loss']:.4f}", metric: f"{row[metric]:.3f}"})
     except torch.cuda.OutOfMemoryError as error:
         raise GPUOutOfMemory(_oom_message(cfg, run.size, epoch)) from error
     finally:
@@ -757,13 +812,14 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
         history=pd.DataFrame(run.history),
         model=run.model,
         best_epoch=run.best["epoch"],
-        best_val_dice=run.best["val_dice"],
+        best_score=run.best[cfg.select_metric],
         config=run.resolved,
     )
 
 
-def _datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, SliceDataset | VolumeDataset, tuple, dict]:
-    """Training and validation datasets of the case split, their item size, and the split."""
+def build_datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, SliceDataset | VolumeDataset, tuple, dict]:
+    """The training and validation datasets of a run as :func:`fit` builds them (its case
+    split, item size, lesion oversampling and seed), their item size, and the split."""
     if cfg.validation_cases is not None:  # an explicit split (a k-fold fold): every other case trains
         cases = list_cases(cfg.data)
         unknown = sorted(set(cfg.validation_cases) - set(cases))
@@ -792,6 +848,18 @@ def _datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, SliceData
     return train_set, make(val_cases), size, {"train_cases": train_cases, "val_cases": val_cases}
 
 
+def _warn_without_lesions(cfg: TrainConfig, val_cases: Sequence[str]) -> None:
+    """Say so when no validation case has a lesion: the validation scores then say little."""
+    if not any(case_has_lesion(cfg.data, case) for case in val_cases):
+        print(
+            f"warning: none of the {len(val_cases)} validation case(s) has a lesion: the validation "
+            "Dice only says whether the network stays silent (1 if it predicts nothing, 0 otherwise), and the "
+            f"best checkpoint is picked on {cfg.select_metric}; use a dataset with lesion cases, or another "
+            "--split-seed / --val-fraction",
+            file=sys.stderr,
+        )
+
+
 def _build_run(cfg: TrainConfig) -> _Run:
     """Device, datasets, the seeded network, loss, optimiser, schedule and training step,
     and the resolved settings that ``config.json`` records. Under torchrun: this process's
@@ -802,15 +870,9 @@ def _build_run(cfg: TrainConfig) -> _Run:
     amp_dtype = autocast_dtype(device, cfg.amp)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    train_set, val_set, size, split = _datasets(cfg)
-    if world.main and not any(case_has_lesion(cfg.data, case) for case in split["val_cases"]):
-        print(
-            f"warning: none of the {len(split['val_cases'])} validation case(s) has a lesion: the validation "
-            "Dice only says whether the network stays silent (1 if it predicts nothing, 0 otherwise), and the "
-            "best checkpoint is picked on that; use a dataset with lesion cases, or another --split-seed / "
-            "--val-fraction",
-            file=sys.stderr,
-        )
+    train_set, val_set, size, split = build_datasets(cfg)
+    if world.main:
+        _warn_without_lesions(cfg, split["val_cases"])
     # A last batch of one slice cannot train batch normalisation: drop the remainder
     # (fewer items than a batch, drawn anew each epoch).
     drop_last = len(train_set) > cfg.batch_size
@@ -864,6 +926,7 @@ def _build_run(cfg: TrainConfig) -> _Run:
         drop_last,
         resolved,
         world,
+        best={"epoch": 0, cfg.select_metric: -math.inf if SELECT_METRICS[cfg.select_metric] == "max" else math.inf},
     )
 
 
@@ -880,7 +943,7 @@ def _restore(run: _Run) -> None:
 def _reconcile_run_files(run: _Run) -> None:
     """Put ``checkpoint_best.pt`` and ``history.csv`` in step with ``checkpoint_last.pt`` after a
     kill between the writes of an epoch: a best checkpoint from the unfinished epoch stays the
-    best so far (the epoch is trained again and replaces it only by a higher Dice), and
+    best so far (the epoch is trained again and replaces it only by a better ``select_metric``), and
     ``history.csv`` is rewritten from the checkpoint's history."""
     best_path = run.dir / "checkpoint_best.pt"
     if best_path.is_file():
@@ -962,9 +1025,16 @@ def _workers(cfg: TrainConfig, device: torch.device) -> int:
     return min(4, os.cpu_count() or 1) if device.type == "cuda" and sys.platform == "linux" else 0
 
 
+def _improves(metric: str, value: float, best: float) -> bool:
+    """``value`` of ``metric`` beats ``best`` the way :data:`SELECT_METRICS` says (NaN never does)."""
+    if math.isnan(value):
+        return False
+    return value > best if SELECT_METRICS[metric] == "max" else value < best
+
+
 def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped: int, started: float) -> dict:
     """Validate, append the epoch's row to the history, write the checkpoints (the best one
-    when the validation Dice improved) and then ``history.csv``; returns the row."""
+    when ``select_metric`` improved) and then ``history.csv``; returns the row."""
     train_seconds = time.perf_counter() - started
     run.model.eval()
     scores = validate(
@@ -985,9 +1055,10 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
         "seconds": time.perf_counter() - started,
     }
     run.history.append(row)
-    improved = not math.isnan(row["val_dice"]) and row["val_dice"] > run.best["val_dice"]
+    metric = run.cfg.select_metric
+    improved = _improves(metric, row[metric], run.best[metric])
     if improved:
-        run.best = {"epoch": epoch, "val_dice": row["val_dice"]}
+        run.best = {"epoch": epoch, metric: row[metric]}
     meta = {"epoch": epoch, "config": run.resolved, "best": run.best, "history": run.history}
     if improved:
         _save(run.dir / "checkpoint_best.pt", {"model": run.model.state_dict(), **meta})
@@ -1009,6 +1080,38 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
 # --------------------------------------------------------------------------- CLI
 
 
+def add_setting_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Sequence[str]) -> None:
+    """Add the command-line options of the :class:`TrainConfig` settings ``names`` to
+    ``parser`` (or an argument group) as their fields declare them: the type from the
+    annotation (``bool``: ``--x/--no-x``; a tuple: several numbers; a dict: JSON), the help,
+    choices and flag from the field's metadata. Every option defaults to ``None`` (unset), so
+    that :class:`TrainConfig` alone resolves the defaults."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
+    for name in names:
+        meta = fields[name].metadata
+        flag = meta["flag"] or "--" + name.replace("_", "-")
+        kind = next(t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None))
+        kind = typing.get_origin(kind) or kind
+        options = {"dest": name, "default": None, "help": meta["help"]}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind is tuple:
+            options |= {"type": int, "nargs": "+", "metavar": "N"}
+        elif kind is dict:
+            options |= {"type": json.loads, "metavar": "JSON"}
+        else:
+            options |= {"type": kind, "metavar": flag.removeprefix("--").upper()}
+        if meta["choices"] is not None:  # argparse shows them in place of a metavar
+            options["choices"] = meta["choices"]
+            options.pop("metavar")
+        parser.add_argument(flag, **options)
+
+
+#: the settings that the command lines offer, in TrainConfig's order
+CLI_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["cli"])
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m afl_core.train",
@@ -1017,63 +1120,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Resume an interrupted run with: python -m afl_core.train --out RUN --resume. "
         "The A-FL authors' setup: --recipe authors (explicit options override its choices).",
     )
-    p.add_argument("--data", help="dataset folder (imagesTr/, labelsTr/, dataset.json)")
-    p.add_argument("--out", required=True, help="run folder (config.json, history.csv, checkpoints)")
-    p.add_argument("--loss", choices=LOSS_NAMES, help="loss (default afl)")
-    p.add_argument("--variant", choices=VARIANTS, help="A-FL variant (loss afl only; default paper)")
-    p.add_argument(
-        "--loss-options",
-        type=json.loads,
-        metavar="JSON",
-        help="""A-FL options for ablations, e.g. '{"gamma_terms": ["volume"]}' or '{"gamma": 0}'""",
-    )
-    p.add_argument(
-        "--recipe",
-        choices=tuple(recipes.RECIPES),
-        help="'authors': every choice of the A-FL authors' experiment (3D, batch 1, their resize, "
-        "2 channels, reference loss, SGD 0.1), printed at start; explicit options override it",
-    )
-    p.add_argument("--dims", type=int, choices=(2, 3), help="2: slices (default), 3: whole volumes")
-    p.add_argument(
-        "--encoder", help=f"smp encoder in 2D, one of {', '.join(ENCODERS_3D)} in 3D (default resnet50, as the paper)"
-    )
-    p.add_argument("--encoder-weights", help="'imagenet' (2D default) or 'none' (3D: none only)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument(
-        "--optimizer",
-        choices=OPTIMIZERS,
-        help="adam (default) or sgd (the paper's: lr 0.1, momentum 0.9, Nesterov, weight decay 1e-5)",
-    )
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3 for adam, 0.1 for sgd)")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs="+",
-        metavar="N",
-        help="2D: H W, crop/pad slices (multiples of 32); 3D: D H W, crop/pad (or --resize) volumes",
-    )
-    p.add_argument(
-        "--resize",
-        action=argparse.BooleanOptionalAction,
-        help="3D: reach --size by the authors' area resampling (labels then != 0) instead of crop/pad",
-    )
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="augmentation (default on)")
-    p.add_argument(
-        "--oversample",
-        dest="oversample_lesions",
-        type=float,
-        help="share of lesion-bearing slices drawn per epoch (default 0.33)",
-    )
-    p.add_argument("--val-fraction", type=float)
-    p.add_argument("--split-seed", type=int, help="seed of the train/validation case split (default 0)")
-    p.add_argument("--seed", type=int, help="seed of initialisation, sampling and augmentation (default 0)")
-    p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision on CUDA (default on)")
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    add_setting_options(p, CLI_SETTINGS)
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last epoch")
     p.add_argument(
         "--overwrite",
@@ -1084,13 +1131,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(_parser().parse_args(argv))
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
     resume, overwrite = args.pop("resume"), args.pop("overwrite")
     overrides = {k: v for k, v in args.items() if v is not None}
-    if "size" in overrides:
-        overrides["size"] = tuple(overrides["size"])
+    if "out" not in overrides:
+        parser.error("--out is required (the run folder)")
     if not resume and "data" not in overrides:
-        _parser().error("--data is required (unless --resume)")
+        parser.error("--data is required (unless --resume)")
     try:
         result = fit(resume=resume, overwrite=overwrite, **overrides)
     except (TrainingDiverged, GPUOutOfMemory, ValueError, FileNotFoundError) as error:
@@ -1109,7 +1157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 validated
-        print(f"best val_dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run saved in {result.run_dir}")
+        metric = result.config["select_metric"]
+        print(f"best {metric} {result.best_score:.4f} at epoch {result.best_epoch}; run saved in {result.run_dir}")
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
@@ -32,15 +33,16 @@ __all__ = [
     "slice_viewer",
     "plot_curves",
     "plot_distributions",
-    "plot_histories",
-    "plot_results_bars",
-    "plot_case_distributions",
     "plot_adaptive_example",
     "lesion_window",
     "adaptive_example",
     "adaptive_explorer",
     "show_cases",
     "largest_lesion_slice",
+    "plot_runs",
+    "plot_seed_spread",
+    "plot_comparisons",
+    "plot_study_summary",
 ]
 
 LABEL_COLOUR = "#00e5ff"  # ground truth outline (cyan)
@@ -273,71 +275,6 @@ def plot_distributions(
     return fig
 
 
-def plot_histories(
-    histories: Mapping[str, Any],
-    metrics: Sequence[str] = ("train_loss", "val_loss", "val_dice"),
-) -> Figure:
-    """Training curves, one panel per metric and one line per run.
-
-    ``histories`` maps a run name to a table with an ``epoch`` column (a pandas
-    DataFrame, e.g. ``pandas.read_csv(run / "history.csv")``). Each loss has its own
-    scale, so loss panels compare shapes, not levels.
-    """
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), layout="constrained", squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for name, table in histories.items():
-            if metric in table:
-                ax.plot(table["epoch"], table[metric], marker="o", ms=3, label=name)
-        ax.set(xlabel="epoch", title=metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, loc="outside right center", fontsize=8)
-    return fig
-
-
-def plot_results_bars(
-    ours: Mapping[str, Mapping[str, float]],
-    *,
-    metric: str,
-    reference: Mapping[str, float] | None = None,
-    reference_label: str = "paper",
-    ax: Axes | None = None,
-) -> Axes:
-    """Bars of one metric per loss (``ours[loss][metric]``), with published values as
-    black markers when ``reference`` (``{loss: value}``) is given."""
-    ax = _new_axes(ax, figsize=(5.5, 3.2))
-    names = list(ours)
-    x = np.arange(len(names))
-    values = [ours[n].get(metric, np.nan) for n in names]
-    ax.bar(x, values, color="#4c72b0", label="this run")
-    if reference:
-        ref = [reference.get(n, np.nan) for n in names]
-        ax.plot(x, ref, "k_", ms=22, mew=2.5, label=reference_label)
-    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel=metric, ylim=(0, 1.0))
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_case_distributions(table: Any, *, metric: str, by: str = "loss", ax: Axes | None = None) -> Axes:
-    """Per-case spread of ``metric`` for each group in column ``by`` (box plot with
-    every case as a dot): a mean hides the cases a loss fails on."""
-    ax = _new_axes(ax, figsize=(5.5, 3.2))
-    groups = list(dict.fromkeys(table[by]))
-    data = [table.loc[table[by] == g, metric].to_numpy(dtype=float) for g in groups]
-    ax.boxplot(data, showfliers=False)
-    rng = np.random.default_rng(0)  # fixed jitter so the figure is reproducible
-    for i, d in enumerate(data, start=1):
-        ax.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=9, color="#dd8452", alpha=0.8, zorder=3)
-    ax.set_xticks(range(1, len(groups) + 1), groups, rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel=metric)
-    ax.grid(axis="y", alpha=0.3)
-    return ax
-
-
 def lesion_window(
     mask: Any, *, margin: float = 1.0, min_half: int = 6
 ) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -506,4 +443,129 @@ def show_cases(cases: Sequence[Mapping[str, Any]], *, ncols: int = 4, size: floa
         ax.set_axis_off()
     for ax, case in zip(axes.flat, cases):
         show_slice(case["image"], case.get("label"), case.get("pred"), ax=ax, title=case.get("title"))
+    return fig
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def plot_runs(
+    history: pd.DataFrame, metrics: Sequence[str] = ("train_loss", "val_dice"), labels: Mapping[str, str] | None = None
+) -> plt.Figure:
+    """Training curves of arms x seeds: one panel per metric, a thin line per seed and a
+    thick one for the mean over seeds, one colour per arm. ``labels`` name the y axes."""
+    labels = {
+        "train_loss": "training loss (mean over the epoch's batches)",
+        "val_loss": "validation loss (mean over slices)",
+        "val_dice": "validation Dice (mean over cases)",
+    } | dict(labels or {})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), layout="constrained", squeeze=False)
+    arms = list(dict.fromkeys(history["arm"]))
+    colours = plt.get_cmap("tab10")
+    for ax, metric in zip(axes[0], metrics):
+        for i, arm in enumerate(arms):
+            runs = history[history["arm"] == arm]
+            for _, run in runs.groupby("seed"):
+                ax.plot(run["epoch"], run[metric], color=colours(i % 10), lw=0.7, alpha=0.5)
+            mean = runs.groupby("epoch")[metric].mean()
+            ax.plot(
+                mean.index,
+                mean.to_numpy(),
+                color=colours(i % 10),
+                lw=2,
+                label=f"{arm} (mean of {runs['seed'].nunique()} seeds)",
+            )
+        ax.set(xlabel="epoch", ylabel=labels.get(metric, metric))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def plot_seed_spread(table: pd.DataFrame, *, ax: Axes | None = None, ylabel: str = "Dice (mean over cases)") -> Axes:
+    """Each seed's value per arm (dots) and the mean over seeds with +/- one standard
+    deviation (bar with error bar), from :func:`afl_core.metrics.seed_summary`."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    seeds = [c for c in table if str(c).startswith("seed ")]
+    x = np.arange(len(table))
+    ax.bar(x, table["mean"], color="0.85", yerr=table["sd"], capsize=3, label="mean over seeds +/- 1 sd")
+    for column in seeds:
+        ax.plot(x, table[column], "o", ms=3.5, color="tab:blue", alpha=0.75)
+    ax.plot([], [], "o", ms=3.5, color="tab:blue", label="one seed")
+    ax.set_xticks(x, table.index, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_comparisons(table: pd.DataFrame, *, ax: Axes | None = None, xlabel: str = "difference in Dice") -> Axes:
+    """Forest plot of :func:`afl_core.metrics.compare_to_reference`: each arm's mean
+    difference from the reference with its interval; filled markers where the adjusted
+    p-value (``p_adjusted``) is below 0.05."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.35 * len(table) + 1.2), layout="constrained")
+    y = np.arange(len(table))[::-1]
+    ax.errorbar(
+        table["mean_diff"],
+        y,
+        xerr=[table["mean_diff"] - table["low"], table["high"] - table["mean_diff"]],
+        fmt="none",
+        ecolor="tab:blue",
+        capsize=3,
+    )
+    significant = table["p_adjusted"].to_numpy() < 0.05
+    ax.plot(table["mean_diff"][significant], y[significant], "o", color="tab:blue", label="adjusted p < 0.05")
+    ax.plot(
+        table["mean_diff"][~significant],
+        y[~significant],
+        "o",
+        mfc="white",
+        color="tab:blue",
+        label="adjusted p >= 0.05",
+    )
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, table.index, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_study_summary(table: pd.DataFrame, history: pd.DataFrame, *, title: str) -> Figure:
+    """Left: each seed's mean Dice per arm over all cases (dots), their mean (bar) and the mean over
+    the cases with a lesion only (dash); right: validation Dice per epoch."""
+    arms = list(dict.fromkeys(table["arm"]))
+    seed_means = table.groupby(["arm", "seed"])["dice"].mean().unstack("seed").loc[arms]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    left.bar(range(len(arms)), seed_means.mean(axis=1), color="0.85", label="mean over seeds")
+    for column in seed_means:
+        left.plot(range(len(arms)), seed_means[column], "o", ms=3, color="tab:blue", alpha=0.7)
+    left.plot([], [], "o", ms=3, color="tab:blue", label="one seed (mean over all cases)")
+    # Lesion-free cases score 1 when nothing is predicted: the all-case mean mixes them in.
+    lesion = table["target_voxels"] > 0
+    free = table.loc[~lesion]
+    n_cases, n_free = table["case"].nunique(), free["case"].nunique()
+    lesion_means = table[lesion].groupby("arm")["dice"].mean().loc[arms]
+    left.plot(
+        range(len(arms)),
+        lesion_means,
+        "_",
+        ms=12,
+        mew=2,
+        color="k",
+        label=f"mean over the {n_cases - n_free} lesion cases",
+    )
+    left.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
+    scored = ", scored 1 by every run" if (free["dice"] == 1).all() else ""
+    left.set_ylabel(f"Dice (last epoch), mean over\n{n_cases} cases ({n_free} lesion-free{scored})", fontsize=8)
+    left.legend(fontsize=7, loc="lower left")  # over the bars, not the dots
+    curve = history.groupby(["arm", "epoch"])["val_dice"].mean().unstack("arm")
+    for arm in arms:
+        right.plot(curve.index, curve[arm], label=arm, lw=1)
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation Dice during training\n(mean over seeds)", fontsize=8)
+    right.legend(fontsize=6, ncol=2)
+    fig.suptitle(title, fontsize=9)
     return fig

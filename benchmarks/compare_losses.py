@@ -10,9 +10,10 @@ arm and seed with :func:`afl_core.train.fit` (the seed changes the initialisatio
 sampling and the augmentation, not the split), scores each run per case in 3D with the
 last epoch's weights (:func:`afl_core.evaluate.evaluate_run`), and writes, per study,
 
-* ``RESULTS/<study>/per_case.csv``: one row per (arm, seed, case): ``loss, seed, case,
-  dice, iou, hd95_mm, lesion_f1, paper_dice, paper_iou, sensitivity, ...``;
-* ``RESULTS/<study>/history.csv``: every run's training curve (``loss, seed, epoch,
+* ``RESULTS/<study>/per_case.csv``: one row per (arm, seed, case): ``arm, seed, case,
+  dice, iou, hd95_mm, ..., paper_dice, paper_iou, sensitivity, ...``
+  (:func:`afl_core.runs.collect`, the columns of every study table);
+* ``RESULTS/<study>/history.csv``: every run's training curve (``arm, seed, epoch,
   train_loss, val_loss, val_dice``), to show that the runs converged;
 * ``RESULTS/<study>/config.json``: the exact command, the settings, versions, machine
   and wall time;
@@ -43,44 +44,33 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 import torch
 
-from afl_core._io import atomic_target, write_json
-from afl_core.evaluate import evaluate_run
-from afl_core.experiments import ARMS, HISTORY_COLUMNS, STUDIES, make_study_data, study_table
-from afl_core.train import TrainConfig, fit
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
 
-# The committed tables lead with both HD95 columns and both lesion-F1 rules.
-PER_CASE_COLUMNS = [
-    "loss",
-    "seed",
-    "case",
-    "dice",
-    "iou",
-    "hd95_mm",
-    "hd95_penalised_mm",
-    "lesion_f1",
-    "lesion_picai_f1",
-    "paper_dice",
-    "paper_iou",
-]
+from afl_core import runs  # noqa: E402
+from afl_core._io import atomic_target, write_json  # noqa: E402
+from afl_core.experiments import ARMS, STUDIES, arm_config  # noqa: E402
+from afl_core.runs import RunKey  # noqa: E402
+from afl_core.studies import make_study_data  # noqa: E402
+from afl_core.train import HISTORY_COLUMNS, TrainConfig  # noqa: E402
+from afl_core.viz import plot_study_summary  # noqa: E402
+
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
 
 
-def run_one(arm: str, config: dict) -> tuple[str, int, pd.DataFrame, pd.DataFrame]:
-    """Train (unless finished) and score one (arm, seed) run; one CPU thread per run."""
+def run_one(config: TrainConfig) -> TrainConfig:
+    """Train (unless trained) and score (unless scored) one run (:func:`afl_core.runs.finish`),
+    with one CPU thread."""
     torch.set_num_threads(1)
-    run = Path(config["out"])
-    history = run / "history.csv"
-    if not (history.is_file() and len(pd.read_csv(history)) >= config["epochs"]):
-        fit(TrainConfig(**config), resume=(run / "config.json").is_file())
-    per_case = evaluate_run(run, progress=False).per_case
-    curve = pd.read_csv(history)
-    return arm, config["seed"], per_case, curve
+    runs.finish(config)
+    return config
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", choices=[*STUDIES, "all"], default="all")
     parser.add_argument(
@@ -108,19 +98,48 @@ def main(argv=None) -> None:
         action="store_true",
         help="only redraw RESULTS/<study>/results.png from the tables and config.json there (no training)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
     studies = list(STUDIES) if args.study == "all" else [args.study]
     if args.replot:
         for study in studies:
             out = Path(args.results) / study
-            table, history = pd.read_csv(out / "per_case.csv"), pd.read_csv(out / "history.csv")
+            table, history = runs.read_table(out / "per_case.csv"), runs.read_table(out / "history.csv")
             settings = json.loads((out / "config.json").read_text())["settings"]
-            save_figure(table, history, out / "results.png", title=figure_title(study, table, settings))
+            save_figure(out / "results.png", table, history, title=figure_title(study, table, settings))
             print(f"redrew {out / 'results.png'}")
         return
     seeds = {"comparison": args.seeds, "ablation": args.ablation_seeds}
-    # seed-major: an interrupted benchmark leaves whole seeds
+    root = Path(args.runs)
+    started = time.perf_counter()
+    configs = run_configs(args, studies, seeds)
+    print(
+        f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
+        f"; shared runs once), {args.jobs} at a time; "
+        f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
+        flush=True,
+    )
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for config in pool.map(run_one, configs):
+            run = runs.collect([config.out])
+            print(
+                f"  {Path(config.out).name:<26s}: dice {run.per_case['dice'].mean():.3f}  "
+                f"({run.history['seconds'].sum():.0f} s of training)",
+                flush=True,
+            )
+    wall = time.perf_counter() - started
+    for study in [] if args.only else studies:
+        keys = [RunKey(arm, seed) for seed in seeds[study] for arm in STUDIES[study]]
+        write_study(Path(args.results) / study, study, runs.collect(root / key.name for key in keys), args, argv, wall)
+    print(f"\n{wall:.0f} s; tables in {args.results}")
+
+
+def run_configs(args: argparse.Namespace, studies: list[str], seeds: dict[str, list[int]]) -> list[TrainConfig]:
+    """Every run the studies need, once (the ablation shares runs with the comparison),
+    seed-major: an interrupted benchmark leaves whole seeds."""
     grid = sorted(
         {
             (seed, arm)
@@ -131,94 +150,70 @@ def main(argv=None) -> None:
         },
         key=lambda key: (key[0], list(ARMS).index(key[1])),
     )
-    runs = Path(args.runs)
-    started = time.perf_counter()
-    data = make_study_data(runs / "data", cases=args.cases, depth=args.depth, size=args.size)
-    configs = []
-    for seed, arm in grid:
-        loss, variant, options = ARMS[arm]
-        configs.append(
-            (
-                arm,
-                dict(
-                    data=str(data),
-                    out=str(runs / f"{arm}-seed{seed}"),
-                    loss=loss,
-                    variant=variant,
-                    loss_options=options,
-                    encoder=args.encoder,
-                    encoder_weights=None,
-                    epochs=args.epochs,
-                    batch_size=args.batch_size,
-                    lr=args.lr,
-                    seed=seed,
-                    val_fraction=args.val_fraction,
-                    device="cpu",
-                    progress=False,
-                ),
-            )
+    root = Path(args.runs)
+    data = make_study_data(root / "data", cases=args.cases, depth=args.depth, size=args.size)
+    return [
+        arm_config(
+            arm,
+            data=str(data),
+            out=str(root / RunKey(arm, seed).name),
+            encoder=args.encoder,
+            encoder_weights=None,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=seed,
+            val_fraction=args.val_fraction,
+            device="cpu",
+            progress=False,
         )
-    print(
-        f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
-        f"; shared runs once), {args.jobs} at a time; "
-        f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
-        flush=True,
-    )
-    per_case, curves = {}, {}
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, arm, config) for arm, config in configs]
-        for future in futures:
-            arm, seed, table, curve = future.result()
-            per_case[arm, seed], curves[arm, seed] = table, curve
-            print(
-                f"  {arm:<20s} seed {seed}: dice {table['dice'].mean():.3f}  "
-                f"({curve['seconds'].sum():.0f} s of training)",
-                flush=True,
-            )
-    wall = time.perf_counter() - started
+        for seed, arm in grid
+    ]
 
-    for study in [] if args.only else studies:
-        keys = [(arm, seed) for seed in seeds[study] for arm in STUDIES[study]]
-        table = study_table([per_case[k].assign(loss=k[0], seed=k[1]) for k in keys], PER_CASE_COLUMNS)
-        history = pd.concat([curves[k].assign(loss=k[0], seed=k[1]) for k in keys], ignore_index=True)
-        out = Path(args.results) / study
-        write_csv(table, out / "per_case.csv")
-        write_csv(history[list(HISTORY_COLUMNS)], out / "history.csv")
-        write_json(
-            out / "config.json",
-            {
-                "command": "python "
-                + shlex.join(["benchmarks/compare_losses.py", *(sys.argv[1:] if argv is None else argv)]),
-                "study": study,
-                "arms": {arm: dict(zip(("loss", "variant", "loss_options"), ARMS[arm])) for arm in STUDIES[study]},
-                "settings": {k: v for k, v in vars(args).items() if k not in ("runs", "results", "study")},
-                "val_cases": sorted(table["case"].unique()),
-                "versions": {
-                    "python": platform.python_version(),
-                    **{p: importlib.metadata.version(p) for p in VERSIONED},
-                },
-                "machine": {
-                    "platform": platform.platform(),
-                    "processor": platform.machine(),
-                    "cpus": os.cpu_count(),
-                    "torch_threads_per_run": 1,
-                },
-                "wall_seconds_this_call": round(wall, 1),
-                "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
+
+def write_study(out: Path, study: str, tables: runs.RunTables, args: argparse.Namespace, argv, wall: float) -> None:
+    """The study's committed files in ``out`` (tables, config.json, figure), and its seed means printed."""
+    table, history = tables
+    command = ["benchmarks/compare_losses.py", *(sys.argv[1:] if argv is None else argv)]
+    write_csv(table, out / "per_case.csv")
+    write_csv(history[["arm", "seed", *HISTORY_COLUMNS]], out / "history.csv")
+    write_json(
+        out / "config.json",
+        {
+            "command": "python " + shlex.join(command),
+            "study": study,
+            "arms": {arm: dict(zip(("loss", "variant", "loss_options"), ARMS[arm])) for arm in STUDIES[study]},
+            "settings": {k: v for k, v in vars(args).items() if k not in ("runs", "results", "study")},
+            "val_cases": sorted(table["case"].unique()),
+            "versions": {"python": platform.python_version(), **{p: importlib.metadata.version(p) for p in VERSIONED}},
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.machine(),
+                "cpus": os.cpu_count(),
+                "torch_threads_per_run": 1,
             },
-        )
-        save_figure(table, history, out / "results.png", title=figure_title(study, table, vars(args)))
-        seed_means = table.pivot_table(index="loss", columns="seed", values="dice", aggfunc="mean")
-        seed_means = seed_means.loc[STUDIES[study]]
-        seed_means["mean"], seed_means["sd over seeds"] = seed_means.mean(axis=1), seed_means.std(axis=1)
-        print(f"\n{study}: mean Dice over the {table['case'].nunique()} cases, per seed")
-        print(seed_means.to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{wall:.0f} s; tables in {args.results}")
+            "wall_seconds_this_call": round(wall, 1),
+            "training_seconds_all_runs": round(float(history["seconds"].sum()), 1),
+        },
+    )
+    save_figure(out / "results.png", table, history, title=figure_title(study, table, vars(args)))
+    seed_means = table.pivot_table(index="arm", columns="seed", values="dice", aggfunc="mean").loc[STUDIES[study]]
+    seed_means["mean"], seed_means["sd over seeds"] = seed_means.mean(axis=1), seed_means.std(axis=1)
+    print(f"\n{study}: mean Dice over the {table['case'].nunique()} cases, per seed")
+    print(seed_means.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     with atomic_target(path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def save_figure(path: Path, table, history, *, title: str) -> None:
+    """:func:`afl_core.viz.plot_study_summary` written to ``path`` atomically."""
+    fig = plot_study_summary(table, history, title=title)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
 
 
 def figure_title(study: str, table: pd.DataFrame, settings: dict) -> str:
@@ -227,51 +222,6 @@ def figure_title(study: str, table: pd.DataFrame, settings: dict) -> str:
         f"{study}: {table['seed'].nunique()} seeds x {table['case'].nunique()} cases, {settings['encoder']}, "
         f"{settings['epochs']} epochs, synthetic {settings['depth']}x{settings['size']}x{settings['size']}"
     )
-
-
-def save_figure(table: pd.DataFrame, history: pd.DataFrame, path: Path, *, title: str) -> None:
-    """Left: each seed's mean Dice per arm over all cases (dots), their mean (bar) and the mean over
-    the cases with a lesion only (dash); right: validation Dice per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    arms = list(dict.fromkeys(table["loss"]))
-    seed_means = table.groupby(["loss", "seed"])["dice"].mean().unstack("seed").loc[arms]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-    left.bar(range(len(arms)), seed_means.mean(axis=1), color="0.85", label="mean over seeds")
-    for column in seed_means:
-        left.plot(range(len(arms)), seed_means[column], "o", ms=3, color="tab:blue", alpha=0.7)
-    left.plot([], [], "o", ms=3, color="tab:blue", label="one seed (mean over all cases)")
-    # Lesion-free cases score 1 when nothing is predicted: the all-case mean mixes them in.
-    lesion = table["target_voxels"] > 0
-    free = table.loc[~lesion]
-    n_cases, n_free = table["case"].nunique(), free["case"].nunique()
-    lesion_means = table[lesion].groupby("loss")["dice"].mean().loc[arms]
-    left.plot(
-        range(len(arms)),
-        lesion_means,
-        "_",
-        ms=12,
-        mew=2,
-        color="k",
-        label=f"mean over the {n_cases - n_free} lesion cases",
-    )
-    left.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
-    scored = ", scored 1 by every run" if (free["dice"] == 1).all() else ""
-    left.set_ylabel(f"Dice (last epoch), mean over\n{n_cases} cases ({n_free} lesion-free{scored})", fontsize=8)
-    left.legend(fontsize=7, loc="lower left")  # over the bars, not the dots
-    curve = history.groupby(["loss", "epoch"])["val_dice"].mean().unstack("loss")
-    for arm in arms:
-        right.plot(curve.index, curve[arm], label=arm, lw=1)
-    right.set_xlabel("epoch")
-    right.set_ylabel("validation Dice during training\n(mean over seeds)", fontsize=8)
-    right.legend(fontsize=6, ncol=2)
-    fig.suptitle(title, fontsize=9)
-    with atomic_target(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 if __name__ == "__main__":

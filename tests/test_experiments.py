@@ -1,5 +1,7 @@
-"""afl_core.experiments: arms, training and scoring them, the committed tables, the
-protocol gap, who carries the loss, and the figures (CPU, tiny data)."""
+"""The tutorial's experiments: arms, training and scoring them (afl_core.experiments), the
+committed tables (afl_core.studies), the protocol gap and who carries the loss
+(afl_core.analysis), seed differences (afl_core.statistics) and the figures (afl_core.viz),
+on the CPU with tiny data."""
 
 from __future__ import annotations
 
@@ -15,33 +17,31 @@ from torch.utils.data import DataLoader
 
 matplotlib.use("Agg")
 
-from afl_core import experiments, links  # noqa: E402
-from afl_core.experiments import (  # noqa: E402
-    ARMS,
-    PER_CASE_COLUMNS,
+from afl_core import links, studies, train  # noqa: E402
+from afl_core.analysis import (  # noqa: E402
     SHARE_PARTS,
-    STUDIES,
-    arm_config,
     confident_logits,
-    evaluate_arms,
-    load_study,
     loss_shares,
-    plot_comparisons,
-    plot_runs,
-    plot_seed_spread,
     protocol_effects,
-    results_dir,
-    seed_differences,
-    train_arms,
     training_batches,
-    training_set,
-    tutorial_settings,
     voxel_losses,
 )
+from afl_core.experiments import (  # noqa: E402
+    ARMS,
+    STUDIES,
+    arm_config,
+    evaluate_arms,
+    train_arms,
+    training_set,
+    tutorial_settings,
+)
 from afl_core.losses import adaptive_parameters, get_loss  # noqa: E402
-from afl_core.metrics import seed_summary  # noqa: E402
+from afl_core.runs import PER_CASE_COLUMNS  # noqa: E402
+from afl_core.statistics import seed_differences, seed_summary  # noqa: E402
+from afl_core.studies import load_study, results_dir  # noqa: E402
 from afl_core.synthetic import make_dataset  # noqa: E402
 from afl_core.train import fit  # noqa: E402
+from afl_core.viz import plot_comparisons, plot_runs, plot_seed_spread  # noqa: E402
 from tests._http_server import FileServer  # noqa: E402
 
 ENCODER = "tu-mobilenetv3_small_050"
@@ -115,8 +115,8 @@ def test_training_set_is_the_one_fit_trains_on(dataset, tmp_path):
 def test_train_then_evaluate_arms(dataset, tmp_path, capsys):
     runs = tmp_path / "runs"
     history = train_arms(["focal", "afl"], [0, 1], runs, **tiny_settings(dataset))
-    assert list(history.columns[:6]) == list(experiments.HISTORY_COLUMNS)
-    assert sorted(map(tuple, history[["loss", "seed"]].drop_duplicates().to_numpy())) == [
+    assert list(history.columns[:6]) == ["arm", "seed", *train.HISTORY_COLUMNS]
+    assert sorted(map(tuple, history[["arm", "seed"]].drop_duplicates().to_numpy())) == [
         ("afl", 0),
         ("afl", 1),
         ("focal", 0),
@@ -126,37 +126,41 @@ def test_train_then_evaluate_arms(dataset, tmp_path, capsys):
     # a finished run is not trained again: the same history, wall-clock included
     again = train_arms(["afl"], [1], runs, **tiny_settings(dataset))
     pd.testing.assert_frame_equal(
-        again, history[(history["loss"] == "afl") & (history["seed"] == 1)].reset_index(drop=True)
+        again, history[(history["arm"] == "afl") & (history["seed"] == 1)].reset_index(drop=True)
     )
     (runs / "notes-seed0").mkdir()  # not a run folder: ignored
     study = evaluate_arms(runs, ["afl", "focal"], device="cpu", name="comparison")
     assert study.arms == ["focal", "afl"]  # the order of the study, not of the folders
-    assert list(study.per_case.columns[: len(PER_CASE_COLUMNS)]) == list(PER_CASE_COLUMNS)
+    assert list(study.per_case.columns[: 2 + len(PER_CASE_COLUMNS)]) == ["arm", "seed", *PER_CASE_COLUMNS]
     n_cases = len(json.loads((runs / "afl-seed0" / "config.json").read_text())["val_cases"])
     assert len(study.per_case) == 4 * n_cases
-    assert not study.per_case.duplicated(["loss", "seed", "case"]).any()
+    assert not study.per_case.duplicated(["arm", "seed", "case"]).any()
     own = pd.read_csv(runs / "focal-seed1" / "eval" / "per_case.csv")  # what evaluate_run wrote
-    mine = study.per_case[(study.per_case["loss"] == "focal") & (study.per_case["seed"] == 1)]
+    mine = study.per_case[(study.per_case["arm"] == "focal") & (study.per_case["seed"] == 1)]
     np.testing.assert_allclose(mine["dice"].to_numpy(), own["dice"].to_numpy())
     np.testing.assert_allclose(mine["hd95_mm"].to_numpy(), own["hd95"].to_numpy())
-    with pytest.raises(FileNotFoundError, match="no finished"):
+    with pytest.raises(FileNotFoundError, match="no trained"):
         evaluate_arms(tmp_path / "empty")
 
 
 # --------------------------------------------------------------------------- committed studies
 
 
-def fake_study(folder, arms=("afl", "focal"), seeds=(0, 1), cases=("c0", "c1", "c2")):
+def fake_study(folder, arms=("afl", "focal"), seeds=(0, 1), cases=("c0", "c1", "c2"), arm_column="arm"):
+    """A study folder as benchmarks/compare_losses.py writes it (``arm_column="loss"``: as it
+    wrote it before the arm column had its name); returns the per-case rows with ``arm``."""
     rng = np.random.default_rng(0)
     rows = [
         dict(
-            loss=a,
+            arm=a,
             seed=s,
             case=c,
             dice=rng.random(),
             iou=rng.random(),
             hd95_mm=rng.random(),
+            hd95_penalised_mm=rng.random(),
             lesion_f1=1.0,
+            lesion_picai_f1=1.0,
             paper_dice=rng.random(),
             paper_iou=rng.random(),
         )
@@ -165,22 +169,25 @@ def fake_study(folder, arms=("afl", "focal"), seeds=(0, 1), cases=("c0", "c1", "
         for c in cases
     ]
     history = [
-        dict(loss=a, seed=s, epoch=e, train_loss=1 / e, val_loss=1 / e, val_dice=e / 10)
+        dict(arm=a, seed=s, epoch=e, train_loss=1 / e, val_loss=1 / e, val_dice=e / 10)
         for a in arms
         for s in seeds
         for e in (1, 2)
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(folder / "per_case.csv", index=False)
-    pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
+    written = {"arm": arm_column}
+    pd.DataFrame(rows).rename(columns=written).to_csv(folder / "per_case.csv", index=False)
+    pd.DataFrame(history).rename(columns=written).to_csv(folder / "history.csv", index=False)
     (folder / "config.json").write_text(json.dumps({"command": "python benchmarks/compare_losses.py"}))
     return pd.DataFrame(rows)
 
 
-def test_load_study_reads_and_checks_the_tables(tmp_path):
-    rows = fake_study(tmp_path / "comparison")
+@pytest.mark.parametrize("arm_column", ["arm", "loss"])
+def test_load_study_reads_and_checks_the_tables(tmp_path, arm_column):
+    rows = fake_study(tmp_path / "comparison", arm_column=arm_column)
     study = load_study("comparison", tmp_path)
-    pd.testing.assert_frame_equal(study.per_case, rows)
+    pd.testing.assert_frame_equal(study.per_case, rows)  # the committed tables' old column read as "arm"
+    assert list(study.history.columns[:2]) == ["arm", "seed"]
     assert study.config["command"].startswith("python") and study.arms == ["focal", "afl"]
     rows.drop(columns="hd95_mm").to_csv(tmp_path / "comparison" / "per_case.csv", index=False)
     with pytest.raises(ValueError, match="hd95_mm"):
@@ -193,7 +200,7 @@ def test_load_study_reads_and_checks_the_tables(tmp_path):
 
 def test_results_are_downloaded_where_the_repository_is_absent(tmp_path, monkeypatch):
     fake_study(tmp_path / "served" / "ablation")
-    monkeypatch.setattr(experiments, "REPO_RESULTS", tmp_path / "no-clone")
+    monkeypatch.setattr(studies, "REPO_RESULTS", tmp_path / "no-clone")
     with FileServer() as server:
         for name in ("per_case.csv", "history.csv", "config.json"):
             server.add(f"/results/ablation/{name}", (tmp_path / "served" / "ablation" / name).read_bytes())
@@ -209,7 +216,7 @@ def test_results_are_downloaded_where_the_repository_is_absent(tmp_path, monkeyp
 def test_protocol_effects_by_hand():
     table = pd.DataFrame(
         {
-            "loss": ["a", "a", "b", "b"],
+            "arm": ["a", "a", "b", "b"],
             "seed": 0,
             "case": ["x", "y", "x", "y"],
             "dice": [0.6, 1.0, 0.4, 0.0],
@@ -234,7 +241,7 @@ def test_protocol_effects_by_hand():
 def test_seed_differences_by_hand():
     table = pd.DataFrame(
         {
-            "loss": ["ref"] * 4 + ["a"] * 4 + ["b"] * 4,
+            "arm": ["ref"] * 4 + ["a"] * 4 + ["b"] * 4,
             "seed": [0, 0, 1, 1] * 3,
             "case": ["x", "y"] * 6,
             "dice": [0.5, 0.7, 0.4, 0.6, 0.6, 0.8, 0.3, 0.5, 0.7, 0.7, 0.6, 0.6],

@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage, stats
 from scipy.spatial.distance import cdist
 
-from afl_core import metrics
+from afl_core import _io, metrics, paper, statistics
 from afl_core.shape import boundary_irregularity
 
 monai_metrics = pytest.importorskip("monai.metrics")
@@ -510,9 +510,9 @@ def test_recall_by_bucket_matches_hand_count():
 
 def test_bootstrap_degenerate_differences():
     a = np.random.default_rng(8).uniform(0.3, 0.9, 25)
-    same = metrics.paired_bootstrap_ci(a, a)
+    same = statistics.paired_bootstrap_ci(a, a)
     assert same["mean_diff"] == 0 and same["low"] == 0 and same["high"] == 0
-    shifted = metrics.paired_bootstrap_ci(a, a + 0.1, n_boot=500)
+    shifted = statistics.paired_bootstrap_ci(a, a + 0.1, n_boot=500)
     assert shifted["low"] == pytest.approx(0.1) and shifted["high"] == pytest.approx(0.1)
     assert shifted["n"] == 25
 
@@ -524,7 +524,7 @@ def test_bootstrap_equals_scipy_on_the_differences(method):
     rng = np.random.default_rng(18)
     a = rng.uniform(0.3, 0.9, 15)
     b = a + rng.exponential(0.05, 15) - 0.03
-    ours = metrics.paired_bootstrap_ci(a, b, n_boot=5000, ci=0.9, seed=3, method=method)
+    ours = statistics.paired_bootstrap_ci(a, b, n_boot=5000, ci=0.9, seed=3, method=method)
     ref = stats.bootstrap(
         (b - a,),
         np.mean,
@@ -555,7 +555,7 @@ def test_bootstrap_intervals_cover_the_true_mean_at_their_level():
     for ci, lo, hi in ((0.95, 0.87, 0.98), (0.5, 0.38, 0.60)):
         for method in ("BCa", "percentile"):
             hits = [
-                (c := metrics.paired_bootstrap_ci(np.zeros(20), d, n_boot=1000, ci=ci, seed=i, method=method))["low"]
+                (c := statistics.paired_bootstrap_ci(np.zeros(20), d, n_boot=1000, ci=ci, seed=i, method=method))["low"]
                 <= 0.05
                 <= c["high"]
                 for i, d in enumerate(samples)
@@ -564,23 +564,23 @@ def test_bootstrap_intervals_cover_the_true_mean_at_their_level():
 
 
 def test_bootstrap_warns_below_ten_cases_and_not_at_ten():
-    assert issubclass(metrics.FewCasesWarning, UserWarning) and metrics.MIN_PAIRED_CASES == 10
+    assert issubclass(statistics.FewCasesWarning, UserWarning) and statistics.MIN_PAIRED_CASES == 10
     rng = np.random.default_rng(20)
     a, b = rng.random(10), rng.random(10)
-    with pytest.warns(metrics.FewCasesWarning, match="only 9 paired case.*at most 24310 distinct"):
-        metrics.paired_bootstrap_ci(a[:9], b[:9], n_boot=200)
-    with pytest.warns(metrics.FewCasesWarning, match="only 3 .* at most 10 distinct"):
-        metrics.compare_runs(_per_case(list("xyz"), a[:3]), _per_case(list("xyz"), b[:3]), n_boot=200)
+    with pytest.warns(statistics.FewCasesWarning, match="only 9 paired case.*at most 24310 distinct"):
+        statistics.paired_bootstrap_ci(a[:9], b[:9], n_boot=200)
+    with pytest.warns(statistics.FewCasesWarning, match="only 3 .* at most 10 distinct"):
+        statistics.compare_runs(_per_case(list("xyz"), a[:3]), _per_case(list("xyz"), b[:3]), n_boot=200)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", metrics.FewCasesWarning)
-        metrics.paired_bootstrap_ci(a, b, n_boot=200)
+        warnings.simplefilter("error", statistics.FewCasesWarning)
+        statistics.paired_bootstrap_ci(a, b, n_boot=200)
 
 
 def test_bootstrap_percentile_agrees_with_scipy_percentile_bootstrap():
     rng = np.random.default_rng(9)
     a = rng.uniform(0.4, 0.8, 30)
     b = a + rng.normal(0.03, 0.05, 30)
-    ours = metrics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1, method="percentile")
+    ours = statistics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1, method="percentile")
     ref = stats.bootstrap(
         (b - a,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95, random_state=0
     ).confidence_interval
@@ -588,30 +588,30 @@ def test_bootstrap_percentile_agrees_with_scipy_percentile_bootstrap():
     assert ours["mean_diff"] == pytest.approx((b - a).mean())
     assert abs(ours["low"] - ref.low) < 0.15 * standard_error
     assert abs(ours["high"] - ref.high) < 0.15 * standard_error
-    assert ours == metrics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1, method="percentile")  # reproducible
-    narrower = metrics.paired_bootstrap_ci(a, b, n_boot=20000, ci=0.5, seed=1, method="percentile")
+    assert ours == statistics.paired_bootstrap_ci(a, b, n_boot=20000, seed=1, method="percentile")  # reproducible
+    narrower = statistics.paired_bootstrap_ci(a, b, n_boot=20000, ci=0.5, seed=1, method="percentile")
     assert ours["low"] < narrower["low"] < narrower["high"] < ours["high"]
 
 
 def test_bootstrap_rejects_bad_arguments():
     with pytest.raises(ValueError, match="same|1D"):
-        metrics.paired_bootstrap_ci([1.0, 2.0], [1.0])
+        statistics.paired_bootstrap_ci([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="finite"):
-        metrics.paired_bootstrap_ci([1.0, np.nan], [1.0, 2.0])
+        statistics.paired_bootstrap_ci([1.0, np.nan], [1.0, 2.0])
     with pytest.raises(ValueError, match="ci"):
-        metrics.paired_bootstrap_ci([1.0, 2.0], [1.0, 3.0], ci=95)
+        statistics.paired_bootstrap_ci([1.0, 2.0], [1.0, 3.0], ci=95)
     with pytest.raises(ValueError, match="BCa"):
-        metrics.paired_bootstrap_ci([1.0, 2.0], [1.0, 3.0], method="student")
+        statistics.paired_bootstrap_ci([1.0, 2.0], [1.0, 3.0], method="student")
 
 
 def test_wilcoxon_exact_small_sample_and_zero_differences():
     a = np.array([0.5, 0.6, 0.7, 0.55, 0.65])
     # Five positive differences with distinct ranks: exact two-sided p = 2 / 2**5.
-    assert metrics.wilcoxon_signed_rank(a, a + np.array([0.01, 0.02, 0.03, 0.04, 0.05])) == pytest.approx(2 / 32)
+    assert statistics.wilcoxon_signed_rank(a, a + np.array([0.01, 0.02, 0.03, 0.04, 0.05])) == pytest.approx(2 / 32)
     rng = np.random.default_rng(10)
     x, y = rng.random(15), rng.random(15)
-    assert metrics.wilcoxon_signed_rank(x, y) == pytest.approx(metrics.wilcoxon_signed_rank(y, x))
-    assert metrics.wilcoxon_signed_rank(a, a) == 1.0
+    assert statistics.wilcoxon_signed_rank(x, y) == pytest.approx(statistics.wilcoxon_signed_rank(y, x))
+    assert statistics.wilcoxon_signed_rank(a, a) == 1.0
 
 
 def _per_case(cases, values, **extra):
@@ -625,34 +625,34 @@ def test_compare_runs_aligns_cases_and_drops_nan_pairs():
     b = a + rng.normal(0.05, 0.03, 12)
     run_a = _per_case(cases, a)
     run_b = _per_case(cases, b).iloc[::-1].reset_index(drop=True)  # other order
-    out = metrics.compare_runs(run_a, run_b, n_boot=2000)
-    ci = metrics.paired_bootstrap_ci(a, b, n_boot=2000)
+    out = statistics.compare_runs(run_a, run_b, n_boot=2000)
+    ci = statistics.paired_bootstrap_ci(a, b, n_boot=2000)
     assert out["n"] == 12
     assert out["mean_a"] == pytest.approx(a.mean()) and out["mean_b"] == pytest.approx(b.mean())
     assert (out["mean_diff"], out["low"], out["high"]) == pytest.approx((ci["mean_diff"], ci["low"], ci["high"]))
     assert out["p_value"] == pytest.approx(stats.wilcoxon(b - a).pvalue)
 
     with_nan = run_a.assign(sensitivity=np.r_[np.nan, np.ones(11)])
-    assert metrics.compare_runs(with_nan, run_b.assign(sensitivity=1.0), "sensitivity", n_boot=100)["n"] == 11
+    assert statistics.compare_runs(with_nan, run_b.assign(sensitivity=1.0), "sensitivity", n_boot=100)["n"] == 11
 
 
 def test_compare_runs_refuses_different_or_duplicated_cases():
     run = _per_case(["a", "b", "c"], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="different cases"):
-        metrics.compare_runs(run, _per_case(["a", "b", "d"], [0.1, 0.2, 0.3]))
+        statistics.compare_runs(run, _per_case(["a", "b", "d"], [0.1, 0.2, 0.3]))
     with pytest.raises(ValueError, match="more than once"):
-        metrics.compare_runs(run, _per_case(["a", "b", "b"], [0.1, 0.2, 0.3]))
+        statistics.compare_runs(run, _per_case(["a", "b", "b"], [0.1, 0.2, 0.3]))
     with pytest.raises(KeyError, match="hd95"):
-        metrics.compare_runs(run, run, metric="hd95")
+        statistics.compare_runs(run, run, metric="hd95")
 
 
 def _long_table(seed=21, losses=("afl", "focal", "dice"), seeds=(0, 1, 2), n_cases=12):
-    """One row per loss x seed x case, as results/comparison/per_case.csv."""
+    """One row per arm x seed x case, as results/comparison/per_case.csv."""
     rng = np.random.default_rng(seed)
     case_effect = rng.uniform(0.3, 0.8, n_cases)
     rows = [
         {
-            "loss": loss,
+            "arm": loss,
             "seed": s,
             "case": f"c{c:02d}",
             "dice": case_effect[c] + 0.04 * k + rng.normal(0, 0.05) + 0.03 * s,
@@ -666,27 +666,27 @@ def _long_table(seed=21, losses=("afl", "focal", "dice"), seeds=(0, 1, 2), n_cas
 
 def test_seed_averaged_means_each_case_over_seeds():
     table = _long_table()
-    out = metrics.seed_averaged(table, "dice")
-    assert list(out.columns) == ["loss", "case", "dice", "seeds"] and len(out) == 3 * 12
+    out = statistics.seed_averaged(table, "dice")
+    assert list(out.columns) == ["arm", "case", "dice", "seeds"] and len(out) == 3 * 12
     for row in out.itertuples():
-        values = table.loc[(table["loss"] == row.loss) & (table["case"] == row.case), "dice"]
+        values = table.loc[(table["arm"] == row.arm) & (table["case"] == row.case), "dice"]
         assert row.dice == pytest.approx(values.to_numpy().mean()) and row.seeds == 3
     with_nan = table.copy()
-    with_nan.loc[(with_nan["loss"] == "afl") & (with_nan["case"] == "c03") & (with_nan["seed"] == 1), "dice"] = np.nan
-    averaged = metrics.seed_averaged(with_nan, "dice").set_index(["loss", "case"])["dice"]
+    with_nan.loc[(with_nan["arm"] == "afl") & (with_nan["case"] == "c03") & (with_nan["seed"] == 1), "dice"] = np.nan
+    averaged = statistics.seed_averaged(with_nan, "dice").set_index(["arm", "case"])["dice"]
     assert math.isnan(averaged["afl", "c03"]) and averaged.notna().sum() == 35
     with pytest.raises(ValueError, match="repeats"):
-        metrics.seed_averaged(pd.concat([table, table.iloc[:1]]), "dice")
+        statistics.seed_averaged(pd.concat([table, table.iloc[:1]]), "dice")
     with pytest.raises(KeyError, match="seed"):
-        metrics.seed_averaged(table.drop(columns="seed"), "dice")
+        statistics.seed_averaged(table.drop(columns="seed"), "dice")
 
 
 def test_seed_summary_shows_the_spread_over_seeds():
     table = _long_table()
-    out = metrics.seed_summary(table, "dice")
+    out = statistics.seed_summary(table, "dice")
     assert list(out.columns) == ["seed 0", "seed 1", "seed 2", "mean", "sd", "min", "max", "seeds", "cases"]
     for loss in ("afl", "focal", "dice"):
-        rows = table[table["loss"] == loss]
+        rows = table[table["arm"] == loss]
         per_seed = np.array([rows.loc[rows["seed"] == s, "dice"].mean() for s in range(3)])
         assert out.loc[loss, ["seed 0", "seed 1", "seed 2"]].tolist() == pytest.approx(per_seed)
         assert out.loc[loss, "sd"] == pytest.approx(per_seed.std(ddof=1))
@@ -697,38 +697,38 @@ def test_seed_summary_shows_the_spread_over_seeds():
 def test_adjust_p_values_by_hand():
     p = [0.01, 0.04, 0.03, 0.005]
     # Holm: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04 -> running max.
-    assert metrics.adjust_p_values(p).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert metrics.adjust_p_values(p, "bonferroni").tolist() == pytest.approx([0.04, 0.16, 0.12, 0.02])
-    assert metrics.adjust_p_values([0.5, 0.3]).tolist() == pytest.approx([0.6, 0.6])  # capped, monotone
+    assert statistics.adjust_p_values(p).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert statistics.adjust_p_values(p, "bonferroni").tolist() == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    assert statistics.adjust_p_values([0.5, 0.3]).tolist() == pytest.approx([0.6, 0.6])  # capped, monotone
     for bad, message in (([], "non-empty"), ([0.1, np.nan], r"\[0, 1\]"), ([1.2], r"\[0, 1\]")):
         with pytest.raises(ValueError, match=message):
-            metrics.adjust_p_values(bad)
+            statistics.adjust_p_values(bad)
     with pytest.raises(ValueError, match="holm"):
-        metrics.adjust_p_values(p, "fdr")
+        statistics.adjust_p_values(p, "fdr")
 
 
 def test_adjust_p_values_match_statsmodels():
     multitest = pytest.importorskip("statsmodels.stats.multitest")
     p = np.random.default_rng(22).uniform(0, 0.2, 9)
     for method in ("holm", "bonferroni"):
-        assert metrics.adjust_p_values(p, method) == pytest.approx(multitest.multipletests(p, method=method)[1])
+        assert statistics.adjust_p_values(p, method) == pytest.approx(multitest.multipletests(p, method=method)[1])
 
 
 def test_compare_to_reference_averages_seeds_then_corrects():
     table = _long_table()
-    out = metrics.compare_to_reference(table, "afl", n_boot=2000)
-    assert out.index.tolist() == [loss for loss in table["loss"].unique() if loss != "afl"]  # the table's order
-    averaged = metrics.seed_averaged(table, "dice")
+    out = statistics.compare_to_reference(table, "afl", n_boot=2000)
+    assert out.index.tolist() == [loss for loss in table["arm"].unique() if loss != "afl"]  # the table's order
+    averaged = statistics.seed_averaged(table, "dice")
     for loss in out.index:
-        c = metrics.compare_runs(averaged[averaged["loss"] == "afl"], averaged[averaged["loss"] == loss], n_boot=2000)
+        c = statistics.compare_runs(averaged[averaged["arm"] == "afl"], averaged[averaged["arm"] == loss], n_boot=2000)
         for key in ("n", "mean_diff", "low", "high", "p_value"):
             assert out.loc[loss, key] == pytest.approx(c[key])
         assert out.loc[loss, "mean"] - out.loc[loss, "mean_reference"] == pytest.approx(c["mean_diff"])
-    assert out["p_adjusted"].tolist() == pytest.approx(metrics.adjust_p_values(out["p_value"]).tolist())
+    assert out["p_adjusted"].tolist() == pytest.approx(statistics.adjust_p_values(out["p_value"]).tolist())
     assert (out["seeds"] == 3).all() and (out["n"] == 12).all()
     assert out.loc["dice", "mean_diff"] > out.loc["focal", "mean_diff"] > 0  # built in: +0.04 per step
-    with pytest.raises(ValueError, match="not a loss"):
-        metrics.compare_to_reference(table, "ce")
+    with pytest.raises(ValueError, match="not an arm"):
+        statistics.compare_to_reference(table, "ce")
 
 
 # --------------------------------------------------------------------------- tables
@@ -785,8 +785,8 @@ def test_results_table_means_and_pooled_lesion_f1():
         "dice": metrics.per_case_scores(_cases(13), progress=False),
         "afl": metrics.per_case_scores(_cases(14), progress=False),
     }
-    table = metrics.results_table(by_loss)
-    assert table.index.tolist() == ["dice", "afl"] and table.index.name == "loss"
+    table = paper.results_table(by_loss)
+    assert table.index.tolist() == ["dice", "afl"] and table.index.name == "arm"
     assert list(table.columns[:6]) == [
         "IoU",
         "DSC",
@@ -808,7 +808,7 @@ def test_results_table_means_and_pooled_lesion_f1():
         assert table.loc[loss, "Cases"] == 4 and table.loc[loss, "Cases with lesion"] == 3
         assert table.loc[loss, "Seeds"] == 1
     with pytest.raises(KeyError, match="per_case_scores"):
-        metrics.results_table({"x": pd.DataFrame({"case": ["a"], "dice": [1.0]})})
+        paper.results_table({"x": pd.DataFrame({"case": ["a"], "dice": [1.0]})})
 
 
 def test_results_table_reads_a_long_multi_seed_table():
@@ -818,9 +818,9 @@ def test_results_table_reads_a_long_multi_seed_table():
         (loss, seed): metrics.per_case_scores(_cases(seed) + missed_case, progress=False)
         for loss, seed in [("afl", 13), ("afl", 14), ("dice", 15), ("dice", 16)]
     }
-    long = pd.concat([df.assign(loss=loss, seed=seed) for (loss, seed), df in runs.items()], ignore_index=True)
+    long = pd.concat([df.assign(arm=loss, seed=seed) for (loss, seed), df in runs.items()], ignore_index=True)
     long = long.rename(columns={"hd95": "hd95_mm", "hd95_penalised": "hd95_penalised_mm"})  # the benchmark's names
-    table = metrics.results_table(long)
+    table = paper.results_table(long)
     assert table.index.tolist() == ["afl", "dice"]
     afl = pd.concat([runs["afl", 13], runs["afl", 14]])
     assert table.loc["afl", "DSC"] == pytest.approx(afl["dice"].mean())
@@ -832,25 +832,25 @@ def test_results_table_reads_a_long_multi_seed_table():
 
 def test_export_csv_round_trip_is_atomic(tmp_path):
     per_case = metrics.per_case_scores(_cases(15, n=2), progress=False)
-    path = metrics.export_csv(per_case, tmp_path / "sub" / "per_case.csv")
+    path = _io.export_csv(per_case, tmp_path / "sub" / "per_case.csv")
     back = pd.read_csv(path)
     assert back["case"].tolist() == per_case["case"].tolist()
     assert np.allclose(back["dice"], per_case["dice"])
-    table = metrics.results_table({"dice": per_case})
-    back = pd.read_csv(metrics.export_csv(table, tmp_path / "table.csv"), index_col="loss")
+    table = paper.results_table({"dice": per_case})
+    back = pd.read_csv(_io.export_csv(table, tmp_path / "table.csv"), index_col="arm")
     assert back.index.tolist() == ["dice"]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["per_case.csv", "table.csv"]
 
 
 def test_paper_results_cover_the_loss_registry():
     losses = pytest.importorskip("afl_core.losses")
-    assert set(metrics.PAPER_RESULTS.index) == set(losses.LOSS_NAMES)
-    picai = metrics.PAPER_RESULTS["PICAI"]
+    assert set(paper.PAPER_RESULTS.index) == set(losses.LOSS_NAMES)
+    picai = paper.PAPER_RESULTS["PICAI"]
     assert list(picai.columns) == ["IoU", "DSC", "Sensitivity", "Specificity"]
     # The paper's claim: A-FL has the best PICAI IoU and DSC of the eight losses.
     assert picai["IoU"].idxmax() == "afl" and picai["DSC"].idxmax() == "afl"
-    brats_afl_dsc = metrics.PAPER_RESULTS.loc["afl", ("BraTS", "DSC")]
-    assert brats_afl_dsc == metrics.PAPER_BRATS_AFL_REPORTS["comparison table"]["DSC"]
+    brats_afl_dsc = paper.PAPER_RESULTS.loc["afl", ("BraTS", "DSC")]
+    assert brats_afl_dsc == paper.PAPER_BRATS_AFL_REPORTS["comparison table"]["DSC"]
 
 
 # --------------------------------------------------------------------------- seed sign test
@@ -866,7 +866,7 @@ def test_p_values_and_floor_follow_the_binomial_distribution():
         {f"seed {s}": [v[s] if s < len(v) else None for v in rows.values()] for s in range(width)}, index=list(rows)
     )
     table["min"] = 0.0  # other columns are ignored
-    out = metrics.seed_sign_test(table)
+    out = statistics.seed_sign_test(table)
     for name, values in rows.items():
         n, positive = len(values), sum(v > 0 for v in values)
         assert out.loc[name, "seeds"] == n and out.loc[name, "positive"] == positive
@@ -886,7 +886,7 @@ def test_verdicts_name_sign_changes_and_single_seeds():
         },
         index=["flips", "one seed carries it", "steady", "one nonzero seed", "equal"],
     )
-    out = metrics.seed_sign_test(table)
+    out = statistics.seed_sign_test(table)
     assert out.loc["flips", "verdict"].startswith("not resolved: the sign changes")
     assert out.loc["one seed carries it", "verdict"] == "not resolved: one seed carries most of it"
     assert out.loc["one seed carries it", "largest seed share"] == pytest.approx(0.129 / 0.185)
@@ -894,4 +894,4 @@ def test_verdicts_name_sign_changes_and_single_seeds():
     assert out.loc["one nonzero seed", "verdict"] == "not resolved: it rests on one seed"
     assert out.loc["equal", "largest seed share"] == pytest.approx(1 / 3)
     with pytest.raises(KeyError, match="seed_differences"):
-        metrics.seed_sign_test(table.rename(columns=str.upper))
+        statistics.seed_sign_test(table.rename(columns=str.upper))

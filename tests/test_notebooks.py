@@ -96,11 +96,12 @@ def test_notebook_skeleton(path):
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown"]
     assert "## Setup environment" in headings and "## Setup imports" in headings and "## Summary" in headings
 
-    # The first code cell installs the package on Colab only, with the spec of afl_core.links.
+    # The first code cell installs the package on Colab only, from the repository and branch of afl_core.links
+    # (no extras: Colab brings Jupyter and ipywidgets, and reinstalling them there can break its runtime).
     install = _code(nb)[0].source.splitlines()
     colab_only = "# Colab only: Binder and local installs already have the package"
     guard = install.index(f'if "google.colab" in sys.modules:  {colab_only}')
-    assert install[guard + 1] == f'    %pip install -q "{links.pip_install_spec()}"'
+    assert install[guard + 1] == f'    %pip install -q "afl-tutorial @ git+{links.REPO_URL}.git@{links.BRANCH}"'
     assert sum("%pip" in c.source or "!pip" in c.source for c in _code(nb)) == 1
 
     # All imports in the imports cell (the second code cell), which prints the config.
@@ -187,9 +188,7 @@ def test_links_follow_the_one_repository_setting(monkeypatch):
     assert links.binder_url() == (
         f"https://mybinder.org/v2/gh/{owner_repo}/{links.BRANCH}?urlpath=lab/tree/notebooks/00_setup.ipynb"
     )
-    assert links.pip_install_spec() == f"afl-tutorial @ git+{links.REPO_URL}.git@{links.BRANCH}"
-    assert links.pip_install_spec("notebooks").startswith("afl-tutorial[notebooks] @ ")
-    Requirement(links.pip_install_spec())  # a valid PEP 508 requirement
+    Requirement(f"afl-tutorial @ git+{links.REPO_URL}.git@{links.BRANCH}")  # the install cell's: valid PEP 508
     monkeypatch.setattr(links, "REPO_URL", "https://github.com/someone/fork")
     monkeypatch.setattr(links, "BRANCH", "dev")
     assert links.colab_url("notebooks/01_data.ipynb").endswith("/someone/fork/blob/dev/notebooks/01_data.ipynb")

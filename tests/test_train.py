@@ -94,13 +94,41 @@ def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, monkeypatch)
         assert torch.equal(tensor, last_split["model"][name]), name
     for name, tensor in whole.model.state_dict().items():
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
-    assert resumed.best_epoch == whole.best_epoch and resumed.best_val_dice == whole.best_val_dice
+    assert resumed.best_epoch == whole.best_epoch and resumed.best_score == whole.best_score
 
 
 def test_resume_refuses_other_settings(dataset, tmp_path):
     fit(tiny(dataset, tmp_path / "run", epochs=1))
     with pytest.raises(ValueError, match=r"loss: 'afl' -> 'focal'"):
         fit(resume=True, out=tmp_path / "run", loss="focal", variant=None, epochs=2)
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_iou"])
+def test_select_metric_picks_the_best_checkpoint_and_holds_on_resume(dataset, tmp_path, metric):
+    result = fit(tiny(dataset, tmp_path / "run", epochs=3, select_metric=metric))
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    # the first epoch of the best value, the way SELECT_METRICS says is better (NumPy's arg-extremum)
+    values = history[metric].to_numpy()
+    best = int(history["epoch"][np.argmin(values) if train.SELECT_METRICS[metric] == "min" else np.argmax(values)])
+    saved = torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)
+    assert saved["epoch"] == result.best_epoch == best
+    assert saved["best"] == {"epoch": best, metric: pytest.approx(values[best - 1])}
+    assert result.best_score == pytest.approx(values[best - 1])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["select_metric"] == metric
+    with pytest.raises(ValueError, match=rf"select_metric: '{metric}' -> 'val_dice'"):
+        fit(resume=True, out=tmp_path / "run", select_metric="val_dice", epochs=4)
+
+
+def test_a_run_from_before_select_metric_resumes_on_val_dice(dataset, tmp_path):
+    fit(tiny(dataset, tmp_path / "run", epochs=2))
+    config = tmp_path / "run" / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "select_metric"}))
+    result = fit(resume=True, out=tmp_path / "run", epochs=3)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert result.best_epoch == int(history["epoch"][history["val_dice"].to_numpy().argmax()])
+    assert json.loads(config.read_text())["select_metric"] == "val_dice"
+    with pytest.raises(ValueError, match="unknown select_metric"):
+        tiny(dataset, tmp_path / "other", select_metric="dice")
 
 
 def _independent_dice(model: torch.nn.Module, dataset: Path, case: str) -> float:

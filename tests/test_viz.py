@@ -134,32 +134,33 @@ def test_plot_distributions_counts_every_value_and_log_bins():
     _renders(fig)
 
 
-def test_plot_histories_one_line_per_run_per_metric():
-    h1 = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "val_dice": [0.1, 0.4]})
-    h2 = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.9, 0.6], "val_loss": [1.0, 0.9], "val_dice": [0.2, 0.3]})
-    fig = viz.plot_histories({"ce": h1, "afl": h2})
-    assert len(fig.axes) == 3
-    for ax, metric in zip(fig.axes, ["train_loss", "val_loss", "val_dice"]):
-        assert len(ax.lines) == 2
-        np.testing.assert_allclose(ax.lines[1].get_ydata(), h2[metric])
+def test_plot_study_summary_bars_dots_and_curves():
+    rng = np.random.default_rng(0)
+    arms, seeds, cases = ["ce", "afl"], [0, 1, 2], [f"c{i}" for i in range(5)]
+    table = pd.DataFrame(
+        [
+            {"arm": a, "seed": s, "case": c, "dice": rng.random(), "target_voxels": 0 if c == "c0" else 10}
+            for a in arms
+            for s in seeds
+            for c in cases
+        ]
+    )
+    history = pd.DataFrame(
+        [{"arm": a, "seed": s, "epoch": e, "val_dice": rng.random()} for a in arms for s in seeds for e in (1, 2)]
+    )
+    fig = viz.plot_study_summary(table, history, title="a study")
+    left, right = fig.axes
+    per_seed = table.groupby(["arm", "seed"])["dice"].mean()
+    np.testing.assert_allclose([p.get_height() for p in left.patches], [per_seed[a].mean() for a in arms])
+    lesion = table[table["target_voxels"] > 0].groupby("arm")["dice"].mean()
+    dash = next(line for line in left.lines if line.get_marker() == "_")
+    np.testing.assert_allclose(dash.get_ydata(), [lesion[a] for a in arms])
+    assert [line.get_label() for line in right.lines] == arms
+    np.testing.assert_allclose(
+        right.lines[1].get_ydata(), history[history["arm"] == "afl"].groupby("epoch")["val_dice"].mean()
+    )
+    assert fig._suptitle.get_text() == "a study"
     _renders(fig)
-
-
-def test_plot_results_bars_heights_and_reference_markers():
-    ours = {"ce": {"dice": 0.4}, "focal": {"dice": 0.5}, "afl": {"dice": 0.6}}
-    ax = viz.plot_results_bars(ours, metric="dice", reference={"ce": 0.705, "afl": 0.769})
-    np.testing.assert_allclose([p.get_height() for p in ax.patches], [0.4, 0.5, 0.6])
-    ref = ax.lines[0].get_ydata()
-    np.testing.assert_allclose(ref[[0, 2]], [0.705, 0.769])
-    assert np.isnan(ref[1])
-
-
-def test_plot_case_distributions_one_dot_per_case():
-    table = pd.DataFrame({"loss": ["ce"] * 3 + ["afl"] * 4, "dice": np.linspace(0, 1, 7)})
-    ax = viz.plot_case_distributions(table, metric="dice")
-    dots = [c for c in ax.collections if hasattr(c, "get_offsets")]
-    assert [len(c.get_offsets()) for c in dots] == [3, 4]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["ce", "afl"]
 
 
 def test_plot_adaptive_example_and_explorer_wiring(monkeypatch):

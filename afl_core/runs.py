@@ -1,0 +1,203 @@
+"""The run grid: one kind of run folder, whichever path made it (a notebook, a sweep, the benchmark).
+
+A run is named by its :class:`RunKey` (arm, seed and, in a k-fold sweep, fold): the folder
+``<arm>-seed<k>`` or ``<arm>-seed<k>-fold<f>`` holds what :func:`afl_core.train.fit` writes
+(``config.json``, ``history.csv``, checkpoints) and what :func:`afl_core.evaluate.evaluate_run`
+writes for its validation cases (``eval/``). Here alone is said
+
+* when a run is trained (:func:`is_trained`: ``checkpoint_last.pt`` holds the epochs its
+  ``config.json`` plans) and finished (:func:`is_finished`: ``eval/summary.json`` scores that
+  last checkpoint);
+* how a run is brought to finished (:func:`finish`: train, resuming, then score);
+* how finished runs become a study's two tables (:func:`collect`): one row per run and
+  validation case (``per_case``), one per run and epoch (``history``), led by the run's key
+  columns ``arm, seed[, fold]`` and then :data:`PER_CASE_COLUMNS` or
+  :data:`afl_core.train.HISTORY_COLUMNS`.
+
+Tables written before the arm column was called ``arm`` (``loss``) read alike
+(:func:`read_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+import pandas as pd
+
+from afl_core.evaluate import evaluate_run
+from afl_core.metrics import DISTANCE_COLUMNS
+from afl_core.train import HISTORY_COLUMNS, TrainConfig, completed_epochs, fit
+
+__all__ = [
+    "RunKey",
+    "KEY_COLUMNS",
+    "PER_CASE_COLUMNS",
+    "RunTables",
+    "run_folders",
+    "is_trained",
+    "is_finished",
+    "finish",
+    "collect",
+    "read_table",
+]
+
+#: the columns that say which run a row of a study table comes from (``fold`` only in a k-fold grid)
+KEY_COLUMNS = ("arm", "seed", "fold")
+#: the leading per-case columns of a study table after the key columns; distances in mm
+PER_CASE_COLUMNS = (
+    "case",
+    "dice",
+    "iou",
+    "hd95_mm",
+    "hd95_penalised_mm",
+    "lesion_f1",
+    "lesion_picai_f1",
+    "paper_dice",
+    "paper_iou",
+)
+# Study tables written before the arm column had its own name.
+_OLD_COLUMNS = {"loss": "arm"}
+_RUN_NAME = re.compile(r"(?P<arm>[a-z0-9_]+)-seed(?P<seed>\d+)(?:-fold(?P<fold>\d+))?")
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One run of a grid: an arm (:data:`afl_core.experiments.ARMS`), a training seed and,
+    in a k-fold grid, the fold that validates (``None``: the run's own case split)."""
+
+    arm: str
+    seed: int
+    fold: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's folder name: ``<arm>-seed<seed>`` (``-fold<fold>`` in a k-fold grid)."""
+        return f"{self.arm}-seed{self.seed}" + ("" if self.fold is None else f"-fold{self.fold}")
+
+    @property
+    def labels(self) -> dict[str, object]:
+        """The key columns of the run's rows in a study table."""
+        return {"arm": self.arm, "seed": self.seed} | ({} if self.fold is None else {"fold": self.fold})
+
+    @classmethod
+    def from_name(cls, name: str) -> RunKey | None:
+        """The key of a run folder's name, or ``None`` when ``name`` names no run."""
+        match = _RUN_NAME.fullmatch(name)
+        if match is None:
+            return None
+        fold = match["fold"]
+        return cls(match["arm"], int(match["seed"]), None if fold is None else int(fold))
+
+
+class RunTables(NamedTuple):
+    """A study's two tables: ``per_case`` (run x validation case) and ``history`` (run x epoch)."""
+
+    per_case: pd.DataFrame
+    history: pd.DataFrame
+
+
+def run_folders(root: str | os.PathLike) -> dict[RunKey, Path]:
+    """The run folders directly in ``root`` (folders named by a :class:`RunKey`), by key."""
+    root = Path(root)
+    found = {}
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        key = RunKey.from_name(folder.name)
+        if key is not None and folder.is_dir():
+            found[key] = folder
+    return found
+
+
+def _planned_epochs(run_dir: Path, epochs: int | None) -> int | None:
+    """``epochs``, else the epochs the run's ``config.json`` plans (``None`` without one)."""
+    if epochs is not None:
+        return epochs
+    config = run_dir / "config.json"
+    return json.loads(config.read_text(encoding="utf-8"))["epochs"] if config.is_file() else None
+
+
+def is_trained(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
+    """The run's ``checkpoint_last.pt`` holds ``epochs`` epochs or more (default: the epochs
+    its ``config.json`` plans)."""
+    run_dir = Path(run_dir)
+    planned = _planned_epochs(run_dir, epochs)
+    return planned is not None and completed_epochs(run_dir) >= planned
+
+
+def is_finished(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
+    """The run is trained (:func:`is_trained`) and scored: ``eval/summary.json`` (written
+    last, atomically, by :func:`afl_core.evaluate.evaluate_run`) scores the last checkpoint
+    at ``epochs`` epochs or more (default: the epochs its ``config.json`` plans). Resuming a
+    run for more epochs, or starting it again, makes it unfinished."""
+    run_dir = Path(run_dir)
+    planned = _planned_epochs(run_dir, epochs)
+    summary = run_dir / "eval" / "summary.json"
+    if planned is None or not summary.is_file():
+        return False
+    scored = json.loads(summary.read_text(encoding="utf-8"))
+    return scored["checkpoint"] == "last" and scored["epoch"] >= planned
+
+
+def finish(config: TrainConfig) -> bool:
+    """Bring the run of ``config`` (its folder ``config.out``) to finished: train it, resuming
+    from its last completed epoch, unless it is trained, then score it on its validation
+    cases. Returns False when it was finished already (nothing done)."""
+    run_dir = Path(config.out)
+    if is_finished(run_dir, config.epochs):
+        return False
+    if not is_trained(run_dir, config.epochs):
+        fit(config, resume=(run_dir / "config.json").is_file())
+    evaluate_run(run_dir, device=config.device, progress=False)
+    return True
+
+
+def collect(run_dirs: Iterable[str | os.PathLike]) -> RunTables:
+    """The study tables of finished runs, in the order given: their ``eval/per_case.csv``
+    and ``history.csv`` stacked, each row labelled with its run's key columns (``fold`` when
+    the runs are folds of a k-fold grid), distances named in mm, :data:`PER_CASE_COLUMNS`
+    and :data:`afl_core.train.HISTORY_COLUMNS` leading, the other columns as they come.
+
+    Raises:
+        ValueError: no run given, a folder not named by a :class:`RunKey`, an unfinished run,
+            or folds mixed with runs that have none.
+    """
+    runs = [Path(d) for d in run_dirs]
+    if not runs:
+        raise ValueError("no run folder given: collect needs at least one finished run")
+    keys = [RunKey.from_name(run.name) for run in runs]
+    unnamed = [str(run) for run, key in zip(runs, keys) if key is None]
+    if unnamed:
+        raise ValueError(f"{unnamed} are not run folders: a run folder is named <arm>-seed<k>[-fold<f>]")
+    if len({key.fold is None for key in keys}) > 1:
+        raise ValueError("collect runs of one kind: all folds of a k-fold grid, or none")
+    unfinished = [str(run) for run in runs if not is_finished(run)]
+    if unfinished:
+        raise ValueError(
+            f"{unfinished} are not finished (trained for their epochs and scored): "
+            "finish them first (afl_core.runs.finish, or the command that made them)"
+        )
+    per_case = [pd.read_csv(run / "eval" / "per_case.csv").assign(**key.labels) for run, key in zip(runs, keys)]
+    history = [pd.read_csv(run / "history.csv").assign(**key.labels) for run, key in zip(runs, keys)]
+    per_case = pd.concat(per_case, ignore_index=True).rename(columns=DISTANCE_COLUMNS)
+    key_columns = list(keys[0].labels)
+    return RunTables(
+        _leading(per_case, key_columns + list(PER_CASE_COLUMNS)),
+        _leading(pd.concat(history, ignore_index=True), key_columns + list(HISTORY_COLUMNS)),
+    )
+
+
+def _leading(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    """``table`` with the columns ``first`` (those it has) leading, the others as they come."""
+    first = [c for c in first if c in table]
+    return table[first + [c for c in table if c not in first]]
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A study table (``per_case.csv``, ``history.csv``) as :func:`collect` names its
+    columns, also when it was written before the arm column was called ``arm``."""
+    table = pd.read_csv(path)
+    return table.rename(columns={old: new for old, new in _OLD_COLUMNS.items() if new not in table})
