@@ -1,0 +1,136 @@
+"""Issue 18, the cases outside training, evaluation and the sweep: nothing deleted that the
+command did not make, an interrupted command that continues when re-run, one paragraph
+naming the option or file instead of a traceback or a false message. Cases a user meets at
+the command line are run as commands in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from afl_core.data import list_cases, read_dataset_json, write_case, write_dataset_json
+from afl_core.synthetic import make_dataset
+
+from .test_download import run_cli, words
+from .test_download_faults import failed_cleanly
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--shape", "4", "16", "16", "--no-progress"]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hidden ones too) with the sha256 of its bytes."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def foreign_dataset(root: Path, kind: str) -> Path:
+    """A dataset in the common layout that ``afl-data synthetic`` did not make."""
+    rng = np.random.default_rng(0)
+    for case in ("10000_1000000", "10001_1000001"):
+        label = np.zeros((16, 16, 4), np.uint8)
+        label[5:9, 5:9, 1:3] = 1
+        write_case(root, case, [rng.integers(0, 500, (16, 16, 4)).astype(np.int16)], label, np.eye(4))
+    if kind == "picai":  # what `afl-data picai` writes
+        write_dataset_json(root, channel_names=["T2W"], source="picai", download={"folds": [0]})
+    elif kind == "nnunet":  # a user's own nnU-Net dataset: the four nnU-Net keys only
+        write_dataset_json(root, channel_names=["T2W"])
+    return root
+
+
+# ----------------------------------------------------------------------------- synthetic: only its own files
+
+
+@pytest.mark.parametrize("kind", ["picai", "nnunet", "no dataset.json"])
+@pytest.mark.parametrize("force", [False, True])
+def test_synthetic_never_replaces_a_dataset_it_did_not_make(tmp_path, kind, force):
+    root = foreign_dataset(tmp_path / "data", kind)
+    before = snapshot(root)
+    result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, *(["--force"] if force else []))
+    message = failed_cleanly(result, "did not make", "choose another --dest", "--force does not replace them")
+    assert "re-run with --force" not in message
+    assert snapshot(root) == before
+
+
+def test_synthetic_force_replaces_only_its_own_files(tmp_path):
+    root = tmp_path / "data"
+    assert run_cli("synthetic", "--dest", str(root), "--cases", "3", *TINY).returncode == 0
+    (root / "notes.txt").write_text("mine")  # beside the layout, not in it: kept
+    refused = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY)
+    failed_cleanly(refused, "made with other arguments", "re-run with --force")
+    result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--force")
+    assert result.returncode == 0, result.stderr
+    assert list_cases(root) == ["synth_0000", "synth_0001"]
+    assert sorted(p.name for p in (root / "imagesTr").iterdir()) == [
+        f"synth_000{case}_000{channel}.nii.gz" for case in (0, 1) for channel in (0, 1, 2)
+    ]
+    assert (root / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in root.iterdir()) == ["dataset.json", "imagesTr", "labelsTr", "lesions.csv", "notes.txt"]
+
+
+def test_synthetic_leaves_a_case_file_added_to_its_dataset(tmp_path):
+    root = make_dataset(tmp_path / "data", 2, seed=0, shape=(4, 16, 16), progress=False)
+    (root / "labelsTr" / "mine.nii.gz").write_bytes(b"not ours")
+    with pytest.raises(FileExistsError, match=r"did not make .*mine\.nii\.gz"):
+        make_dataset(root, 3, seed=0, shape=(4, 16, 16), overwrite=True, progress=False)
+    assert (root / "labelsTr" / "mine.nii.gz").read_bytes() == b"not ours"
+    assert list_cases(root, require_json=False) == ["mine", "synth_0000", "synth_0001"]
+
+
+# ----------------------------------------------------------------------------- synthetic: interrupted, then re-run
+
+
+def test_interrupted_synthetic_continues_when_the_same_command_is_run_again(tmp_path):
+    command = ["synthetic", "--cases", "12", "--shape", "8", "96", "96", "--no-progress"]
+    root = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "data_download", *command, "--dest", str(root)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    third = root / "labelsTr" / "synth_0002.nii.gz"
+    deadline = time.monotonic() + 120
+    while not third.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "re-run the same command to continue" in words(stderr)
+    kept = {p.name: p.stat().st_mtime_ns for p in (root / "labelsTr").iterdir()}
+    assert 3 <= len(kept) < 12 and not (root / "dataset.json").exists()
+
+    again = run_cli(*command, "--dest", str(root))
+    assert again.returncode == 0, again.stderr
+    assert all((root / "labelsTr" / name).stat().st_mtime_ns == stamp for name, stamp in kept.items())
+    fresh = run_cli(*command, "--dest", str(tmp_path / "fresh"))
+    assert fresh.returncode == 0, fresh.stderr
+    assert snapshot(root) == snapshot(tmp_path / "fresh")  # byte for byte, lesions.csv included
+    assert len(list_cases(root)) == 12
+
+
+# ----------------------------------------------------------------------------- synthetic: options named
+
+
+def test_a_shape_too_large_for_memory_is_refused_before_anything_is_allocated(tmp_path):
+    root = tmp_path / "huge"
+    result = run_cli("synthetic", "--dest", str(root), "--cases", "1", "--shape", "2000", "2000", "2000")
+    failed_cleanly(result, "--shape", "GiB of memory", "choose a smaller --shape")
+    assert not root.exists()
+
+
+def test_an_infinite_spacing_is_named(tmp_path):
+    result = run_cli("synthetic", "--dest", str(tmp_path / "d"), "--cases", "1", *TINY, "--spacing", "inf", "1", "1")
+    message = failed_cleanly(result, "--spacing", "finite")
+    assert "shape (4, 4)" not in message
