@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,7 +78,8 @@ def test_synthetic_force_replaces_only_its_own_files(tmp_path):
         f"synth_000{case}_000{channel}.nii.gz" for case in (0, 1) for channel in (0, 1, 2)
     ]
     assert (root / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in root.iterdir()) == ["dataset.json", "imagesTr", "labelsTr", "lesions.csv", "notes.txt"]
+    written = ["dataset.json", "imagesTr", "labelsTr", "lesions.csv", "notes.txt"]
+    assert sorted(p.name for p in root.iterdir()) == written  # no progress file left
 
 
 def test_synthetic_leaves_a_case_file_added_to_its_dataset(tmp_path):
@@ -134,3 +137,57 @@ def test_an_infinite_spacing_is_named(tmp_path):
     result = run_cli("synthetic", "--dest", str(tmp_path / "d"), "--cases", "1", *TINY, "--spacing", "inf", "1", "1")
     message = failed_cleanly(result, "--spacing", "finite")
     assert "shape (4, 4)" not in message
+
+
+# ----------------------------------------------------------------------------- torchrun's variables without torchrun
+
+ENCODER = "tu-mobilenetv3_small_050"
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def train_command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "afl_core.train", "--data", str(data), "--out", str(out), "--encoder", ENCODER,
+        "--encoder-weights", "none", "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def without_torchrun(**variables: str) -> dict[str, str]:
+    """This environment without torchrun's marks, with ``variables`` set."""
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES and not k.startswith("TORCHELASTIC")}
+    return env | {"OMP_NUM_THREADS": "1"} | variables
+
+
+def test_torchrun_variables_left_in_the_shell_fail_at_once_instead_of_waiting(dataset, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = without_torchrun(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    result = subprocess.run(
+        train_command(dataset, tmp_path / "run"), env=env, capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    message = words(result.stderr)
+    for said in ("WORLD_SIZE=2", "MASTER_PORT", "not started by torchrun", "unset RANK WORLD_SIZE", "torchrun --nproc"):
+        assert said in message, message
+    assert not (tmp_path / "run" / "history.csv").exists()
+
+
+def test_a_stray_rank_neither_keeps_old_tables_nor_hides_the_last_line(dataset, tmp_path):
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "summary.json").write_text('{"dice": 0.99}')  # the tables of the model --overwrite replaces
+    (run / "history.csv").write_text("epoch,train_loss\n1,0.5\n")
+    result = subprocess.run(
+        train_command(dataset, run, "--overwrite"),
+        env=without_torchrun(RANK="1"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"run saved in {run}" in result.stdout
+    assert not (run / "eval").exists()
+    assert len((run / "history.csv").read_text().splitlines()) == 2 and "val_dice" in (run / "history.csv").read_text()
