@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
-from afl_core.data import list_cases, read_dataset_json, write_case, write_dataset_json
+from afl_core._io import read_json
+from afl_core.data import list_cases, write_case, write_dataset_json
 from afl_core.synthetic import make_dataset
 
+from ._download_fixtures import brats_folder
 from .test_download import run_cli, words
 from .test_download_faults import failed_cleanly
 
@@ -191,3 +195,136 @@ def test_a_stray_rank_neither_keeps_old_tables_nor_hides_the_last_line(dataset, 
     assert f"run saved in {run}" in result.stdout
     assert not (run / "eval").exists()
     assert len((run / "history.csv").read_text().splitlines()) == 2 and "val_dice" in (run / "history.csv").read_text()
+
+
+# ----------------------------------------------------------------------------- converters: only their own datasets
+
+
+@pytest.mark.parametrize("kind", ["nnunet", "no dataset.json"])
+def test_a_converter_never_deletes_a_users_own_dataset(tmp_path, kind):
+    brats_folder(tmp_path / "copy", np.random.default_rng(3))
+    root = foreign_dataset(tmp_path / "data", kind)
+    before = snapshot(root)
+    result = run_cli("brats2018", "--source", str(tmp_path / "copy"), "--dest", str(root), "--no-progress")
+    failed_cleanly(result, str(root), "did not", "Choose an empty folder with --dest")
+    assert snapshot(root) == before
+
+
+def test_a_damaged_conversion_marker_converts_again(tmp_path):
+    brats_folder(tmp_path / "copy", np.random.default_rng(3))
+    command = ["brats2018", "--source", str(tmp_path / "copy"), "--dest", str(tmp_path / "data"), "--no-progress"]
+    assert run_cli(*command).returncode == 0
+    (tmp_path / "data" / ".conversion.json").write_text('{"spacing": [1, ')  # cut short
+    (tmp_path / "data" / "dataset.json").unlink()  # as if killed before the end
+    result = run_cli(*command)
+    assert result.returncode == 0, result.stderr
+    assert len(list_cases(tmp_path / "data")) == 3
+
+
+# ----------------------------------------------------------------------------- data: messages that name the cause
+
+
+def test_a_nan_voxel_size_is_named_as_such(dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(dataset, root)
+    for path in sorted((root / "imagesTr").glob("synth_0001_*")) + [root / "labelsTr" / "synth_0001.nii.gz"]:
+        image = nib.load(path)
+        header = image.header.copy()
+        header.set_zooms((float("nan"), *header.get_zooms()[1:]))
+        header.set_sform(None, code=0)
+        header.set_qform(None, code=0)
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), None, header), path)
+    result = subprocess.run(
+        train_command(root, tmp_path / "run"), env=without_torchrun(), capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    message = words(result.stderr)
+    assert "synth_0001" in message and "voxel size (nan," in message and "different affines" not in message
+
+
+def one_patient_dataset(root: Path) -> Path:
+    """Three PI-CAI studies of one patient (<patient>_<study>)."""
+    rng = np.random.default_rng(0)
+    for case in ("10000_1000000", "10000_1000001", "10000_1000002"):
+        label = np.zeros((32, 32, 4), np.uint8)
+        label[5:12, 5:12, 1:3] = 1
+        write_case(root, case, [rng.integers(0, 500, (32, 32, 4)).astype(np.int16)], label, np.eye(4))
+    write_dataset_json(root, channel_names=["T2W"], source="picai")
+    return root
+
+
+def empty_dataset(root: Path) -> Path:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    write_dataset_json(root, channel_names=["T2W"], num_training=0)
+    return root
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (one_patient_dataset, ["all 3 cases", "belong to one patient ('10000'", "add cases of other patients"]),
+        (empty_dataset, ["holds no cases", "labelsTr/ is empty"]),
+    ],
+)
+def test_a_dataset_that_cannot_be_split_says_why(tmp_path, make, says):
+    root = make(tmp_path / "data")
+    result = subprocess.run(
+        train_command(root, tmp_path / "run"), env=without_torchrun(), capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    message = words(result.stderr)
+    assert str(root) in message and all(said in message for said in says), message
+    assert "use at least 2 cases" not in message and "split_cases" not in message
+
+
+def test_a_slice_size_too_large_for_memory_is_refused_before_anything_is_allocated(dataset, tmp_path):
+    result = subprocess.run(
+        train_command(dataset, tmp_path / "run", "--size", "100000", "100000"),
+        env=without_torchrun(),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "GiB of memory" in result.stderr and "--size" in result.stderr
+
+
+# ----------------------------------------------------------------------------- JSON files the project wrote
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b'{"epochs": 3,', "is damaged: not valid JSON"),
+        (b"\xff\xfe{}", "is damaged: not UTF-8"),
+        (b"[1, 2]", "must hold a JSON object {...}, not list"),
+    ],
+)
+def test_read_json_names_the_damaged_file(tmp_path, content, says):
+    path = tmp_path / "run" / "config.json"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as raised:
+        read_json(path, hint="start the run again")
+    assert str(path) in str(raised.value) and says in str(raised.value) and "start the run again" in str(raised.value)
+
+
+def test_read_json_reads_what_json_reads_and_names_a_missing_file(tmp_path):
+    path = tmp_path / "summary.json"
+    value = {"dice": 0.5, "cases": ["a", "b"], "nested": {"x": None}}
+    path.write_text(json.dumps(value), encoding="utf-8")
+    assert read_json(path) == value
+    assert read_json(path, expect=None) == value
+    with pytest.raises(FileNotFoundError, match=r"missing\.json is missing; write it again"):
+        read_json(tmp_path / "missing.json")
+
+
+def test_a_damaged_dataset_json_is_named_and_nothing_is_replaced(tmp_path):
+    root = make_dataset(tmp_path / "data", 2, seed=0, shape=(4, 16, 16), progress=False)
+    (root / "dataset.json").write_text('{"channel_names": ')
+    before = snapshot(root)
+    result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--force")
+    failed_cleanly(result, str(root / "dataset.json"), "is damaged", "choose another --dest")
+    assert snapshot(root) == before
