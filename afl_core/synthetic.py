@@ -483,6 +483,8 @@ def make_dataset(
     """
     if int(n_cases) < 1:
         raise ValueError(f"n_cases must be at least 1, got {n_cases}")
+    if int(seed) < 0:  # numpy's SeedSequence takes none, and only after the old dataset is gone
+        raise ValueError(f"seed must be a whole number >= 0, got {seed}")
     if len(shape) != 3 or min(shape) < 1 or min(shape[1:]) < 16 or max(shape) > _NIFTI_MAX_AXIS:
         raise ValueError(
             f"shape must be (D, H, W) with D >= 1, H, W >= 16 and at most {_NIFTI_MAX_AXIS} voxels along "

@@ -313,6 +313,7 @@ _SYNTHETIC_OPTIONS = (
 # make_dataset's messages name its parameters; the command line's user knows the options.
 _OPTION_OF = {
     "n_cases": "--cases",
+    "seed": "--seed",
     "n_channels": "--channels",
     "pass overwrite=True": "re-run with --force",
     "choose another folder": "choose another --dest",

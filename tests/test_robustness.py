@@ -328,3 +328,11 @@ def test_a_damaged_dataset_json_is_named_and_nothing_is_replaced(tmp_path):
     result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--force")
     failed_cleanly(result, str(root / "dataset.json"), "is damaged", "choose another --dest")
     assert snapshot(root) == before
+
+
+def test_a_negative_seed_is_named_before_the_old_dataset_is_touched(tmp_path):
+    root = make_dataset(tmp_path / "data", 2, seed=0, shape=(4, 16, 16), progress=False)
+    before = snapshot(root)
+    result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--seed", "-1", "--force")
+    failed_cleanly(result, "--seed must be a whole number >= 0, got -1")
+    assert snapshot(root) == before
