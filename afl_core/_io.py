@@ -7,7 +7,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextlib.contextmanager
@@ -59,3 +59,91 @@ def export_csv(table, path: str | os.PathLike) -> Path:
     with atomic_target(path) as tmp:
         table.to_csv(tmp, index=not isinstance(table.index, pd.RangeIndex))
     return Path(path)
+
+
+def read_json(path: str | os.PathLike, *, expect: type | None = dict, hint: str = "write it again") -> Any:
+    """The JSON value in ``path``, with every failure naming the file.
+
+    Args:
+        path: a JSON file this project wrote (``dataset.json``, ``config.json``, ...).
+        expect: the type the top-level value must have (``None``: any).
+        hint: what to do about a damaged file, ending the message.
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is not UTF-8 JSON, or its value is not an ``expect``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; {hint}")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is damaged: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {hint}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is damaged: not UTF-8 text; {hint}") from None
+    if expect is not None and not isinstance(value, expect):
+        expected = {dict: "a JSON object {...}", list: "a JSON list [...]"}.get(expect, expect.__name__)
+        raise ValueError(f"{path} must hold {expected}, not {type(value).__name__}; {hint}")
+    return value
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process could still allocate: the kernel's ``MemAvailable``,
+    capped by the container's limit (cgroup); the physical memory where those are not
+    readable; ``None`` where nothing is known."""
+    known = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                known.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),  # v1
+    ):
+        try:
+            known.append(int(Path(limit).read_text()) - int(Path(usage).read_text()))
+        except (OSError, ValueError):  # absent, or "max": no limit
+            pass
+    if not known:
+        try:
+            known.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (AttributeError, OSError, ValueError):
+            return None
+    return max(min(known), 0)
+
+
+class NotEnoughMemory(MemoryError, ValueError):
+    """Work refused before it starts because it would not fit in memory: a ``ValueError``
+    too, so the command lines that report bad options report it in one paragraph."""
+
+
+def check_memory(nbytes: float, *, what: str, option: str) -> None:
+    """Refuse, before allocating, work that needs more memory than is available.
+
+    Args:
+        nbytes: the bytes the work would hold at once (an estimate from the sizes asked for).
+        what: the work, for the message (e.g. ``"one synthetic case of 2000 x 2000 x 2000 voxels"``).
+        option: the option or parameter that sets the size, named in the message as the thing
+            to change (e.g. ``"--shape"``).
+
+    Raises:
+        NotEnoughMemory: ``nbytes`` exceeds :func:`available_memory` (never raised when that is unknown).
+    """
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise NotEnoughMemory(
+            f"{what} needs about {_gib(nbytes)} of memory, but {_gib(available)} are available: "
+            f"choose a smaller {option}"
+        )
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"

@@ -50,12 +50,25 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-__all__ = ["World", "launched", "init", "cleanup", "wrap", "ShardedSampler", "sum_over_ranks", "any_rank", "spawn"]
+__all__ = [
+    "World",
+    "launched",
+    "is_main_process",
+    "init",
+    "cleanup",
+    "wrap",
+    "ShardedSampler",
+    "sum_over_ranks",
+    "any_rank",
+    "spawn",
+]
 
 # Rank 0 validates (and writes checkpoints) while the others wait at their next collective
 # call: long enough for the validation of a large dataset.
 _TIMEOUT = datetime.timedelta(hours=2)
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# torchrun also sets TORCHELASTIC_RUN_ID (dist.is_torchelastic_launched); spawn() sets this instead.
+_SPAWNED = "AFL_SPAWNED_RANK"
 # Host-side flags (a batch holds a lesion) go through gloo: over NCCL they would need a device sync.
 _host_group = None
 
@@ -92,17 +105,49 @@ class World:
 
 
 def launched() -> bool:
-    """Started by torchrun (or with its environment: :func:`spawn`)?"""
-    return all(name in os.environ for name in _TORCHRUN_VARIABLES)
+    """Started by torchrun (or :func:`spawn`)? Its variables alone do not say so: they may
+    be left over in a shell (:func:`init` refuses those that ask for several processes)."""
+    started = (dist.is_available() and dist.is_torchelastic_launched()) or _SPAWNED in os.environ
+    return started and all(name in os.environ for name in _TORCHRUN_VARIABLES)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run folder: rank 0 under torchrun, or the one process
+    of a run without it (a stray ``RANK`` left in the environment does not count). Known
+    before :func:`init`, for what happens before the process group exists."""
+    return not launched() or os.environ["RANK"] == "0"
+
+
+def _refuse_stray_variables() -> None:
+    """A process torchrun did not start whose environment asks for several processes would
+    wait for the others forever in :func:`init`: say so instead, naming the variables."""
+    world_size = os.environ.get("WORLD_SIZE", "1").strip()
+    if world_size == "1":
+        return
+    found = ", ".join(f"{name}={os.environ[name]}" for name in _TORCHRUN_VARIABLES if name in os.environ)
+    others = f"{int(world_size) - 1} other process(es)" if world_size.isdigit() and int(world_size) > 1 else "others"
+    raise ValueError(
+        f"the environment holds torchrun's variables ({found}), but this process was not started by torchrun: "
+        f"it would wait for {others} that never come. Left over from another job or shell? Remove them "
+        f"(unset {' '.join(_TORCHRUN_VARIABLES)}) to train in one process; to train on several, start the "
+        "run with torchrun --nproc_per_node N -m afl_core.train ..."
+    )
 
 
 def init(device: torch.device) -> World:
     """Join the process group torchrun's environment describes (NCCL on CUDA, gloo on the
     CPU); on CUDA this process trains on GPU ``LOCAL_RANK``. Outside torchrun: one process
-    on ``device``. Inside a group someone else created: that group."""
+    on ``device``. Inside a group someone else created: that group.
+
+    Raises:
+        ValueError: torchrun's variables ask for several processes (``WORLD_SIZE`` > 1)
+            but torchrun did not start this one (it would wait for the others forever);
+            a GPU this rank needs is not visible; a device other than CUDA or the CPU.
+    """
     global _host_group
     device = torch.device(device)
     if not launched():
+        _refuse_stray_variables()
         return World(device=device)
     rank, size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if device.type == "cuda":
@@ -216,5 +261,6 @@ def _run_as_rank(rank: int, fn: Callable, world_size: int, port: int, args: tupl
         LOCAL_WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        **{_SPAWNED: str(rank)},
     )
     fn(*args)

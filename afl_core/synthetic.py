@@ -36,7 +36,7 @@ import csv
 import json
 import math
 import os
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -46,11 +46,13 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from afl_core._io import atomic_write
+from afl_core._io import atomic_write, check_memory, read_json
 from afl_core.data import (
     DATASET_JSON,
     IMAGES_DIR,
     LABELS_DIR,
+    channel_path,
+    label_path,
     list_cases,
     read_dataset_json,
     write_case,
@@ -66,10 +68,19 @@ __all__ = [
     "default_lesion_radius",
     "LESION_COLUMNS",
     "GENERATOR_VERSION",
+    "ForeignFilesError",
 ]
 
 GENERATOR_VERSION = 2  # 2: spacing recorded in (D, H, W) order, like shape
 LESIONS_CSV = "lesions.csv"
+# A generation under way: its arguments (first line), then one line of lesion facts per finished case.
+_PROGRESS = ".synthetic-progress.jsonl"
+_IMAGE_NAME = re.compile(r"synth_\d{4,}_\d{4}\.nii\.gz")
+_LABEL_NAME = re.compile(r"synth_\d{4,}\.nii\.gz")
+_NIFTI_MAX_AXIS = 32767  # NIfTI-1 stores each dimension as an int16
+# Peak memory of make_case, measured with tracemalloc at 16x128x128 to 32x256x256 (1-5 channels):
+# 41-50 bytes per voxel plus 8 per voxel and channel.
+_BYTES_PER_VOXEL, _BYTES_PER_VOXEL_AND_CHANNEL = 50, 8
 LESION_COLUMNS = (
     "case",
     "lesion",
@@ -447,10 +458,23 @@ def make_dataset(
         n_channels: number of channels; they cycle through T2W-, ADC- and HBV-like contrasts.
         max_lesions: at most this many lesions per case (mostly one).
         spacing: voxel size in mm, ``(D, H, W)`` like ``shape``: slice thickness first.
-        overwrite: replace a dataset already in ``root`` that differs from these
+        overwrite: replace a dataset this function wrote in ``root`` with other
             arguments. When ``root`` already holds exactly this dataset it is kept and
-            nothing is written.
+            nothing is written; a generation with these arguments that was interrupted
+            goes on where it stopped. Files it did not write are never replaced.
         progress: show a progress bar.
+
+    Returns:
+        ``root``.
+
+    Raises:
+        ValueError: an argument out of range.
+        NotEnoughMemory: one case of ``shape`` would not fit in the available memory
+            (a ``ValueError`` and ``MemoryError``).
+        FileExistsError: ``root`` holds a dataset this function made with other arguments
+            and ``overwrite`` is false.
+        ForeignFilesError: ``root`` holds a dataset or layout files another source wrote
+            (a ``FileExistsError``; ``overwrite`` does not replace them).
 
     ``dataset.json`` records the arguments (``generator``, with the lesion radius range used),
     ``source="synthetic"`` and the spacing ``(D, H, W)``; ``lesions.csv`` has the columns
@@ -459,8 +483,13 @@ def make_dataset(
     """
     if int(n_cases) < 1:
         raise ValueError(f"n_cases must be at least 1, got {n_cases}")
-    if len(shape) != 3 or min(shape) < 1 or min(shape[1:]) < 16:
-        raise ValueError(f"shape must be (D, H, W) with D >= 1 and H, W >= 16, got {shape}")
+    if int(seed) < 0:  # numpy's SeedSequence takes none, and only after the old dataset is gone
+        raise ValueError(f"seed must be a whole number >= 0, got {seed}")
+    if len(shape) != 3 or min(shape) < 1 or min(shape[1:]) < 16 or max(shape) > _NIFTI_MAX_AXIS:
+        raise ValueError(
+            f"shape must be (D, H, W) with D >= 1, H, W >= 16 and at most {_NIFTI_MAX_AXIS} voxels along "
+            f"each axis (the NIfTI-1 limit), got {shape}"
+        )
     if lesion_radius is None:
         lesion_radius = default_lesion_radius(shape)
     lesion_radius = _check_range("lesion_radius", lesion_radius, 1.0, math.inf)
@@ -469,8 +498,10 @@ def make_dataset(
         raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
     if n_channels < 1 or max_lesions < 1:
         raise ValueError("n_channels and max_lesions must be at least 1")
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be three positive numbers (mm), (D, H, W) like shape, got {spacing}")
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(
+            f"spacing must be three positive finite numbers (mm), (D, H, W) like shape, got {tuple(spacing)}"
+        )
     # The organ (radius 0.22 min(H, W)) must be able to hold the largest lesion.
     if lesion_radius[1] * (1 + irregularity[1]) > 0.2 * min(shape[1:]):
         raise ValueError(
@@ -493,18 +524,31 @@ def make_dataset(
     case_ids = [f"synth_{i:04d}" for i in range(n_cases)]
     if _already_written(root, arguments, case_ids):
         return root
-    existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, IMAGES_DIR, LABELS_DIR) if (root / n).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{root} already holds a dataset made with other arguments ({', '.join(p.name for p in existing)}); "
-            "pass overwrite=True to replace it or choose another folder"
-        )
-    # dataset.json goes first and comes back last: it marks a complete dataset.
-    for path in existing:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    check_memory(
+        math.prod(shape) * (_BYTES_PER_VOXEL + _BYTES_PER_VOXEL_AND_CHANNEL * n_channels),
+        what=f"one synthetic case of {' x '.join(map(str, shape))} voxels and {n_channels} channel(s)",
+        option="shape",
+    )
+    _check_only_generated(root)
+    finished = _finished_cases(root, arguments, n_channels)
+    if finished is None:  # not an interrupted run with these arguments
+        existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, _PROGRESS) if (root / n).exists()]
+        existing += _generated_files(root)
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{root} already holds a dataset made with other arguments "
+                f"({', '.join(sorted({p.relative_to(root).parts[0] for p in existing}))}); "
+                "pass overwrite=True to replace it or choose another folder"
+            )
+        finished = {}
+    _start_progress(root, arguments, finished)
+    # dataset.json goes first and comes back last: it marks a complete dataset. Only files this
+    # function writes are removed: those of cases or channels these arguments do not make.
+    wanted = {channel_path(root, c, k).name for c in case_ids for k in range(n_channels)}
+    wanted |= {label_path(root, c).name for c in case_ids}
+    for path in [root / DATASET_JSON, root / LESIONS_CSV, *_generated_files(root)]:
+        if path.name not in wanted:
+            path.unlink(missing_ok=True)
 
     top = np.random.SeedSequence(int(seed))
     n_empty = round(empty_fraction * n_cases)
@@ -513,23 +557,31 @@ def make_dataset(
     stored_shape, stored_spacing = np.array(shape)[[1, 2, 0]], np.array(spacing, dtype=float)[[1, 2, 0]]
     affine = np.diag([*stored_spacing, 1.0])
     affine[:3, 3] = -0.5 * (stored_shape - 1) * stored_spacing
-    rows = []
-    for i, (case_id, case_seed) in enumerate(
-        tqdm(list(zip(case_ids, top.spawn(n_cases))), desc="synthetic cases", disable=not progress, leave=False)
-    ):
-        rng = np.random.default_rng(case_seed)
-        n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
-        channels, label, lesions = make_case(
-            rng,
-            shape=shape,
-            lesion_radius=lesion_radius,
-            irregularity=irregularity,
-            n_lesions=n_lesions,
-            n_channels=n_channels,
-            spacing=spacing,
-        )
-        write_case(root, case_id, channels, label, affine)
-        rows.extend({"case": case_id, **facts} for facts in lesions)
+    todo = [
+        (i, case_id, case_seed)
+        for i, (case_id, case_seed) in enumerate(zip(case_ids, top.spawn(n_cases)))
+        if case_id not in finished
+    ]
+    with open(root / _PROGRESS, "a", encoding="utf-8") as log:
+        for i, case_id, case_seed in tqdm(todo, desc="synthetic cases", disable=not progress, leave=False):
+            rng = np.random.default_rng(case_seed)
+            n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
+            channels, label, lesions = make_case(
+                rng,
+                shape=shape,
+                lesion_radius=lesion_radius,
+                irregularity=irregularity,
+                n_lesions=n_lesions,
+                n_channels=n_channels,
+                spacing=spacing,
+            )
+            write_case(root, case_id, channels, label, affine)
+            # The case counts as finished once its facts are on disk beside its files.
+            log.write(json.dumps({"case": case_id, "lesions": lesions}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            finished[case_id] = lesions
+    rows = [{"case": case_id, **facts} for case_id in case_ids for facts in finished[case_id]]
 
     with atomic_write(root / LESIONS_CSV, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
@@ -548,7 +600,98 @@ def make_dataset(
         lesions_csv=LESIONS_CSV,
         generator=arguments,
     )
+    (root / _PROGRESS).unlink()
     return root
+
+
+class ForeignFilesError(FileExistsError):
+    """The dataset folder holds files :func:`make_dataset` did not write; it replaces none of them."""
+
+
+def _is_generated(info: dict) -> bool:
+    """Whether a ``dataset.json`` content is one :func:`make_dataset` wrote."""
+    generator = info.get("generator")
+    return (
+        info.get("source") == "synthetic"
+        and isinstance(generator, dict)
+        and generator.get("function") == "afl_core.synthetic.make_dataset"
+    )
+
+
+def _generated_files(root: Path) -> list[Path]:
+    """The case files (and atomic writers' temporaries) in ``imagesTr`` / ``labelsTr`` that
+    :func:`make_dataset` writes, by their names."""
+    found = []
+    for folder, pattern in ((root / IMAGES_DIR, _IMAGE_NAME), (root / LABELS_DIR, _LABEL_NAME)):
+        if folder.is_dir():
+            found += [p for p in folder.iterdir() if pattern.fullmatch(p.name) or p.name.startswith(".tmp-")]
+    return sorted(found)
+
+
+def _check_only_generated(root: Path) -> None:
+    """Refuse a folder holding a dataset (or files in its layout) that :func:`make_dataset`
+    did not write, overwrite or not: a PI-CAI conversion, a user's own nnU-Net dataset."""
+    if root.exists() and not root.is_dir():
+        raise ForeignFilesError(f"{root} is a file, not a folder: choose a folder for the dataset")
+    foreign = []
+    if (root / DATASET_JSON).exists():
+        try:
+            info = read_json(root / DATASET_JSON)
+        except ValueError as err:
+            raise ForeignFilesError(
+                f"{err}. It cannot tell whether the synthetic generator made this dataset, so nothing in "
+                f"{root} is replaced: choose another folder, or delete {root / DATASET_JSON} yourself"
+            ) from None
+        if not _is_generated(info):
+            foreign.append(f"{DATASET_JSON} of source {info.get('source', 'unknown')!r}")
+    elif (root / LESIONS_CSV).exists() and not (root / _PROGRESS).exists():
+        foreign.append(LESIONS_CSV)
+    generated = set(_generated_files(root))
+    for folder in (root / IMAGES_DIR, root / LABELS_DIR):
+        if folder.is_dir():
+            other = sorted(p.name for p in folder.iterdir() if p not in generated)
+            if other:
+                shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+                foreign.append(f"{len(other)} file(s) in {folder.name}/ ({shown})")
+        elif folder.exists():
+            foreign.append(f"{folder.name} (a file)")
+    if foreign:
+        raise ForeignFilesError(
+            f"{root} holds a dataset or files that the synthetic generator did not make ({'; '.join(foreign)}); "
+            "it replaces only what it wrote itself: choose another folder"
+        )
+
+
+def _start_progress(root: Path, arguments: dict, finished: dict[str, list[dict]]) -> None:
+    """Record the arguments of a generation that starts (or resumes, with the ``finished``
+    cases' facts), before anything else is written."""
+    lines = [{"generator": arguments}, *({"case": case, "lesions": facts} for case, facts in finished.items())]
+    with atomic_write(root / _PROGRESS, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+def _finished_cases(root: Path, arguments: dict, n_channels: int) -> dict[str, list[dict]] | None:
+    """The lesion facts of the cases an interrupted generation with these ``arguments``
+    finished (its files all present), or ``None`` when no such generation was under way."""
+    try:
+        lines = (root / _PROGRESS).read_text(encoding="utf-8").splitlines()
+        if json.loads(lines[0]) != {"generator": arguments}:
+            return None
+    except (OSError, ValueError, IndexError):  # absent, or damaged in its first line
+        return None
+    finished = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+            finished[entry["case"]] = entry["lesions"]
+        except (ValueError, KeyError, TypeError):  # the last line of a killed run may be cut short
+            continue
+
+    def complete(case: str) -> bool:
+        paths = [label_path(root, case), *(channel_path(root, case, k) for k in range(n_channels))]
+        return all(path.is_file() for path in paths)
+
+    return {case: lesions for case, lesions in finished.items() if complete(case)}
 
 
 def _already_written(root: Path, arguments: dict, case_ids: list[str]) -> bool:

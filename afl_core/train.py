@@ -648,7 +648,7 @@ def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
             "(fit(resume=True)), start it again with --overwrite (fit(overwrite=True)), "
             "or choose another --out"
         )
-    if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 clears the folder
+    if distributed.is_main_process():  # under torchrun rank 0 clears the folder
         for path in existing:
             if path.is_dir():
                 shutil.rmtree(path)
@@ -777,7 +777,7 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
         GPUOutOfMemory: CUDA ran out of memory (the message says what to change).
     """
     cfg = _resolve_config(config, resume, overrides, overwrite)
-    if os.environ.get("RANK", "0") == "0":
+    if distributed.is_main_process():
         _remove_stale_temporaries(Path(cfg.out))
     if cfg.recipe is not None:
         print(recipes.describe(cfg.recipe, cfg))
@@ -1156,7 +1156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\ninterrupted; continue with: python -m afl_core.train --out {overrides['out']} --resume", file=sys.stderr
         )
         return 130
-    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 validated
+    if distributed.is_main_process():  # under torchrun: rank 0 validated
         metric = result.config["select_metric"]
         print(f"best {metric} {result.best_score:.4f} at epoch {result.best_epoch}; run saved in {result.run_dir}")
     return 0

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from afl_core._io import atomic_write
+from afl_core._io import atomic_write, read_json
 from afl_core.data import (
     _READ_ERRORS,
     FILE_ENDING,
@@ -97,7 +97,10 @@ def write_cases(
         if folder.is_dir():  # the atomic writers' temporaries (.tmp-<hex>-<name>) of a killed run
             remove_stale(folder, ".tmp-*")
     params = _as_json(params)
-    previous = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else params
+    try:
+        previous = read_json(marker, expect=None) if marker.exists() else params
+    except ValueError:  # damaged: the cases' parameters are unknown, so they are converted again
+        previous = None
     force = force or previous != params
     if force:
         # Labels mark finished cases: drop them before the marker names the new
@@ -159,13 +162,33 @@ def finish(root: str | os.PathLike, cases: set[str], *, channel_names: list[str]
 
 
 def check_dest_source(root: str | os.PathLike, source: str) -> None:
-    """Refuse to write into a folder that holds another dataset."""
+    """Refuse to write into a folder that holds a dataset this command did not make: one
+    of another source, one without a source (a user's own nnU-Net dataset), or cases
+    without the marks of this program's conversion (the converters delete cases that are
+    not theirs, so the folder must be theirs)."""
+    root = Path(root)
     try:
         info = read_dataset_json(root)
-    except (FileNotFoundError, ValueError):
-        return
-    if info.get("source", source) != source:
+    except FileNotFoundError:
+        info = None
+    except ValueError as err:
         raise DownloadError(
-            f"{root} already holds another dataset (source {info.get('source')!r}); this command "
-            f"would mix {source!r} cases into it. Choose an empty folder with --dest."
+            f"{err}. This command cannot tell which dataset {root} holds, so it changes nothing there: "
+            "choose another folder with --dest, or delete the folder's dataset yourself."
+        ) from None
+    if info is not None and info.get("source") != source:
+        made_by = f"source {info['source']!r}" if "source" in info else "no source recorded: not written by afl-data"
+        raise DownloadError(
+            f"{root} already holds another dataset ({made_by}); this command would mix {source!r} cases into it "
+            "and delete those it did not convert. Choose an empty folder with --dest."
         )
+    if info is None and not (root / CONVERSION_MARKER).exists():
+        cases = [
+            p.name for folder in (IMAGES_DIR, LABELS_DIR) if (root / folder).is_dir() for p in (root / folder).iterdir()
+        ]
+        if cases:
+            raise DownloadError(
+                f"{root} holds files in {IMAGES_DIR}/ or {LABELS_DIR}/ ({', '.join(sorted(cases)[:3])}"
+                f"{', ...' if len(cases) > 3 else ''}) that this command did not write, and no dataset.json; "
+                "it would delete them. Choose an empty folder with --dest."
+            )

@@ -9,6 +9,7 @@ with one paragraph on stderr saying what happened and what to do, and exit statu
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -305,7 +306,7 @@ def _run_brats(args) -> int:
 
 
 def _run_synthetic(args) -> int:
-    from afl_core.synthetic import make_dataset
+    from afl_core.synthetic import ForeignFilesError, make_dataset
 
     # Only the options given are passed on: the generator's own defaults stay the defaults.
     options = {
@@ -321,10 +322,12 @@ def _run_synthetic(args) -> int:
     before = marker.stat().st_mtime_ns if marker.exists() else None
     try:
         make_dataset(args.dest, args.cases, seed=args.seed, overwrite=args.force, progress=args.progress, **options)
+    except ForeignFilesError as exc:
+        raise DownloadError(f"{_as_options(str(exc))}; --force does not replace them.") from None
     except FileExistsError as exc:
-        raise DownloadError(f"{exc}: re-run with --force to replace it, or choose another --dest.") from None
-    except ValueError as exc:
-        raise DownloadError(f"Invalid generator options: {exc}.") from None
+        raise DownloadError(f"{_as_options(str(exc))}.") from None
+    except ValueError as exc:  # NotEnoughMemory too: the size asked for cannot be made here
+        raise DownloadError(f"Invalid generator options: {_as_options(str(exc))}.") from None
     if before is not None and marker.stat().st_mtime_ns == before:
         return _finished(None, args.dest, "synthetic")
     print(f"synthetic: {args.cases} cases in {args.dest}.")
@@ -353,6 +356,21 @@ _SYNTHETIC_OPTIONS = (
     "max_lesions",
     "spacing",
 )
+# make_dataset's messages name its parameters; the command line's user knows the options.
+_OPTION_OF = {
+    "n_cases": "--cases",
+    "seed": "--seed",
+    "n_channels": "--channels",
+    "pass overwrite=True": "re-run with --force",
+    "choose another folder": "choose another --dest",
+    **{name: "--" + name.replace("_", "-") for name in _SYNTHETIC_OPTIONS if name != "n_channels"},
+}
+_PARAMETER = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _OPTION_OF), key=len, reverse=True)) + r")\b")
+
+
+def _as_options(message: str) -> str:
+    """``message`` with make_dataset's parameter names replaced by the options that set them."""
+    return _PARAMETER.sub(lambda match: _OPTION_OF[match.group(1)], message)
 
 
 def _finished(result, dest: Path, name: str) -> int:

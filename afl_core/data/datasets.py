@@ -8,6 +8,7 @@ size in mm along the item's spatial axes, in array order (``(H, W)`` or ``(D, H,
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
+from afl_core._io import check_memory
 from afl_core.data.layout import LABELS_DIR, _channel_names, list_cases, load_case, load_geometry
 from afl_core.data.transforms import (
     Augmentation,
@@ -79,6 +81,14 @@ class _CaseDataset(Dataset):
         self.items: list[tuple[str, int]] = []
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._labels: dict[str, np.ndarray] = {}  # evaluation-grid labels, read-only
+
+    def _check_cache_fits(self, shape: tuple[int, ...], what: str) -> None:
+        """Refuse a ``size`` whose one cached case (float32 image and label) cannot fit in memory."""
+        check_memory(
+            4 * (self.in_channels + 1) * math.prod(shape),
+            what=f"one case cached as {what} ({self.in_channels} channel(s) and the label, float32)",
+            option="size (--size on the command line)",
+        )
 
     @property
     def in_channels(self) -> int:
@@ -208,6 +218,9 @@ class SliceDataset(_CaseDataset):
         super().__init__(
             root, cases, augment=augment, oversample_lesions=oversample_lesions, seed=seed, percentiles=percentiles
         )
+        if self.size is not None:
+            depth = max(geometry.shape[2] for geometry in self._geometry.values())
+            self._check_cache_fits(self.size + (depth,), f"slices of {self.size[0]} x {self.size[1]}, {depth} per case")
         self.items = [(case, k) for case in self.cases for k in range(self._geometry[case].shape[2])]
         self._item_spacing = {case: self._geometry[case].spacing[:2] for case in self.cases}
 
@@ -289,6 +302,8 @@ class VolumeDataset(_CaseDataset):
         super().__init__(
             root, cases, augment=augment, oversample_lesions=oversample_lesions, seed=seed, percentiles=percentiles
         )
+        if self.size is not None:
+            self._check_cache_fits(self.size, f"volumes of {' x '.join(map(str, self.size))}")
         self.items = [(case, 0) for case in self.cases]
         self._grid = {case: self._evaluation_grid(case) for case in self.cases}
         self._item_spacing = {case: tuple(np.array(spacing)[[2, 0, 1]]) for case, (_, spacing) in self._grid.items()}

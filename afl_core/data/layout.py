@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 import nibabel as nib
 import numpy as np
 
-from afl_core._io import atomic_target, atomic_write
+from afl_core._io import atomic_target, atomic_write, read_json
 
 __all__ = [
     "FILE_ENDING",
@@ -231,14 +231,7 @@ def _check_layout(root: Path, *, require_json: bool = True) -> None:
 def read_dataset_json(root: str | os.PathLike) -> dict:
     """Read and check ``<root>/dataset.json``. Only the four nnU-Net keys are required."""
     path = Path(root) / DATASET_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; write it with afl_core.data.write_dataset_json")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); write it again with write_dataset_json") from err
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+    content = read_json(path, hint="write it again with afl_core.data.write_dataset_json (or re-run the download)")
     missing = [key for key in NNUNET_KEYS if key not in content]
     if missing:
         raise ValueError(f"{path} lacks the nnU-Net keys {missing}; write it again with write_dataset_json")
@@ -343,8 +336,22 @@ def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[fl
         data = data[..., 0]
     if data.ndim != 3:
         raise ValueError(f"{path} holds a {data.ndim}D array {data.shape}; each file must be one 3D volume")
-    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    spacing = _checked_spacing(path, image)
     return data, image.affine, spacing
+
+
+def _checked_spacing(path: Path, image: nib.Nifti1Image) -> tuple[float, float, float]:
+    """The voxel size (mm) in ``image``'s header, refused unless it and the voxel-to-world
+    matrix are finite and the voxel size positive (a damaged header would otherwise pass
+    for another grid, or NaN distances)."""
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0 or not np.all(np.isfinite(image.affine)):
+        raise ValueError(
+            f"{path}: its header gives the voxel size {spacing} mm and a voxel-to-world matrix that is "
+            f"{'finite' if np.all(np.isfinite(image.affine)) else 'not finite'}; a voxel size must be positive "
+            "and finite: repair the header (pixdim, qform/sform) or re-convert the case"
+        )
+    return spacing
 
 
 def _check_same_grid(path: Path, shape, affine, ref_path: Path, ref_shape, ref_affine) -> None:
@@ -372,8 +379,7 @@ def load_geometry(root: str | os.PathLike, case_id: str) -> CaseGeometry:
     shape = tuple(int(n) for n in image.shape[:3])
     if len(image.shape) < 3 or any(n != 1 for n in image.shape[3:]):
         raise ValueError(f"{path} has shape {image.shape}; each file must be one 3D volume")
-    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-    return CaseGeometry(shape, spacing, image.affine)
+    return CaseGeometry(shape, _checked_spacing(path, image), image.affine)
 
 
 def _read_label(root: Path, case_id: str):

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from afl_core.data.layout import case_has_lesion, list_cases, read_dataset_json
+from afl_core.data.layout import LABELS_DIR, case_has_lesion, list_cases, read_dataset_json
 
 __all__ = ["split_cases", "kfold_cases", "patient_grouping"]
 
@@ -34,6 +34,7 @@ def split_cases(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    root = None
     if isinstance(root_or_cases, (str, os.PathLike)):
         root = Path(root_or_cases)
         has_lesion = {case: case_has_lesion(root, case) for case in list_cases(root)}
@@ -45,11 +46,20 @@ def split_cases(
             raise ValueError("split_cases got duplicate case ids")
         has_lesion = dict.fromkeys(cases, False)
     if not has_lesion:
-        raise ValueError("split_cases got no cases")
+        where = f"the dataset {root} holds no cases ({LABELS_DIR}/ is empty)" if root else "no cases were given"
+        raise ValueError(f"nothing to split: {where}; add cases (a label per case) before training")
     if group_of is not None:
         groups: dict[str, list[str]] = {}
         for case in has_lesion:
             groups.setdefault(str(group_of(case)), []).append(case)
+        if len(groups) == 1 and len(has_lesion) > 1 and val_fraction > 0:
+            (patient,) = groups
+            raise ValueError(
+                f"all {len(has_lesion)} cases{f' of {root}' if root else ''} belong to one patient ({patient!r}: "
+                f"{', '.join(sorted(has_lesion)[:3])}{', ...' if len(has_lesion) > 3 else ''}), and a patient's "
+                "cases never go to both sides of the split, so none is left to validate on: add cases of "
+                "other patients"
+            )
         train_groups, val_groups = split_cases(
             {group: any(has_lesion[c] for c in members) for group, members in groups.items()}, val_fraction, seed)
         return (sorted(c for g in train_groups for c in groups[g]), sorted(c for g in val_groups for c in groups[g]))
@@ -94,6 +104,8 @@ def kfold_cases(
     and dealt round-robin, so each fold gets its share of both; with ``group_of`` every
     patient's cases land in one fold. Returns the sorted case ids of each fold."""
     has_lesion = {case: case_has_lesion(root, case) for case in list_cases(root)}
+    if not has_lesion:
+        raise ValueError(f"nothing to split: the dataset {root} holds no cases ({LABELS_DIR}/ is empty)")
     groups: dict[str, list[str]] = {}
     for case in has_lesion:
         groups.setdefault(str(group_of(case)) if group_of else case, []).append(case)
