@@ -24,7 +24,10 @@ Studies: ``comparison`` (the registry's eight losses plus A-FL's ``reference`` a
 ``scale_aware`` variants, ``--seeds``) and ``ablation`` (which part of A-FL does what,
 ``--ablation-seeds``; it shares the runs of full A-FL, ``reference`` and ``scale_aware``
 with the comparison). Finished runs
-in ``--runs`` are reused, so an interrupted benchmark continues where it stopped; the
+in ``--runs`` are reused, so an interrupted benchmark continues where it stopped; with
+``--reuse-tables`` a run whose folder is absent is taken from a committed study table in
+``--results`` that holds it with the same settings (how ``ce`` joined the ablation from the
+comparison's runs without training it again); the
 statistics (intervals, tests, corrections) are left to the notebooks, which read the
 committed tables. This is a teaching-scale experiment on synthetic data: it says how
 the losses behave here, not what the paper's full configuration gives.
@@ -48,7 +51,7 @@ import torch
 
 from afl_core._io import atomic_target, write_json
 from afl_core.evaluate import evaluate_run
-from afl_core.experiments import ARMS, HISTORY_COLUMNS, STUDIES, make_study_data, study_table
+from afl_core.experiments import ARMS, DISTANCE_COLUMNS, HISTORY_COLUMNS, STUDIES, make_study_data, study_table
 from afl_core.train import TrainConfig, fit
 
 # The committed tables lead with both HD95 columns and both lesion-F1 rules.
@@ -65,6 +68,8 @@ PER_CASE_COLUMNS = [
     "paper_dice",
     "paper_iou",
 ]
+# The settings that make a run what it is (the others only choose which runs to make).
+RUN_SETTINGS = ("cases", "val_fraction", "depth", "size", "encoder", "epochs", "batch_size", "lr")
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
 
 
@@ -104,6 +109,12 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", default="runs/compare", help="run folders (reused when finished)")
     parser.add_argument("--results", default="results", help="where the study tables go")
     parser.add_argument(
+        "--reuse-tables",
+        action="store_true",
+        help="take a run whose folder in --runs is absent from the committed tables in --results that hold it "
+        "with the same settings, instead of training it again",
+    )
+    parser.add_argument(
         "--replot",
         action="store_true",
         help="only redraw RESULTS/<study>/results.png from the tables and config.json there (no training)",
@@ -134,8 +145,16 @@ def main(argv=None) -> None:
     runs = Path(args.runs)
     started = time.perf_counter()
     data = make_study_data(runs / "data", cases=args.cases, depth=args.depth, size=args.size)
+    committed = committed_runs(Path(args.results), args) if args.reuse_tables else {}
+    reused = {
+        (arm, seed): committed[arm, seed]
+        for seed, arm in grid
+        if (arm, seed) in committed and not (runs / f"{arm}-seed{seed}" / "history.csv").is_file()
+    }
     configs = []
     for seed, arm in grid:
+        if (arm, seed) in reused:
+            continue
         loss, variant, options = ARMS[arm]
         configs.append(
             (
@@ -160,11 +179,12 @@ def main(argv=None) -> None:
         )
     print(
         f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
-        f"; shared runs once), {args.jobs} at a time; "
+        f"; shared runs once; {len(reused)} taken from the committed tables), {args.jobs} at a time; "
         f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
         flush=True,
     )
-    per_case, curves = {}, {}
+    per_case = {key: rows for key, (rows, _, _) in reused.items()}
+    curves = {key: curve for key, (_, curve, _) in reused.items()}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, arm, config) for arm, config in configs]
         for future in futures:
@@ -204,7 +224,12 @@ def main(argv=None) -> None:
                     "torch_threads_per_run": 1,
                 },
                 "wall_seconds_this_call": round(wall, 1),
-                "training_seconds_all_runs": round(float(sum(curves[k]["seconds"].sum() for k in keys)), 1),
+                "training_seconds_all_runs": round(
+                    float(sum(curves[k]["seconds"].sum() for k in keys if k not in reused)), 1
+                ),
+                "reused_runs": {
+                    f"{arm}-seed{seed}": reused[arm, seed][2] for arm, seed in keys if (arm, seed) in reused
+                },
             },
         )
         save_figure(table, history, out / "results.png", title=figure_title(study, table, vars(args)))
@@ -214,6 +239,30 @@ def main(argv=None) -> None:
         print(f"\n{study}: mean Dice over the {table['case'].nunique()} cases, per seed")
         print(seed_means.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\n{wall:.0f} s; tables in {args.results}")
+
+
+def committed_runs(results: Path, args: argparse.Namespace) -> dict[tuple[str, int], tuple]:
+    """The runs that the committed study tables in ``results`` hold, made with the same
+    ``RUN_SETTINGS`` as ``args`` and the same arm declaration: ``(arm, seed) -> (per-case
+    rows, history rows, the table's folder)``, the rows as :func:`run_one` returns them."""
+    found = {}
+    for config_path in sorted(results.glob("*/config.json")):
+        config = json.loads(config_path.read_text())
+        if any(config["settings"][name] != getattr(args, name) for name in RUN_SETTINGS):
+            continue
+        table = pd.read_csv(config_path.parent / "per_case.csv")
+        table = table.rename(columns={mm: name for name, mm in DISTANCE_COLUMNS.items()})
+        history = pd.read_csv(config_path.parent / "history.csv")
+        for (arm, seed), rows in table.groupby(["loss", "seed"]):
+            declared = dict(zip(("loss", "variant", "loss_options"), ARMS.get(arm, ())))
+            if config["arms"].get(arm) == declared and (arm, seed) not in found:
+                curve = history[(history["loss"] == arm) & (history["seed"] == seed)]
+                found[arm, int(seed)] = (
+                    rows.drop(columns=["loss", "seed"]),
+                    curve.drop(columns=["loss", "seed"]),
+                    str(config_path.parent),
+                )
+    return found
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
