@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Collection, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ __all__ = [
     "data_root",
     "in_colab",
     "check_close",
+    "check_parameters",
     "real_examples_dir",
     "REAL_EXAMPLE_FILES",
 ]
@@ -97,6 +98,88 @@ def check_close(name: str, actual: Any, expected: Any, *, atol: float = 1e-6) ->
     print(f"{verdict} {name:44s} max abs diff {diff:.1e} (tolerance {atol:.0e})")
     if diff > atol:
         raise AssertionError(f"{name}: max abs difference {diff:.3g} exceeds {atol:.0e}")
+
+
+_KIND_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string", list: "a list"}
+
+
+def _describe(kinds: tuple, at_least: float | None, between: tuple | None, choices: Collection | None) -> str:
+    words = []
+    for kind in kinds:
+        if kind is None:
+            continue
+        word = _KIND_NAMES.get(kind, kind.__name__)
+        if at_least is not None:
+            word += f" >= {at_least}"
+        if between is not None:
+            word += f" strictly between {between[0]} and {between[1]}"
+        words.append(word)
+    if choices is not None:
+        listed = ", ".join(repr(c) for c in choices if c is not None)
+        words = [f"{words[0]} of {listed}" if words and words[0] == "a list" else f"one of {listed}"]
+    if None in kinds or (choices is not None and None in choices):
+        words.append("None")
+    return " or ".join(words)
+
+
+def _is_kind(value: Any, kind: type | None) -> bool:
+    if kind is None:
+        return value is None
+    if isinstance(value, bool):  # True is an int to Python, not to a learner
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def check_parameters(
+    values: Mapping[str, Any],
+    kinds: Mapping[str, type | None | tuple],
+    *,
+    at_least: Mapping[str, float] | None = None,
+    between: Mapping[str, tuple[float, float]] | None = None,
+    choices: Mapping[str, Collection] | None = None,
+) -> None:
+    """Check a notebook's parameters (as papermill's ``-p`` may have set them) before any
+    work, and name each one that is wrong with what it accepts.
+
+    Args:
+        values: the parameters by name (a notebook passes ``globals()``).
+        kinds: name -> the accepted type, or a tuple of them; ``None`` in it accepts None.
+            ``int`` refuses True/False; ``float`` accepts integers.
+        at_least: name -> the smallest number accepted (inclusive).
+        between: name -> ``(low, high)``: numbers strictly between them.
+        choices: name -> the accepted values; for a list, the values its items may take.
+
+    Raises:
+        ValueError: one line per wrong parameter: its name, the value given, what it
+            accepts, and how to set it.
+    """
+    problems = []
+    for name, accepted in kinds.items():
+        kinds_of = accepted if isinstance(accepted, tuple) else (accepted,)
+        value = values[name]
+        low = (at_least or {}).get(name)
+        interval = (between or {}).get(name)
+        allowed = (choices or {}).get(name)
+        if value is None:
+            good = None in kinds_of or (allowed is not None and None in allowed)
+        elif not any(_is_kind(value, kind) for kind in kinds_of):
+            good = False
+        else:
+            items = value if isinstance(value, list) else [value]
+            good = (
+                (low is None or value >= low)
+                and (interval is None or interval[0] < value < interval[1])
+                and (allowed is None or all(item in allowed for item in items))
+            )
+        if not good:
+            problems.append(
+                f"parameter {name} = {value!r}: it accepts {_describe(kinds_of, low, interval, allowed)}; "
+                f"set it in the parameters cell or with papermill's -p {name} VALUE"
+            )
+    if problems:
+        raise ValueError("\n".join(problems))
 
 
 # The two real MRI examples (pyradiomics' brain1 and breast1, BSD-3) and their licence: name -> sha256.

@@ -75,6 +75,7 @@ STUDIES: dict[str, list[str]] = {
         "afl_scale_aware",
     ],
     "ablation": [
+        "ce",
         "afl",
         "afl_gamma_va_only",
         "afl_gamma_msa_only",

@@ -25,7 +25,10 @@ Studies: ``comparison`` (the registry's eight losses plus A-FL's ``reference`` a
 ``scale_aware`` variants, ``--seeds``) and ``ablation`` (which part of A-FL does what,
 ``--ablation-seeds``; it shares the runs of full A-FL, ``reference`` and ``scale_aware``
 with the comparison). Finished runs
-in ``--runs`` are reused, so an interrupted benchmark continues where it stopped; the
+in ``--runs`` are reused, so an interrupted benchmark continues where it stopped; with
+``--reuse-tables`` a run whose folder is absent is taken from a committed study table in
+``--results`` that holds it with the same settings (how ``ce`` joined the ablation from the
+comparison's runs without training it again); the
 statistics (intervals, tests, corrections) are left to the notebooks, which read the
 committed tables. This is a teaching-scale experiment on synthetic data: it says how
 the losses behave here, not what the paper's full configuration gives.
@@ -59,6 +62,8 @@ from afl_core.studies import make_study_data  # noqa: E402
 from afl_core.train import HISTORY_COLUMNS, TrainConfig  # noqa: E402
 from afl_core.viz import plot_study_summary  # noqa: E402
 
+# The settings that make a run what it is (the others only choose which runs to make).
+RUN_SETTINGS = ("cases", "val_fraction", "depth", "size", "encoder", "epochs", "batch_size", "lr")
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
 
 
@@ -94,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", default="runs/compare", help="run folders (reused when finished)")
     parser.add_argument("--results", default="results", help="where the study tables go")
     parser.add_argument(
+        "--reuse-tables",
+        action="store_true",
+        help="take a run whose folder in --runs is absent from the committed tables in --results that hold it "
+        "with the same settings, instead of training it again",
+    )
+    parser.add_argument(
         "--replot",
         action="store_true",
         help="only redraw RESULTS/<study>/results.png from the tables and config.json there (no training)",
@@ -115,10 +126,12 @@ def main(argv=None) -> None:
     seeds = {"comparison": args.seeds, "ablation": args.ablation_seeds}
     root = Path(args.runs)
     started = time.perf_counter()
-    configs = run_configs(args, studies, seeds)
+    committed = committed_runs(Path(args.results), args) if args.reuse_tables else {}
+    configs = [c for c in run_configs(args, studies, seeds) if not _reusable(Path(c.out), committed)]
+    reused = {key: rows for key, rows in committed.items() if _reusable(root / key.name, committed)}
     print(
         f"{len(configs)} runs ({', '.join(f'{s}: {len(STUDIES[s])} arms x {len(seeds[s])} seeds' for s in studies)}"
-        f"; shared runs once), {args.jobs} at a time; "
+        f"; shared runs once; {len(reused)} taken from the committed tables), {args.jobs} at a time; "
         f"{args.cases} cases of {args.depth}x{args.size}x{args.size}, {args.encoder}, {args.epochs} epochs",
         flush=True,
     )
@@ -133,8 +146,48 @@ def main(argv=None) -> None:
     wall = time.perf_counter() - started
     for study in [] if args.only else studies:
         keys = [RunKey(arm, seed) for seed in seeds[study] for arm in STUDIES[study]]
-        write_study(Path(args.results) / study, study, runs.collect(root / key.name for key in keys), args, argv, wall)
+        tables = study_tables(root, keys, reused)
+        sources = {key.name: reused[key][1] for key in keys if key in reused}
+        write_study(Path(args.results) / study, study, tables, args, argv, wall, sources)
     print(f"\n{wall:.0f} s; tables in {args.results}")
+
+
+def committed_runs(results: Path, args: argparse.Namespace) -> dict[RunKey, tuple[runs.RunTables, str]]:
+    """The runs that the committed study tables in ``results`` hold, made with the same
+    ``RUN_SETTINGS`` as ``args`` and the same arm declaration: key -> (their rows, the folder
+    of the table)."""
+    found = {}
+    for config_path in sorted(results.glob("*/config.json")):
+        config = json.loads(config_path.read_text())
+        if any(config["settings"][name] != getattr(args, name) for name in RUN_SETTINGS):
+            continue
+        table, history = (runs.read_table(config_path.parent / name) for name in ("per_case.csv", "history.csv"))
+        for (arm, seed), rows in table.groupby(["arm", "seed"]):
+            declared = dict(zip(("loss", "variant", "loss_options"), ARMS.get(arm, ())))
+            key = RunKey(arm, int(seed))
+            if config["arms"].get(arm) == declared and key not in found:
+                rows_history = history[(history["arm"] == arm) & (history["seed"] == seed)]
+                found[key] = (runs.RunTables(rows, rows_history), str(config_path.parent))
+    return found
+
+
+def _reusable(run_dir: Path, committed: dict) -> bool:
+    """A run to take from the committed tables: they hold it and its folder is absent."""
+    return RunKey.from_name(run_dir.name) in committed and not run_dir.exists()
+
+
+def study_tables(root: Path, keys: list[RunKey], reused: dict[RunKey, tuple]) -> runs.RunTables:
+    """The study's tables in the order of ``keys``: trained runs collected from their folders,
+    reused ones from the committed tables."""
+    to_collect = [root / key.name for key in keys if key not in reused]
+    trained = runs.collect(to_collect) if to_collect else None
+    parts = [
+        reused[key][0]
+        if key in reused
+        else runs.RunTables(*(t[(t["arm"] == key.arm) & (t["seed"] == key.seed)] for t in trained))
+        for key in keys
+    ]
+    return runs.RunTables(*(pd.concat(list(tables), ignore_index=True) for tables in zip(*parts)))
 
 
 def run_configs(args: argparse.Namespace, studies: list[str], seeds: dict[str, list[int]]) -> list[TrainConfig]:
@@ -171,7 +224,9 @@ def run_configs(args: argparse.Namespace, studies: list[str], seeds: dict[str, l
     ]
 
 
-def write_study(out: Path, study: str, tables: runs.RunTables, args: argparse.Namespace, argv, wall: float) -> None:
+def write_study(
+    out: Path, study: str, tables: runs.RunTables, args: argparse.Namespace, argv, wall: float, reused=None
+) -> None:
     """The study's committed files in ``out`` (tables, config.json, figure), and its seed means printed."""
     table, history = tables
     command = ["benchmarks/compare_losses.py", *(sys.argv[1:] if argv is None else argv)]
@@ -193,7 +248,9 @@ def write_study(out: Path, study: str, tables: runs.RunTables, args: argparse.Na
                 "torch_threads_per_run": 1,
             },
             "wall_seconds_this_call": round(wall, 1),
-            "training_seconds_all_runs": round(float(history["seconds"].sum()), 1),
+            # the runs trained in this call (a reused run's table keeps no wall clock)
+            "training_seconds_all_runs": round(float(history.get("seconds", pd.Series(dtype=float)).sum()), 1),
+            "reused_runs": reused or {},
         },
     )
     save_figure(out / "results.png", table, history, title=figure_title(study, table, vars(args)))

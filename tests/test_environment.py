@@ -46,3 +46,51 @@ def test_a_file_that_is_not_the_recorded_one_is_refused(tmp_path, outside_a_clon
         with pytest.raises(DownloadError, match="brain1_label.nii.gz"):
             environment.real_examples_dir(tmp_path / "cache", base_url=server.url + "/real")
     assert not (tmp_path / "cache" / "brain1_label.nii.gz").exists()
+
+
+# --------------------------------------------------------------------------- notebook parameters
+
+KINDS = {"epochs": (int, None), "p_t": float, "quick": bool, "arms": (list, None), "reference": str}
+LIMITS = dict(at_least={"epochs": 1}, between={"p_t": (0, 1)}, choices={"arms": ["focal", "afl"], "reference": ["afl"]})
+GOOD = {"epochs": None, "p_t": 0.9, "quick": False, "arms": ["afl"], "reference": "afl"}
+
+
+@pytest.mark.parametrize(
+    "given",
+    [GOOD, GOOD | {"epochs": 1}, GOOD | {"p_t": 0.5}, GOOD | {"arms": None}, GOOD | {"arms": ["focal", "afl"]}],
+)
+def test_accepted_parameters_pass(given):
+    environment.check_parameters(given, KINDS, **LIMITS)
+
+
+@pytest.mark.parametrize(
+    "name, value, accepts",
+    [
+        ("epochs", "abc", "an integer >= 1 or None"),
+        ("epochs", 0, "an integer >= 1 or None"),
+        ("epochs", 2.5, "an integer >= 1 or None"),
+        ("epochs", True, "an integer >= 1 or None"),  # a bool is no count of epochs
+        ("p_t", 1, "a number strictly between 0 and 1"),
+        ("p_t", "0.9", "a number strictly between 0 and 1"),
+        ("quick", 1, "True or False"),
+        ("arms", ["focal", "bogus"], "a list of 'focal', 'afl' or None"),
+        ("arms", "afl", "a list of 'focal', 'afl' or None"),
+        ("reference", "bogus", "one of 'afl'"),
+        ("reference", None, "one of 'afl'"),
+    ],
+)
+def test_a_wrong_parameter_is_named_with_what_it_accepts(name, value, accepts):
+    with pytest.raises(ValueError) as raised:
+        environment.check_parameters(GOOD | {name: value}, KINDS, **LIMITS)
+    message = str(raised.value)
+    assert message == (
+        f"parameter {name} = {value!r}: it accepts {accepts}; "
+        f"set it in the parameters cell or with papermill's -p {name} VALUE"
+    )
+
+
+def test_every_wrong_parameter_is_reported_at_once():
+    with pytest.raises(ValueError) as raised:
+        environment.check_parameters(GOOD | {"epochs": 0, "reference": "x"}, KINDS, **LIMITS)
+    lines = str(raised.value).splitlines()
+    assert [line.split(" = ")[0] for line in lines] == ["parameter epochs", "parameter reference"]

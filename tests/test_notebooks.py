@@ -398,6 +398,57 @@ def test_committed_outputs_still_match_nbval():
     assert re.search(r"\d+ passed", result.stdout)
 
 
+# --------------------------------------------------------------------------- parameters through papermill
+
+BAD_PARAMETERS = [
+    ("04_training", {"epochs": "abc"}, "parameter epochs = 'abc': it accepts an integer >= 1 or None"),
+    ("04_training", {"n_seeds": 0}, "parameter n_seeds = 0: it accepts an integer >= 1 or None"),
+    ("05_evaluation", {"n_boot": "abc"}, "parameter n_boot = 'abc': it accepts an integer >= 100 or None"),
+    ("05_evaluation", {"reference": "bogus"}, "parameter reference = 'bogus': it accepts one of 'ce', "),
+    ("05_evaluation", {"paper_dataset": "XYZ"}, "parameter paper_dataset = 'XYZ': it accepts one of 'PICAI', 'BraTS'"),
+    ("06_ablation", {"p_t": 1.5}, "parameter p_t = 1.5: it accepts a number strictly between 0 and 1"),
+    ("06_ablation", {"reference": "focal"}, "parameter reference = 'focal': it accepts one of 'ce', 'afl', "),
+]
+
+
+def _run_to_parameter_check(name: str, parameters: dict, tmp_path: Path) -> None:
+    """Execute a notebook through papermill up to its parameter check, the first code cell
+    after the parameters cell (the rest would train or read data)."""
+    import papermill
+
+    nb = _read(NOTEBOOKS / f"{name}.ipynb")
+    tagged = next(i for i, c in enumerate(nb.cells) if _tagged(c, "parameters"))
+    check = next(i for i, c in enumerate(nb.cells) if i > tagged and c.cell_type == "code")
+    assert "check_parameters(globals()" in nb.cells[check].source.replace("\n", "").replace(" ", ""), (
+        f"{name}: the first code cell after the parameters checks them"
+    )
+    nb.cells = nb.cells[: check + 1]
+    nbformat.write(nb, tmp_path / "head.ipynb")
+    papermill.execute_notebook(
+        str(tmp_path / "head.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
+
+
+@pytest.mark.parametrize("name, parameters, message", BAD_PARAMETERS, ids=lambda v: str(v)[:30])
+def test_a_bad_notebook_parameter_is_named_before_any_work(name, parameters, message, tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as raised:
+        _run_to_parameter_check(name, parameters, tmp_path)
+    assert raised.value.ename == "ValueError"
+    assert message in raised.value.evalue
+
+
+@pytest.mark.parametrize("name", ["04_training", "05_evaluation", "06_ablation"])
+def test_the_default_and_quick_parameters_pass_the_check(name, tmp_path):
+    _run_to_parameter_check(name, {"quick": True}, tmp_path)
+
+
 def test_readme_badges_follow_the_links_setting():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for notebook in sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
