@@ -301,6 +301,14 @@ def train(
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
+    cuts = {
+        "num_epochs": epochs,
+        "num_iterations_per_epoch": iterations,
+        "num_val_iterations_per_epoch": val_iterations,
+    }
+    for attribute, value in cuts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{attribute} must be at least 1, got {value}")
     fold = fold if fold == "all" else int(fold)
     preprocessed = Path(nnUNet_preprocessed) / _dataset_name(dataset)
     plans_file = preprocessed / f"{plans}.json"
@@ -317,14 +325,8 @@ def train(
         dataset_json=load_json(str(preprocessed / DATASET_JSON)),
         device=torch.device(device),
     )
-    for attribute, value in (
-        ("num_epochs", epochs),
-        ("num_iterations_per_epoch", iterations),
-        ("num_val_iterations_per_epoch", val_iterations),
-    ):
+    for attribute, value in cuts.items():
         if value is not None:
-            if value < 1:
-                raise ValueError(f"{attribute} must be at least 1, got {value}")
             setattr(trainer, attribute, int(value))
     maybe_load_checkpoint(trainer, resume, False)
     trainer.run_training()
