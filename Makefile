@@ -9,11 +9,14 @@ NOTEBOOK_PARAMS ?=
 # Their wheels exist for Python 3.10 and 3.11 (numpy 1.24 has none for 3.12).
 MIN_PYTHON ?= $(PYTHON)
 MIN_VENV   ?= .venv-min
+# `make test-nnunet`: nnU-Net v2 with A-FL end to end on CPU, in its own environment (nnU-Net's
+# dependencies stay out of .venv).
+NNUNET_VENV ?= .venv-nnunet
 # `make test-browser`: Debian's Chromium, driven by Playwright (which never downloads a browser here).
 CHROMIUM ?= /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test lint format test-min test-browser tutorial lab bench clean
+.PHONY: setup test lint format test-min test-browser test-nnunet tutorial lab bench clean
 
 setup: $(STAMP)
 
@@ -53,6 +56,16 @@ $(VENV)/.browser: pyproject.toml
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 	$(PY) -m pip install --quiet -e ".[dev,browser]"
+	@touch $@
+
+# A tiny user-style dataset through nnU-Net's planning, preprocessing, a few training iterations of
+# nnUNetTrainerAFL, prediction of held-out cases and scoring (tests/test_nnunet.py; 3-5 min on 2 cores).
+test-nnunet: $(NNUNET_VENV)/.installed
+	$(NNUNET_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_nnunet.py
+
+$(NNUNET_VENV)/.installed: pyproject.toml
+	@test -x $(NNUNET_VENV)/bin/python || $(PYTHON) -m venv $(NNUNET_VENV)
+	$(NNUNET_VENV)/bin/python -m pip install --quiet -e ".[nnunet,test]"
 	@touch $@
 
 tutorial: $(STAMP)

@@ -202,6 +202,8 @@ class MonaiAdaptiveFocalLoss(nn.Module):
                 f"{tuple(input.shape)}; a one-channel output is a sigmoid: use use_softmax=False"
             )
         target = self._one_hot(target, input)
+        # float32 under autocast: x_1 - x_0 of two float16 logits would lose digits
+        input = input.to(torch.float64 if input.dtype == torch.float64 else torch.float32)
         logits = one_vs_rest_logits(input) if self.use_softmax else input
         if not self.include_background:
             if channels == 1:
