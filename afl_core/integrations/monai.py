@@ -23,7 +23,6 @@ so for two channels (background, foreground) the foreground logit is ``x_1 - x_0
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from typing import Sequence
 
 import numpy as np
@@ -61,14 +60,6 @@ def one_vs_rest_logits(logits: torch.Tensor) -> torch.Tensor:
     # Row c of `others` holds every channel but c (c itself set to -inf adds exp(-inf) = 0).
     others = logits.unsqueeze(1).masked_fill(itself, float("-inf"))
     return logits - torch.logsumexp(others, dim=2)
-
-
-def _logit_channels(variant: str) -> int:
-    """How many logit channels ``variant``'s loss takes (1: one foreground logit)."""
-    if isinstance(VARIANTS, Mapping):
-        return VARIANTS[variant].channels
-    # VARIANTS as a tuple of names: only "reference" takes the authors' two channels.
-    return 2 if variant == "reference" else 1
 
 
 class MonaiAdaptiveFocalLoss(nn.Module):
@@ -156,7 +147,7 @@ class MonaiAdaptiveFocalLoss(nn.Module):
             check_values=check_values,
             **options,
         )
-        if _logit_channels(variant) != 1:
+        if variant in VARIANTS and VARIANTS[variant].channels != 1:
             raise ValueError(
                 f"variant={variant!r} takes the authors' (B, 2, *S) logits as a whole and has no "
                 "per-channel form; use afl_core.losses.AdaptiveFocalLoss(variant='reference') on them, "
