@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
@@ -64,6 +65,7 @@ __all__ = [
     "RankLost",
     "lost_peer",
     "describe_loss",
+    "reason",
 ]
 
 # Rank 0 validates (and writes checkpoints) while the others wait at their next collective
@@ -262,6 +264,12 @@ def lost_peer(error: BaseException, world: World) -> bool:
 
 # What gloo and NCCL say when the process at the other end of a collective is gone.
 _PEER_LOST_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo", "NCCL")
+
+
+def reason(error: BaseException) -> str:
+    """The gist of a collective's error: its first sentence, without the source location."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0][:160]
 
 
 def describe_loss(world: World) -> str:

@@ -840,7 +840,7 @@ def _fit(cfg: TrainConfig, resume: bool) -> FitResult:
             raise
         raise distributed.RankLost(
             f"{distributed.describe_loss(run.world)} during epoch {epoch} of {cfg.out} "
-            f"({str(error).strip().splitlines()[0][:160]}). The completed epochs are kept: continue the run with "
+            f"({distributed.reason(error)}). The completed epochs are kept: continue the run with "
             f"torchrun --nproc_per_node {run.world.size} -m afl_core.train --out {cfg.out} --resume"
         ) from None
     finally:
@@ -869,6 +869,13 @@ def build_datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, Slic
         train_cases, val_cases = split_cases(
             cfg.data, cfg.val_fraction, seed=cfg.split_seed, group_of=patient_grouping(cfg.data)
         )
+    if cfg.loss == "afl" and VARIANTS[cfg.variant].needs_lesion:
+        if not any(case_has_lesion(cfg.data, case) for case in train_cases):
+            raise ValueError(
+                f"variant {cfg.variant!r} (the A-FL authors' code) weighs each batch by its lesion voxels, and none "
+                f"of the {len(train_cases)} training case(s) of {cfg.data} has a lesion voxel: the variant is "
+                "undefined on this dataset. Use --variant paper (or scale_aware), or a dataset with lesions"
+            )
     if not val_cases:
         raise ValueError(
             f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "
@@ -884,6 +891,25 @@ def build_datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, Slic
     if cfg.dims == 2 and len(train_set) < 2:
         raise ValueError(f"{len(train_set)} training slice(s): batch normalisation needs at least 2")
     return train_set, make(val_cases), size, {"train_cases": train_cases, "val_cases": val_cases}
+
+
+def _check_deepest_layer(cfg: TrainConfig, size: tuple[int, ...], batch: int) -> None:
+    """Refuse items so small that the encoder's deepest layer (each axis halved five times,
+    after padding to multiples of 32) holds one value per channel in a batch: batch
+    normalisation cannot train on that."""
+    deepest = [-(-n // _SIZE_MULTIPLE) for n in size]
+    if batch * math.prod(deepest) > 1:
+        return
+    items = "slices" if cfg.dims == 2 else "volumes"
+    shown = " x ".join(map(str, size))
+    raise ValueError(
+        f"{items} of {shown} (padded to multiples of {_SIZE_MULTIPLE}: the encoder halves every axis five times) "
+        f"reach {' x '.join(map(str, deepest))} at the network's deepest layer, and with {batch} item(s) per batch "
+        "batch normalisation has one value per channel to normalise, which cannot train. Give --size with an axis "
+        f"of more than {_SIZE_MULTIPLE} (padded), or --batch-size 2 or more"
+        + (" per process" if batch != cfg.batch_size else "")
+        + (", or train on slices (--dims 2)" if cfg.dims == 3 else "")
+    )
 
 
 def _warn_without_lesions(cfg: TrainConfig, val_cases: Sequence[str]) -> None:
@@ -909,6 +935,7 @@ def _build_run(cfg: TrainConfig) -> _Run:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_set, val_set, size, split = build_datasets(cfg)
+    _check_deepest_layer(cfg, size, world.per_rank_batch(cfg.batch_size))
     if world.main:
         _warn_without_lesions(cfg, split["val_cases"])
     # A last batch of one slice cannot train batch normalisation: drop the remainder
