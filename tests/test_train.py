@@ -451,7 +451,8 @@ def test_a_broken_config_json_on_resume_gets_advice(dataset, tmp_path, capsys, c
     fit(tiny(dataset, run, epochs=1))
     (run / "config.json").write_text(content)
     assert train.main(["--out", str(run), "--resume", "--no-progress"]) == 1
-    assert "is not a valid run configuration" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert "--overwrite" in message and str(run / "config.json") in message
 
 
 def test_an_unknown_encoder_is_refused_before_the_data_loads(tmp_path, capsys):
