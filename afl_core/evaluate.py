@@ -15,9 +15,13 @@ detection. It writes::
     RUN/eval/lesions.csv    one row per ground-truth lesion (size, irregularity, detected)
     RUN/eval/summary.json   the means (afl_core.metrics.results_table) and what was evaluated
 
-``RUN/eval`` holds the run's own evaluation only: its validation cases. Scores of chosen
-cases or of another dataset go to ``RUN/eval-<name of the dataset>`` (or ``--out``), and a
-dataset of the same name as the one already scored there is refused rather than replacing it.
+``RUN/eval`` holds the run's own evaluation only: its validation cases. Scores of all cases
+of another dataset go to ``RUN/eval-<name of the dataset>``, scores of chosen cases (``--cases``)
+to ``RUN/eval-<name>-<case>`` (one case) or ``RUN/eval-<name>-<n>cases-<digest of the ids>``,
+so that each selection keeps its own tables (or ``--out``); a dataset of the same name as the
+one already scored there is refused rather than replacing it. The run's dataset is where its
+``config.json`` records it (an absolute path); a dataset that moved is named, and ``--data NEW``
+holding the run's cases takes its place (:func:`run_data`).
 """
 
 from __future__ import annotations
@@ -458,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
-        "--out", help="output folder (default RUN/eval for the validation cases, else RUN/eval-<name of the dataset>)"
+        "--out",
+        help="output folder (default RUN/eval for the validation cases, RUN/eval-<name of the dataset> for all of "
+        "--data, RUN/eval-<name>-<case or n cases-digest> for --cases)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)

@@ -15,6 +15,13 @@ validation volumes, writing into the run folder ``out``::
     checkpoint_best.pt    the weights with the best ``select_metric`` so far (default
                           ``val_dice``; :data:`SELECT_METRICS` says which way is better)
 
+While a run is written its process holds ``run.lock`` in the folder
+(:func:`afl_core._io.folder_lock`, the lock the sweep takes): a second ``afl-train`` into the
+same ``--out`` is refused, naming the first (process id, host, start time, command).
+``config.json`` records ``data`` as an absolute path, so the run is resumed and evaluated from
+any folder; a dataset that moved is named, and ``--resume --data NEW`` (holding the run's
+cases) continues with it (:func:`afl_core.evaluate.run_data`).
+
 Each epoch writes ``checkpoint_best.pt`` (when it improved), then ``checkpoint_last.pt``, then
 ``history.csv``, each atomically. ``checkpoint_last.pt`` is the record of what was trained: a
 run killed between two of these writes has at most one epoch more in ``checkpoint_best.pt`` or
