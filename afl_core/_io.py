@@ -1,13 +1,23 @@
-"""Atomic file writes: nothing is ever left half-written under its final name."""
+"""Files the project writes and reads back: atomic writes (nothing is ever left half-written
+under its final name), JSON read with the file named, memory checked before work starts, and
+one process at a time writing a folder (:func:`folder_lock`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import socket
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 
 @contextlib.contextmanager
@@ -122,7 +132,11 @@ def available_memory() -> int | None:
 
 class NotEnoughMemory(MemoryError, ValueError):
     """Work refused before it starts because it would not fit in memory: a ``ValueError``
-    too, so the command lines that report bad options report it in one paragraph."""
+    too, so the command lines that report bad options report it in one paragraph.
+    ``needed`` and ``available``: the bytes of the check."""
+
+    needed: float = 0.0
+    available: float = 0.0
 
 
 def check_memory(nbytes: float, *, what: str, option: str) -> None:
@@ -139,11 +153,108 @@ def check_memory(nbytes: float, *, what: str, option: str) -> None:
     """
     available = available_memory()
     if available is not None and nbytes > available:
-        raise NotEnoughMemory(
-            f"{what} needs about {_gib(nbytes)} of memory, but {_gib(available)} are available: "
-            f"choose a smaller {option}"
+        error = NotEnoughMemory(
+            f"{what} needs about {gib(nbytes)} of memory, but {gib(available)} are available: choose a smaller {option}"
         )
+        error.needed, error.available = nbytes, available
+        raise error
 
 
-def _gib(nbytes: float) -> str:
+def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.3g} GiB"
+
+
+# --------------------------------------------------------------------------- one writer per folder
+
+#: the lock file of a folder that one process at a time writes (a training run)
+LOCK_NAME = "run.lock"
+# Lock files this process holds, and how many blocks hold each: a sweep holds a run's lock
+# and the training it starts takes the same lock again.
+_held_locks: dict[Path, int] = {}
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder's lock (:func:`folder_lock`); the message names it."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/run.lock`` for the block, so that one process
+    at a time writes ``folder`` (created if missing). The file names the holder (process id,
+    host, start time, command). ``flock`` locks die with their process, however it ends, so
+    no lock outlives its holder. Re-entrant within one process. Where ``flock`` is missing
+    (Windows) nothing is locked: run one process per folder there.
+
+    Args:
+        folder: the folder to hold.
+        option: the option that chose the folder, named in the message.
+
+    Raises:
+        FolderBusy: another process holds the lock; the message names it and what to do.
+    """
+    path = Path(folder).absolute() / LOCK_NAME
+    if path in _held_locks:
+        _held_locks[path] += 1
+        try:
+            yield
+        finally:
+            _held_locks[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise FolderBusy(_busy_message(path, handle.read(), option)) from None
+        handle.seek(0)
+        handle.truncate()
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
+        }
+        json.dump(holder, handle)
+        handle.flush()
+        _held_locks[path] = 1
+        try:
+            yield
+        finally:
+            del _held_locks[path]  # closing the file releases the lock
+
+
+def _busy_message(path: Path, recorded: str, option: str) -> str:
+    """Who holds the lock on ``path``, from what the holder wrote into it, and what to do."""
+    try:
+        holder = json.loads(recorded)
+        pid, host, started, command = (holder[k] for k in ("pid", "host", "started", "command"))
+    except (ValueError, TypeError, KeyError):  # written by an older version, or not yet written
+        return (
+            f"{path.parent} is being written by another process (it holds {path}): wait for it to end, "
+            f"or choose another {option}"
+        )
+    who = f"process {pid} on {host}, started {started} ({command})"
+    if host == socket.gethostname() and not _alive(pid):
+        return (
+            f"{path.parent} is locked by {path}, which names {who}; that process has ended, but one it "
+            f"started (a DataLoader worker, a torchrun rank) still holds the lock. The lock goes when that "
+            f"process ends: find it with `fuser -v {path}` and end it, then run the command again "
+            f"(the folder is left as its last complete write), or choose another {option}"
+        )
+    return (
+        f"{path.parent} is being written by {who}: a second process would mix two runs in one folder. "
+        f"Wait for it to end (then --resume continues or --overwrite replaces its run), or choose another {option}"
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Does process ``pid`` exist on this host?"""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True  # another user's process, or a pid we cannot judge: assume it lives
+    return True

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
@@ -61,6 +62,10 @@ __all__ = [
     "sum_over_ranks",
     "any_rank",
     "spawn",
+    "RankLost",
+    "lost_peer",
+    "describe_loss",
+    "reason",
 ]
 
 # Rank 0 validates (and writes checkpoints) while the others wait at their next collective
@@ -239,6 +244,42 @@ def any_rank(flag: bool) -> bool:
     value = torch.tensor(int(flag))
     dist.all_reduce(value, op=dist.ReduceOp.MAX, group=_host_group)
     return bool(value)
+
+
+class RankLost(RuntimeError):
+    """Another process of the run stopped (failed or was killed) while this one waited for
+    it in a collective call."""
+
+
+def lost_peer(error: BaseException, world: World) -> bool:
+    """Is ``error``, raised in this process of ``world``, a collective call that lost its
+    peers (their process ended), rather than a failure of this process itself?"""
+    if world.size < 2:
+        return False
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error)
+    return any(sign in text for sign in _PEER_LOST_SIGNS)
+
+
+# What gloo and NCCL say when the process at the other end of a collective is gone.
+_PEER_LOST_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo", "NCCL")
+
+
+def reason(error: BaseException) -> str:
+    """The gist of a collective's error: its first sentence, without the source location."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0][:160]
+
+
+def describe_loss(world: World) -> str:
+    """``"rank 0 of 2 lost rank 1"``: which process noticed, and which may have failed."""
+    others = [str(rank) for rank in range(world.size) if rank != world.rank]
+    which = f"rank {others[0]}" if len(others) == 1 else f"one of ranks {', '.join(others)}"
+    return (
+        f"rank {world.rank} of {world.size} lost {which}, which stopped (failed or was killed; its own "
+        "output says why, if it could)"
+    )
 
 
 def spawn(fn: Callable, world_size: int, args: Sequence = ()) -> None:

@@ -15,16 +15,22 @@ detection. It writes::
     RUN/eval/lesions.csv    one row per ground-truth lesion (size, irregularity, detected)
     RUN/eval/summary.json   the means (afl_core.metrics.results_table) and what was evaluated
 
-``RUN/eval`` holds the run's own evaluation only: its validation cases. Scores of chosen
-cases or of another dataset go to ``RUN/eval-<name of the dataset>`` (or ``--out``), and a
-dataset of the same name as the one already scored there is refused rather than replacing it.
+``RUN/eval`` holds the run's own evaluation only: its validation cases. Scores of all cases
+of another dataset go to ``RUN/eval-<name of the dataset>``, scores of chosen cases (``--cases``)
+to ``RUN/eval-<name>-<case>`` (one case) or ``RUN/eval-<name>-<n>cases-<digest of the ids>``,
+so that each selection keeps its own tables (or ``--out``); a dataset of the same name as the
+one already scored there is refused rather than replacing it. The run's dataset is where its
+``config.json`` records it (an absolute path); a dataset that moved is named, and ``--data NEW``
+holding the run's cases takes its place (:func:`run_data`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import math
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +43,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from afl_core._io import export_csv, write_json
+from afl_core._io import NotEnoughMemory, export_csv, gib, read_json, write_json
 from afl_core.data import SliceDataset, VolumeDataset, list_cases
 from afl_core.metrics import evaluate_cases
 from afl_core.models import autocast_dtype, build_model, load_checkpoint, resolve_device
 from afl_core.paper import results_table
+
+# Case ids that may end a folder name as they are.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 __all__ = [
     "EvaluationResult",
@@ -51,6 +60,7 @@ __all__ = [
     "predict_volume",
     "load_model",
     "evaluate_run",
+    "run_data",
     "main",
 ]
 
@@ -211,24 +221,93 @@ def _same_data(root: str | Path, training_data: str | Path) -> bool:
     return Path(root).resolve() == Path(training_data).resolve()
 
 
-def _training_data(run_dir: Path) -> str | None:
-    """The dataset the run trained on, from its ``config.json`` (``None`` when unreadable:
-    the checkpoint's own copy of the settings is checked later)."""
+def _recorded_data(run_dir: Path, config: dict) -> Path | None:
+    """Where the run's dataset was: its absolute ``data``; a relative one (recorded before
+    paths were made absolute) against the folder the run was started in, known when the
+    run's recorded ``out`` is relative and ends the run folder's path; else ``None``."""
+    data = Path(config["data"])
+    if data.is_absolute():
+        return data
+    out = Path(os.path.normpath(config.get("out") or "/"))
+    run_parts = run_dir.absolute().parts
+    if out.is_absolute() or out.parts[0] == ".." or run_parts[-len(out.parts) :] != out.parts:
+        return None
+    return Path(*run_parts[: -len(out.parts)]) / data
+
+
+def run_data(run_dir: str | Path, config: dict, data: str | Path | None = None, *, command: str) -> Path:
+    """The folder of the dataset the run trained on (``config``: its ``config.json``): where
+    it records it; else ``data``, its new place after a move, when ``data`` holds every case
+    the run trained and validated on. ``command`` is the command being run, for the message
+    (``"--resume"``, ``"afl-evaluate"``).
+
+    Raises:
+        ValueError: the dataset is not where the run records it and ``data`` does not hold
+            its cases (or is not given); the message names the recorded path and the option.
+    """
+    run_dir = Path(run_dir)
+    recorded = _recorded_data(run_dir, config)
+    if recorded is not None and recorded.is_dir():
+        return recorded
+    where = (
+        f"its dataset {recorded}, which is not there"
+        if recorded is not None
+        else f"its dataset as {config['data']!r}, relative to the folder the run was started in (not recorded)"
+    )
+    again = (
+        f"python -m afl_core.train --out {run_dir} --resume --data NEW"
+        if command == "--resume"
+        else f"python -m afl_core.evaluate --run {run_dir} --data NEW"
+    )
+    cases = sorted(set(config.get("train_cases", [])) | set(config.get("val_cases", [])))
+    if data is None:
+        raise ValueError(
+            f"{run_dir}/config.json records {where}. If it moved, give its new folder: {again} "
+            f"(it must hold the run's {len(cases)} cases)"
+        )
+    missing = sorted(set(cases) - set(list_cases(data))) if Path(data).is_dir() else cases
+    if missing:
+        raise ValueError(
+            f"{run_dir}/config.json records {where}, and {data} is not that dataset moved: it lacks "
+            f"{len(missing)} of the run's {len(cases)} cases ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}). Give the dataset's new folder: {again}"
+        )
+    data = Path(os.path.abspath(data))
+    print(f"note: the run's dataset {config['data']} is not there; using {data}: it holds its cases", file=sys.stderr)
+    return data
+
+
+def _training_data(run_dir: Path, data: str | Path | None) -> Path | None:
+    """The folder of the dataset the run trained on (:func:`run_data`); ``None`` when it is
+    gone and ``data``, another dataset, is what is scored."""
+    config = read_json(
+        run_dir / "config.json",
+        hint=f"is {run_dir} a training run folder (python -m afl_core.train ... --out RUN)? Restore it from a copy",
+    )
     try:
-        return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["data"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return run_data(run_dir, config, data, command="afl-evaluate")
+    except ValueError:
+        if data is None:
+            raise
         return None
 
 
-def _default_out_dir(run_dir: Path, root: Path, own_validation: bool) -> Path:
-    """``RUN/eval`` for the run's own evaluation, ``RUN/eval-<name of the dataset>`` for any
-    other, refused when that folder holds the scores of another dataset of the same name."""
+def _default_out_dir(run_dir: Path, root: Path, own_validation: bool, cases: Sequence[str] | None) -> Path:
+    """``RUN/eval`` for the run's own evaluation, ``RUN/eval-<name of the dataset>`` for all
+    cases of another dataset, ``RUN/eval-<name>-<case>`` or ``RUN/eval-<name>-<n>cases-<digest>``
+    for chosen cases (each selection its own folder); refused when that folder holds the
+    scores of another dataset of the same name."""
     if own_validation:
         return run_dir / "eval"
     out_dir = run_dir / f"eval-{root.resolve().name}"
+    if cases is not None:
+        chosen = sorted(set(cases))
+        digest = hashlib.sha1("\n".join(chosen).encode()).hexdigest()[:8]
+        suffix = chosen[0] if len(chosen) == 1 and _SAFE_NAME.fullmatch(chosen[0]) else f"{len(chosen)}cases-{digest}"
+        out_dir = out_dir.with_name(f"{out_dir.name}-{suffix}")
     summary = out_dir / "summary.json"
     if summary.is_file():
-        scored = json.loads(summary.read_text(encoding="utf-8")).get("data")
+        scored = read_json(summary, hint="delete the folder (its tables are incomplete) or give --out").get("data")
         if scored is not None and not _same_data(scored, root):
             raise ValueError(
                 f"{out_dir} holds the scores of {scored}, another dataset of the same name as {root}: "
@@ -310,7 +389,8 @@ def evaluate_run(
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder: choose a folder for the tables")
-    training_data = _training_data(run_dir)
+    torch_device = resolve_device(device)
+    training_data = _training_data(run_dir, data)
     if data is not None and training_data is not None and _same_data(data, training_data):
         data = None  # the run's own dataset: scored as without it
         if cases is None:
@@ -318,18 +398,36 @@ def evaluate_run(
                 "note: --data is the run's own dataset: scoring its validation cases (choose others with --cases)",
                 file=sys.stderr,
             )
-    torch_device = resolve_device(device)
     if checkpoint is None:
         checkpoint = "last" if cases is None and data is None else "best"
     model, saved = load_model(run_dir, checkpoint, torch_device)
     config = saved["config"]
-    root = Path(data) if data is not None else Path(config["data"])
+    root = Path(data) if data is not None else training_data
+    chosen = cases
+    if cases is not None:
+        unknown = sorted(set(cases) - set(list_cases(root)))
+        if unknown:
+            raise ValueError(
+                f"--cases names {len(unknown)} case(s) that {root} does not hold ({', '.join(unknown[:5])}"
+                f"{', ...' if len(unknown) > 5 else ''}): choose from its cases (afl_core.data.list_cases)"
+            )
     _note_what_is_scored(config, root, data, cases)
     if cases is None:
         cases = list_cases(root) if data is not None else config["val_cases"]
     own_validation = data is None and list(cases) == list(config["val_cases"])
-    out_dir = Path(out_dir) if out_dir is not None else _default_out_dir(run_dir, root, own_validation)
-    dataset = _dataset(config, root, cases)
+    if out_dir is None:
+        out_dir = _default_out_dir(run_dir, root, own_validation, None if own_validation else chosen)
+    out_dir = Path(out_dir)
+    grid_key = "slice_size" if config.get("dims", 2) == 2 else "volume_size"
+    try:
+        dataset = _dataset(config, root, cases)
+    except NotEnoughMemory as error:
+        raise ValueError(
+            f"{run_dir / f'checkpoint_{checkpoint}.pt'} records a {grid_key.replace('_', ' ')} of "
+            f"{' x '.join(map(str, config[grid_key]))}: one case on that grid needs about {gib(error.needed)} of "
+            f"memory, {gib(error.available)} are available. The file was altered or comes from another program, "
+            "or the run needs a machine with more memory"
+        ) from None
     if dataset.in_channels != config["in_channels"]:
         raise ValueError(
             f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
@@ -364,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
-        "--out", help="output folder (default RUN/eval for the validation cases, else RUN/eval-<name of the dataset>)"
+        "--out",
+        help="output folder (default RUN/eval for the validation cases, RUN/eval-<name of the dataset> for all of "
+        "--data, RUN/eval-<name>-<case or n cases-digest> for --cases)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)

@@ -256,11 +256,14 @@ def build_model(
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU. Asking for CUDA without one is a
-    ``ValueError`` (a setting to change, not a crash)."""
+    """``"auto"``: CUDA when available, else the CPU. Asking for CUDA without one, or for a
+    device PyTorch does not know, is a ``ValueError`` (a setting to change, not a crash)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N (N the GPU's number), got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "device 'cuda' was requested but PyTorch sees no CUDA GPU; "

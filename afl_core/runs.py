@@ -20,7 +20,6 @@ Tables written before the arm column was called ``arm`` (``loss``) read alike
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Iterable, NamedTuple
 
 import pandas as pd
 
+from afl_core._io import read_json
 from afl_core.evaluate import evaluate_run
 from afl_core.metrics import DISTANCE_COLUMNS
 from afl_core.train import HISTORY_COLUMNS, TrainConfig, completed_epochs, fit
@@ -117,7 +117,14 @@ def _planned_epochs(run_dir: Path, epochs: int | None) -> int | None:
     if epochs is not None:
         return epochs
     config = run_dir / "config.json"
-    return json.loads(config.read_text(encoding="utf-8"))["epochs"] if config.is_file() else None
+    if not config.is_file():
+        return None
+    planned = read_json(config, hint=f"restore it from a copy, or train the run again (--overwrite --out {run_dir})")
+    if not isinstance(planned.get("epochs"), int):
+        raise ValueError(
+            f"{config} records no epochs (a whole number): train the run again (--overwrite --out {run_dir})"
+        )
+    return planned["epochs"]
 
 
 def is_trained(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
@@ -138,7 +145,13 @@ def is_finished(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
     summary = run_dir / "eval" / "summary.json"
     if planned is None or not summary.is_file():
         return False
-    scored = json.loads(summary.read_text(encoding="utf-8"))
+    again = f"score the run again: python -m afl_core.evaluate --run {run_dir}"
+    scored = read_json(summary, hint=again)
+    if scored.get("checkpoint") not in ("best", "last") or not isinstance(scored.get("epoch"), int):
+        raise ValueError(
+            f"{summary} does not say which checkpoint it scores ('checkpoint': best or last, 'epoch': a whole "
+            f"number): it was altered or written by another program; {again}"
+        )
     return scored["checkpoint"] == "last" and scored["epoch"] >= planned
 
 

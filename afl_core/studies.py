@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from afl_core import links
+from afl_core._io import read_json
 from afl_core.experiments import STUDIES, Study
 from afl_core.runs import PER_CASE_COLUMNS, read_table
 from afl_core.train import HISTORY_COLUMNS
@@ -82,7 +83,7 @@ def load_study(study: str, root: str | Path | None = None) -> Study:
             raise ValueError(
                 f"{folder / name} lacks columns {absent}; it was not written by benchmarks/compare_losses.py"
             )
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config = read_json(folder / "config.json", hint="make it again with benchmarks/compare_losses.py")
     return Study(study, per_case, history, config, str(folder))
 
 

@@ -33,31 +33,30 @@ at any moment and rerun the same command.
 **Shards.** ``--shard i/n`` (``1 <= i <= n``) takes runs ``i, i+n, i+2n, ...`` of the grid
 (seed-major, then fold, then arm, as given), so the ``n`` shards partition the grid and
 differ in size by at most one run. While a process works on a run it holds an exclusive
-lock on ``RUN/sweep.lock`` (``flock``: the system releases it when the process ends, even
-killed), and any other process skips that run, so two shards, or a shard started twice,
-never train the same run. After its runs each call rewrites the tables from every finished
-run in ``SWEEP/runs``; when shards end at different times, the last ``--collect`` (e.g. a
-job that waits for all of them, ``docs/sweep_slurm.sh``) writes the complete table.
+lock on ``RUN/run.lock`` (:func:`afl_core._io.folder_lock`, the lock ``afl-train`` takes:
+the system releases it when the process ends, even killed), and any other process skips
+that run, so two shards, or a shard started twice, never train the same run. After its runs
+each call rewrites the tables from every finished run in ``SWEEP/runs``; when shards end at
+different times, the last ``--collect`` (e.g. a job that waits for all of them,
+``docs/sweep_slurm.sh``) writes the complete table.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from afl_core import runs
-from afl_core._io import export_csv, write_json
+from afl_core._io import FolderBusy, export_csv, folder_lock, read_json, write_json
 from afl_core.data import kfold_cases, list_cases, patient_grouping
 from afl_core.experiments import ARMS, STUDIES, arm_config
 from afl_core.runs import KEY_COLUMNS, RunKey, is_finished
@@ -69,11 +68,6 @@ from afl_core.train import (
     TrainingDiverged,
     add_setting_options,
 )
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; one sweep process per folder there
-    fcntl = None
 
 __all__ = [
     "RunKey",
@@ -237,7 +231,7 @@ def _record_settings(out: Path, data, folds: int, settings: dict) -> None:
     recorded = {"folds": folds, **shared}
     path = out / _SETTINGS_FILE
     if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = read_json(path, hint=f"restore it from a copy, or start the sweep again in another --out than {out}")
         changed = [
             f"{k}: {saved.get(k)!r} -> {v!r}"
             for k, v in recorded.items()
@@ -257,33 +251,14 @@ def _run_one(config: TrainConfig) -> str:
     run_dir = Path(config.out)
     if is_finished(run_dir, config.epochs):
         return "skipped"
-    with _claim(run_dir) as held:
-        if not held:
-            return "busy"
-        try:
+    try:
+        with folder_lock(run_dir):
             done = runs.finish(config)  # False: finished by another process since the check above
-        except (TrainingDiverged, GPUOutOfMemory) as error:
-            return f"failed: {error}"
+    except FolderBusy:
+        return "busy"
+    except (TrainingDiverged, GPUOutOfMemory) as error:
+        return f"failed: {error}"
     return "trained" if done else "skipped"
-
-
-@contextlib.contextmanager
-def _claim(run_dir: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on ``run_dir/sweep.lock`` for the block: yields False when
-    another process (or another open of the file) holds it. ``flock`` locks die with their
-    process, so a killed job leaves no stale lock; the file names the last holder."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "sweep.lock", "a+", encoding="utf-8") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-        handle.truncate(0)
-        handle.write(f"{socket.gethostname()} pid {os.getpid()}\n")
-        handle.flush()
-        yield True  # closing the file releases the lock
 
 
 # --------------------------------------------------------------------------- tables
@@ -302,7 +277,12 @@ def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFra
             f"{out} is not a sweep folder (no {_SETTINGS_FILE}): run python -m afl_core.sweep "
             "--data D --losses ... --out SWEEP first"
         )
-    epochs = json.loads(settings.read_text(encoding="utf-8"))["epochs"]
+    recorded = read_json(settings, hint=f"restore it from a copy, or run the sweep's command again with --out {out}")
+    if not isinstance(recorded.get("epochs"), int):
+        raise ValueError(
+            f"{settings} records no epochs (a whole number): run the sweep's command again with --out {out}"
+        )
+    epochs = recorded["epochs"]
     found = {
         key: run_dir
         for key, run_dir in runs.run_folders(out / "runs").items()

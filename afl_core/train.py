@@ -15,6 +15,13 @@ validation volumes, writing into the run folder ``out``::
     checkpoint_best.pt    the weights with the best ``select_metric`` so far (default
                           ``val_dice``; :data:`SELECT_METRICS` says which way is better)
 
+While a run is written its process holds ``run.lock`` in the folder
+(:func:`afl_core._io.folder_lock`, the lock the sweep takes): a second ``afl-train`` into the
+same ``--out`` is refused, naming the first (process id, host, start time, command).
+``config.json`` records ``data`` as an absolute path, so the run is resumed and evaluated from
+any folder; a dataset that moved is named, and ``--resume --data NEW`` (holding the run's
+cases) continues with it (:func:`afl_core.evaluate.run_data`).
+
 Each epoch writes ``checkpoint_best.pt`` (when it improved), then ``checkpoint_last.pt``, then
 ``history.csv``, each atomically. ``checkpoint_last.pt`` is the record of what was trained: a
 run killed between two of these writes has at most one epoch more in ``checkpoint_best.pt`` or
@@ -64,6 +71,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import sys
 import time
@@ -81,7 +89,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from afl_core import distributed, recipes
-from afl_core._io import atomic_target, export_csv, write_json
+from afl_core._io import atomic_target, export_csv, folder_lock, read_json, write_json
 from afl_core.data import (
     SliceDataset,
     VolumeDataset,
@@ -91,7 +99,7 @@ from afl_core.data import (
     patient_grouping,
     split_cases,
 )
-from afl_core.evaluate import loss_with_spacing, predict_cases
+from afl_core.evaluate import loss_with_spacing, predict_cases, run_data
 from afl_core.losses import LOSS_NAMES, VARIANTS, AdaptiveFocalLoss, get_loss
 from afl_core.metrics import overlap_scores
 from afl_core.models import (
@@ -243,7 +251,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        self.data, self.out = str(self.data), str(self.out)
+        # the dataset as an absolute path: the run is read back (resumed, evaluated) from anywhere
+        self.data, self.out = os.path.abspath(self.data), str(self.out)
         self.encoder_weights = pretrained_weights(self.encoder_weights)
         self._fill_unset()
         self._check_shape_settings()
@@ -257,12 +266,23 @@ class TrainConfig:
             raise ValueError(f"loss_options apply to loss 'afl' only, got loss {self.loss!r}")
         if self.loss == "afl":
             self.variant = self.variant or "paper"
+            if not isinstance(self.loss_options, dict):
+                raise ValueError(
+                    f"--loss-options must be a JSON object of A-FL's options, e.g. '{{\"gamma\": 0}}', "
+                    f"got {self.loss_options!r}"
+                )
+            if self.loss_options.get("reduction", "mean") != "mean":
+                raise ValueError(
+                    f"--loss-options reduction {self.loss_options['reduction']!r} cannot train: training "
+                    "minimises the mean loss over the batch (one number); leave reduction out"
+                )
             try:  # refuse unknown or invalid options now, not after the data are loaded
                 make_loss(self.loss, self.variant, **self.loss_options)
-            except TypeError as error:
+            except (TypeError, ValueError) as error:
                 raise ValueError(
-                    f"loss_options {self.loss_options} do not fit A-FL ({error}); it takes "
-                    "alpha, gamma, gamma_terms, reduction, check_values"
+                    f"--loss-options {json.dumps(self.loss_options)} do not fit A-FL ({error}); it takes "
+                    "alpha (0 to 1), gamma (a number >= 0), gamma_terms (a list of 'volume', 'smoothness') "
+                    "and check_values (true or false)"
                 ) from None
         if self.select_metric not in SELECT_METRICS:
             raise ValueError(f"unknown select_metric {self.select_metric!r}; choose from {tuple(SELECT_METRICS)}")
@@ -284,8 +304,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer from 0 to 2**32 - 1, got {getattr(self, name)}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more (or None: chosen for the device), got {self.num_workers}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ValueError(
+                f"--device must be auto, cpu, cuda or cuda:N (N the GPU's number, e.g. cuda:0), got {self.device!r}"
+            )
 
     def _fill_unset(self) -> None:
         """Unset settings: the recipe's value first (where its requirement holds), then the default."""
@@ -635,8 +657,6 @@ def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
     it); with ``overwrite`` remove the old run's files first, so that no table of the old
     model (``eval/``, ``eval-<data>/``) outlives it. A ``config.json`` alone is a start that
     failed before its first epoch: nothing to lose, the run starts again."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
     trained = [out / name for name in _RUN_FILES if name != "config.json"]
     work = [*trained, out / "eval", *sorted(out.glob("eval-*"))]
     existing = [path for path in work if path.exists()]
@@ -680,18 +700,21 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
     if not resume:
         if "data" not in values:
             raise TypeError("fit needs a TrainConfig or data= and out=")
-        cfg = TrainConfig(**values)
-        _check_fresh_run_folder(Path(cfg.out), overwrite)
-        return cfg
+        return TrainConfig(**values)  # the folder is checked once it is held (fit)
     saved_path = Path(values["out"]) / "config.json"
     if not saved_path.is_file():
         if "data" in values:  # nothing to resume yet: the same command starts the run
             print(f"no run in {saved_path.parent} yet: starting one", file=sys.stderr)
             return TrainConfig(**values)
         raise FileNotFoundError(f"cannot resume: {saved_path} does not exist; give --data to start the run")
+    recorded = read_json(saved_path, hint="restore it from a copy, or start the run again with --overwrite")
+    given_data = values.get("data")
     try:
-        saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as error:  # not JSON, {}, or settings that no longer validate
+        recorded["data"] = str(run_data(saved_path.parent, recorded, given_data, command="--resume"))
+        if given_data is not None and _same_setting("data", recorded["data"], given_data):
+            values["data"] = recorded["data"]
+        saved = TrainConfig.from_dict(recorded)
+    except (KeyError, TypeError) as error:  # {}, or settings that no longer validate
         raise ValueError(
             f"{saved_path} is not a valid run configuration ({error}); restore it from a copy, "
             "or start the run again with --overwrite"
@@ -775,10 +798,24 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
         TrainingDiverged: the loss became NaN/Inf or DIVERGENCE_FACTOR times its first value
             (the message says what to change).
         GPUOutOfMemory: CUDA ran out of memory (the message says what to change).
+        afl_core._io.FolderBusy: another process is writing ``out`` (the message names it).
+        afl_core.distributed.RankLost: under torchrun, another process of the run stopped.
     """
     cfg = _resolve_config(config, resume, overrides, overwrite)
-    if distributed.is_main_process():
-        _remove_stale_temporaries(Path(cfg.out))
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    if not distributed.is_main_process():  # under torchrun rank 0 holds the folder for all
+        return _fit(cfg, resume)
+    with folder_lock(out):  # one process writes a run: two would mix their files
+        if not resume:
+            _check_fresh_run_folder(out, overwrite)
+        _remove_stale_temporaries(out)
+        return _fit(cfg, resume)
+
+
+def _fit(cfg: TrainConfig, resume: bool) -> FitResult:
+    """:func:`fit` once the run's settings are resolved and its folder is held."""
     if cfg.recipe is not None:
         print(recipes.describe(cfg.recipe, cfg))
     run = _build_run(cfg)
@@ -802,11 +839,19 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
                 row = _end_epoch(run, epoch, *trained)
                 metric = cfg.select_metric
                 epochs_bar.set_postfix({"train_loss": f"{row['train_loss']:.4f}", metric: f"{row[metric]:.3f}"})
+        distributed.cleanup(run.world)
     except torch.cuda.OutOfMemoryError as error:
         raise GPUOutOfMemory(_oom_message(cfg, run.size, epoch)) from error
+    except RuntimeError as error:
+        if not distributed.lost_peer(error, run.world):
+            raise
+        raise distributed.RankLost(
+            f"{distributed.describe_loss(run.world)} during epoch {epoch} of {cfg.out} "
+            f"({distributed.reason(error)}). The completed epochs are kept: continue the run with "
+            f"torchrun --nproc_per_node {run.world.size} -m afl_core.train --out {cfg.out} --resume"
+        ) from None
     finally:
         epochs_bar.close()
-    distributed.cleanup(run.world)
     return FitResult(
         run_dir=run.dir,
         history=pd.DataFrame(run.history),
@@ -831,6 +876,13 @@ def build_datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, Slic
         train_cases, val_cases = split_cases(
             cfg.data, cfg.val_fraction, seed=cfg.split_seed, group_of=patient_grouping(cfg.data)
         )
+    if cfg.loss == "afl" and VARIANTS[cfg.variant].needs_lesion:
+        if not any(case_has_lesion(cfg.data, case) for case in train_cases):
+            raise ValueError(
+                f"variant {cfg.variant!r} (the A-FL authors' code) weighs each batch by its lesion voxels, and none "
+                f"of the {len(train_cases)} training case(s) of {cfg.data} has a lesion voxel: the variant is "
+                "undefined on this dataset. Use --variant paper (or scale_aware), or a dataset with lesions"
+            )
     if not val_cases:
         raise ValueError(
             f"no validation case: {cfg.data} holds {len(train_cases)} case(s); "
@@ -846,6 +898,25 @@ def build_datasets(cfg: TrainConfig) -> tuple[SliceDataset | VolumeDataset, Slic
     if cfg.dims == 2 and len(train_set) < 2:
         raise ValueError(f"{len(train_set)} training slice(s): batch normalisation needs at least 2")
     return train_set, make(val_cases), size, {"train_cases": train_cases, "val_cases": val_cases}
+
+
+def _check_deepest_layer(cfg: TrainConfig, size: tuple[int, ...], batch: int) -> None:
+    """Refuse items so small that the encoder's deepest layer (each axis halved five times,
+    after padding to multiples of 32) holds one value per channel in a batch: batch
+    normalisation cannot train on that."""
+    deepest = [-(-n // _SIZE_MULTIPLE) for n in size]
+    if batch * math.prod(deepest) > 1:
+        return
+    items = "slices" if cfg.dims == 2 else "volumes"
+    shown = " x ".join(map(str, size))
+    raise ValueError(
+        f"{items} of {shown} (padded to multiples of {_SIZE_MULTIPLE}: the encoder halves every axis five times) "
+        f"reach {' x '.join(map(str, deepest))} at the network's deepest layer, and with {batch} item(s) per batch "
+        "batch normalisation has one value per channel to normalise, which cannot train. Give --size with an axis "
+        f"of more than {_SIZE_MULTIPLE} (padded), or --batch-size 2 or more"
+        + (" per process" if batch != cfg.batch_size else "")
+        + (", or train on slices (--dims 2)" if cfg.dims == 3 else "")
+    )
 
 
 def _warn_without_lesions(cfg: TrainConfig, val_cases: Sequence[str]) -> None:
@@ -871,6 +942,7 @@ def _build_run(cfg: TrainConfig) -> _Run:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_set, val_set, size, split = build_datasets(cfg)
+    _check_deepest_layer(cfg, size, world.per_rank_batch(cfg.batch_size))
     if world.main:
         _warn_without_lesions(cfg, split["val_cases"])
     # A last batch of one slice cannot train batch normalisation: drop the remainder
@@ -1141,7 +1213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--data is required (unless --resume)")
     try:
         result = fit(resume=resume, overwrite=overwrite, **overrides)
-    except (TrainingDiverged, GPUOutOfMemory, ValueError, FileNotFoundError) as error:
+    except (TrainingDiverged, GPUOutOfMemory, ValueError, FileNotFoundError, distributed.RankLost) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a read-only --out, a full disk: the last complete checkpoint stays

@@ -200,7 +200,7 @@ def test_a_run_held_by_another_process_is_left_alone(dataset, tmp_path, monkeypa
     monkeypatch.setattr(run_grid, "fit", no_fit)
     run_dir = tmp_path / "sweep" / "runs" / "ce-seed0-fold1"
     run_dir.mkdir(parents=True)
-    with open(run_dir / "sweep.lock", "a") as held:
+    with open(run_dir / "run.lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what another shard's process holds while it trains
         result = run_sweep(dataset, ["ce"], [0], 2, tmp_path / "sweep", only_folds=[1], **TINY)
     assert result.busy == ["ce-seed0-fold1"] and not result.trained and result.per_case is None

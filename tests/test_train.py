@@ -419,7 +419,7 @@ def test_scores_on_other_data_get_their_own_folder(dataset, tmp_path, capsys):
     trained_case = sorted(set(json.loads((run / "config.json").read_text())["train_cases"]))[0]
     assert evaluate.main(["--run", str(run), "--cases", trained_case, "--no-progress"]) == 0
     assert "1 of the 1 case(s) were trained on" in capsys.readouterr().err
-    assert list(pd.read_csv(run / f"eval-{dataset.name}" / "per_case.csv")["case"]) == [trained_case]
+    assert list(pd.read_csv(run / f"eval-{dataset.name}-{trained_case}" / "per_case.csv")["case"]) == [trained_case]
     assert sorted(pd.read_csv(run / "eval" / "per_case.csv")["case"]) == sorted(own.per_case["case"])
     (tmp_path / "a-file").write_text("x")
     assert evaluate.main(["--run", str(run), "--out", str(tmp_path / "a-file"), "--no-progress"]) == 1
@@ -451,7 +451,8 @@ def test_a_broken_config_json_on_resume_gets_advice(dataset, tmp_path, capsys, c
     fit(tiny(dataset, run, epochs=1))
     (run / "config.json").write_text(content)
     assert train.main(["--out", str(run), "--resume", "--no-progress"]) == 1
-    assert "is not a valid run configuration" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert "--overwrite" in message and str(run / "config.json") in message
 
 
 def test_an_unknown_encoder_is_refused_before_the_data_loads(tmp_path, capsys):

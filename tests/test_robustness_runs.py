@@ -1,0 +1,316 @@
+"""Issue 18, the cases in training, evaluation, the sweep and torchrun: one process writes a
+run folder, a run finds its dataset from anywhere, no table replaces another silently, and
+one paragraph naming the option or file instead of a traceback or a misleading message.
+Every case runs the command in a subprocess, as a user meets it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from afl_core.synthetic import make_dataset
+
+from .test_download import words
+from .test_download_faults import failed_cleanly
+from .test_robustness import REPO, train_command, without_torchrun
+
+
+def run(command: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=without_torchrun(), capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def evaluate_command(run_dir: Path, *extra: str) -> list[str]:
+    command = [sys.executable, "-m", "afl_core.evaluate", "--run", str(run_dir), "--device", "cpu"]
+    return [*command, "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> Path:
+    """One finished 1-epoch run of the shared dataset (evaluate's cases read it, never write it)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    result = run(train_command(dataset, run_dir))
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def copy_run(run_dir: Path, to: Path) -> Path:
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("eval*", "run.lock"))
+    return to
+
+
+# ----------------------------------------------------------------------------- 1. one process per run folder
+
+
+def test_a_second_training_into_the_same_folder_is_refused_naming_the_first(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen(
+        train_command(dataset, run_dir, "--loss", "ce", "--epochs", "500"),
+        env=without_torchrun(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None:
+            lock = run_dir / "run.lock"
+            if lock.is_file() and lock.read_text().startswith("{") and json.loads(lock.read_text())["pid"] == first.pid:
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()
+        second = run(train_command(dataset, run_dir, "--loss", "dice", "--overwrite"))
+        message = failed_cleanly(second, f"{run_dir} is being written by process {first.pid} on {socket.gethostname()}")
+        assert "started 20" in message and "afl_core.train" in message and "choose another --out" in message
+    finally:
+        first.send_signal(signal.SIGINT)  # the first run stops as a user stops it: its completed epochs kept
+        first.communicate(timeout=120)
+    assert first.returncode == 130
+    config = json.loads((run_dir / "config.json").read_text())
+    last = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
+    history = pd.read_csv(run_dir / "history.csv")
+    assert config["loss"] == last["config"]["loss"] == "ce" and config["epochs"] == 500  # the first run's, only
+    assert list(history["epoch"]) == list(range(1, len(history) + 1))
+    assert len(history) in (last["epoch"], last["epoch"] - 1)  # stopped between the checkpoint and history.csv
+
+
+def test_a_lock_left_by_a_process_that_ended_does_not_block(dataset, tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = {"pid": ended.pid, "host": socket.gethostname(), "started": "2020-01-01 00:00:00", "command": "x"}
+    (run_dir / "run.lock").write_text(json.dumps(holder))
+    training = subprocess.Popen(
+        train_command(dataset, run_dir), env=without_torchrun(), stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    _, stderr = training.communicate(timeout=300)
+    assert training.returncode == 0, stderr
+    assert json.loads((run_dir / "run.lock").read_text())["pid"] == training.pid  # taken over, naming its new holder
+
+
+# ----------------------------------------------------------------------------- 2. the dataset found from anywhere
+
+
+def test_a_run_reads_its_dataset_from_any_folder_and_a_moved_dataset_is_named(dataset, tmp_path):
+    shutil.copytree(dataset, tmp_path / "data")
+    result = run(train_command(Path("data"), Path("run")), cwd=tmp_path)  # both typed relative
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text())["data"] == str(tmp_path / "data")
+    # elsewhere, a dataset of the same relative name and the same case ids: never read for this run
+    elsewhere = tmp_path / "elsewhere"
+    make_dataset(elsewhere / "data", 5, seed=9, shape=(4, 32, 32), progress=False)
+    result = run(evaluate_command(run_dir), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "eval" / "summary.json").read_text())["data"] == str(tmp_path / "data")
+
+    (tmp_path / "data").rename(tmp_path / "moved")
+    message = failed_cleanly(run(evaluate_command(run_dir), cwd=elsewhere), str(tmp_path / "data"), "--data NEW")
+    assert "which is not there" in message
+    resume = [sys.executable, "-m", "afl_core.train", "--out", str(run_dir), "--resume", "--epochs", "2"]
+    failed_cleanly(run(resume, cwd=elsewhere), str(tmp_path / "data"), "--resume --data NEW")
+    other = make_dataset(tmp_path / "three", 3, seed=1, shape=(4, 32, 32), progress=False)
+    failed_cleanly(  # a dataset without the run's cases is not the moved one
+        run([*resume, "--data", str(other)]), "is not that dataset moved", "lacks 2 of the run's 5 cases"
+    )
+    result = run(evaluate_command(run_dir, "--data", str(tmp_path / "moved")), cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert f"using {tmp_path / 'moved'}" in words(result.stderr) and f"tables in {run_dir / 'eval'}" in result.stdout
+    result = run([*resume, "--data", str(tmp_path / "moved"), "--no-progress"], cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "config.json").read_text())["data"] == str(tmp_path / "moved")
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2
+
+
+def test_an_old_run_with_a_relative_data_path_finds_it_from_its_out_or_says_what_to_do(trained, dataset, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(dataset, project / "datasets" / "d")
+    run_dir = copy_run(trained, project / "runs" / "r")
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text()) | {"data": "datasets/d", "out": "runs/r"}  # as typed in project/
+    config_path.write_text(json.dumps(config))
+    result = run(evaluate_command(run_dir))  # from another folder: found through the recorded out
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "eval" / "summary.json").read_text())["data"] == str(project / "datasets" / "d")
+
+    config_path.write_text(json.dumps(config | {"out": str(run_dir)}))  # where it was started is unknown
+    failed_cleanly(
+        run(evaluate_command(run_dir)), "'datasets/d', relative to the folder the run was started in", "--data NEW"
+    )
+
+
+# ----------------------------------------------------------------------------- 3. one folder per case selection
+
+
+def test_each_selection_of_cases_keeps_its_own_tables(trained, tmp_path):
+    run_dir = copy_run(trained, tmp_path / "run")
+    cases = json.loads((run_dir / "config.json").read_text())["train_cases"]
+    folders = []
+    for chosen in ([cases[0]], cases[1:3]):
+        result = run(evaluate_command(run_dir, "--cases", *chosen))
+        assert result.returncode == 0, result.stderr
+        folders.append(Path(result.stdout.strip().splitlines()[-1].split("tables in ")[1]))
+    assert folders[0] != folders[1] and all(folder.parent == run_dir for folder in folders)
+    for folder, chosen in zip(folders, ([cases[0]], cases[1:3])):
+        assert list(pd.read_csv(folder / "per_case.csv")["case"]) == chosen
+        assert json.loads((folder / "summary.json").read_text())["cases"] == chosen
+
+
+# ----------------------------------------------------------------------------- 4. one paragraph, not a traceback
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        (["--loss-options", '{"reduction": "none"}'], ["--loss-options reduction 'none' cannot train"]),
+        (["--loss-options", '{"gamma": "big"}'], ["--loss-options", "'big'", "gamma (a number >= 0)"]),
+        (["--device", "cuda:abc"], ["--device must be auto, cpu, cuda or cuda:N", "'cuda:abc'"]),
+    ],
+)
+def test_bad_training_options_are_named(dataset, tmp_path, options, says):
+    failed_cleanly(run(train_command(dataset, tmp_path / "run", *options)), *says)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_evaluation_device_is_named(trained):
+    failed_cleanly(run(evaluate_command(trained, "--device", "foo")), "--device must be", "'foo'")
+
+
+def test_a_checkpoint_recording_a_huge_slice_size_is_named(trained, tmp_path):
+    run_dir = copy_run(trained, tmp_path / "run")
+    checkpoint = torch.load(run_dir / "checkpoint_best.pt", weights_only=True)
+    checkpoint["config"]["slice_size"] = [100_000, 100_000]
+    torch.save(checkpoint, run_dir / "checkpoint_best.pt")
+    failed_cleanly(
+        run(evaluate_command(run_dir, "--checkpoint", "best")),
+        str(run_dir / "checkpoint_best.pt"),
+        "slice size of 100000 x 100000",
+        "GiB of memory",
+        "altered",
+    )
+
+
+def sweep_with_one_scored_run(root: Path, summary: str) -> Path:
+    """A sweep folder whose one run has the scores ``summary`` (what a sweep reads back)."""
+    run_dir = root / "runs" / "ce-seed0-fold0"
+    (run_dir / "eval").mkdir(parents=True)
+    (root / "sweep.json").write_text(json.dumps({"folds": 2, "epochs": 1}))
+    (run_dir / "config.json").write_text(json.dumps({"epochs": 1}))
+    (run_dir / "eval" / "summary.json").write_text(summary)
+    return run_dir / "eval" / "summary.json"
+
+
+@pytest.mark.parametrize(
+    "summary, says",
+    [
+        ('{"epoch": 1, "means": {}}', "does not say which checkpoint it scores"),
+        ('{"checkpoint": "last", "epo', "is damaged: not valid JSON"),
+    ],
+)
+def test_a_sweep_names_a_damaged_summary(tmp_path, summary, says):
+    path = sweep_with_one_scored_run(tmp_path / "sweep", summary)
+    command = [sys.executable, "-m", "afl_core.sweep", "--out", str(tmp_path / "sweep"), "--collect"]
+    failed_cleanly(run(command), str(path), says, "python -m afl_core.evaluate --run")
+
+
+def test_a_damaged_sweep_json_is_named(tmp_path):
+    sweep_with_one_scored_run(tmp_path / "sweep", "{}")
+    (tmp_path / "sweep" / "sweep.json").write_text('{"folds": 2, ')
+    command = [sys.executable, "-m", "afl_core.sweep", "--out", str(tmp_path / "sweep"), "--collect"]
+    failed_cleanly(run(command), str(tmp_path / "sweep" / "sweep.json"), "is damaged")
+
+
+def test_a_damaged_config_json_is_named_on_resume(trained, tmp_path):
+    run_dir = copy_run(trained, tmp_path / "run")
+    (run_dir / "config.json").write_bytes(b'{"data": "x", ')
+    command = [sys.executable, "-m", "afl_core.train", "--out", str(run_dir), "--resume", "--no-progress"]
+    failed_cleanly(run(command), str(run_dir / "config.json"), "is damaged: not valid JSON", "--overwrite")
+
+
+def test_a_rank_killed_mid_run_leaves_one_paragraph_and_the_run_resumes(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    torchrun += ["--monitor-interval", "3"]  # the survivor reports before torchrun ends it
+    command = [*torchrun, *train_command(dataset, run_dir, "--epochs", "500")[1:]]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 180
+        while not (run_dir / "history.csv").exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert launcher.poll() is None, launcher.communicate()
+        rank_zero = next(pid for pid in children(launcher.pid) if "RANK=0" in environment(pid))
+        os.kill(rank_zero, signal.SIGKILL)  # rank 1 waits for it in its next collective call
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    message = words(stderr)
+    assert "error: rank 1 of 2 lost rank 0, which stopped" in message, stderr
+    assert f"torchrun --nproc_per_node 2 -m afl_core.train --out {run_dir} --resume" in message
+    assert 'afl_core/train.py", line' not in stderr  # no traceback of the surviving rank (torchrun reports its own)
+    done = int(torch.load(run_dir / "checkpoint_last.pt", weights_only=True)["epoch"])
+    resumed = subprocess.run(
+        [*torchrun, "-m", "afl_core.train", "--out", str(run_dir), "--resume", "--epochs", str(done + 1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert list(pd.read_csv(run_dir / "history.csv")["epoch"]) == list(range(1, done + 2))
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def environment(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/environ").read_text().split("\0")
+
+
+# ----------------------------------------------------------------------------- 5. messages that name the cause
+
+
+def test_an_unknown_case_is_named_before_any_note(trained):
+    message = failed_cleanly(run(evaluate_command(trained, "--cases", "nosuch_case")), "nosuch_case", "--cases")
+    assert "trained on" not in message
+
+
+def test_the_reference_variant_on_lesion_free_training_cases_says_why(tmp_path):
+    empty = make_dataset(tmp_path / "empty", 3, seed=1, shape=(4, 32, 32), empty_fraction=1.0, progress=False)
+    message = failed_cleanly(
+        run(train_command(empty, tmp_path / "run", "--variant", "reference")),
+        "has a lesion voxel",
+        "undefined on this dataset",
+        "--variant paper",
+    )
+    assert "--oversample" not in message
+
+
+def test_volumes_too_small_for_the_3d_network_name_size_and_dims(dataset, tmp_path):
+    command = train_command(dataset, tmp_path / "run", "--dims", "3", "--batch-size", "1")
+    command[command.index("tu-mobilenetv3_small_050")] = "resnet10"
+    failed_cleanly(run(command), "volumes of 4 x 32 x 32", "1 x 1 x 1", "--size", "--batch-size 2", "--dims 2")
