@@ -288,7 +288,7 @@ def seed_sign_test(differences: pd.DataFrame) -> pd.DataFrame:
 
     ``differences`` holds one row per arm and a column ``seed <s>`` per seed: that seed's
     run minus the reference's run with the same seed, each the mean over the cases
-    (:func:`afl_core.experiments.seed_differences`); other columns are ignored. Each seed
+    (:func:`afl_core.statistics.seed_differences`); other columns are ignored. Each seed
     is one draw of the training run, so the seeds, not the cases, are the sample here.
 
     With no effect each nonzero difference is as likely positive as negative, so all
@@ -312,7 +312,7 @@ def seed_sign_test(differences: pd.DataFrame) -> pd.DataFrame:
     if not columns:
         raise KeyError(
             f"no '{_SEED_COLUMN}<s>' columns in {list(differences.columns)}; pass the table of "
-            "afl_core.experiments.seed_differences"
+            "afl_core.statistics.seed_differences"
         )
     rows = {}
     for loss, values in differences[columns].astype(float).iterrows():

@@ -484,7 +484,7 @@ def plot_runs(
 
 def plot_seed_spread(table: pd.DataFrame, *, ax: Axes | None = None, ylabel: str = "Dice (mean over cases)") -> Axes:
     """Each seed's value per arm (dots) and the mean over seeds with +/- one standard
-    deviation (bar with error bar), from :func:`afl_core.metrics.seed_summary`."""
+    deviation (bar with error bar), from :func:`afl_core.statistics.seed_summary`."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
     seeds = [c for c in table if str(c).startswith("seed ")]
@@ -501,7 +501,7 @@ def plot_seed_spread(table: pd.DataFrame, *, ax: Axes | None = None, ylabel: str
 
 
 def plot_comparisons(table: pd.DataFrame, *, ax: Axes | None = None, xlabel: str = "difference in Dice") -> Axes:
-    """Forest plot of :func:`afl_core.metrics.compare_to_reference`: each arm's mean
+    """Forest plot of :func:`afl_core.statistics.compare_to_reference`: each arm's mean
     difference from the reference with its interval; filled markers where the adjusted
     p-value (``p_adjusted``) is below 0.05."""
     if ax is None:

@@ -49,6 +49,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
+from afl_core._io import export_csv
 from afl_core.data.layout import (
     DATASET_JSON,
     FILE_ENDING,
@@ -60,7 +61,7 @@ from afl_core.data.layout import (
 )
 from afl_core.data.splits import patient_grouping, split_cases
 from afl_core.integrations.monai import MonaiAdaptiveFocalLoss
-from afl_core.metrics import export_csv, segmentation_scores
+from afl_core.metrics import segmentation_scores
 
 __all__ = [
     "nnUNetTrainerAFL",
@@ -442,7 +443,7 @@ def score(prediction_dir: str | os.PathLike, label_dir: str | os.PathLike) -> pd
         the reference and the prediction; 0 marks a lesion-free case) and
         :func:`afl_core.metrics.segmentation_scores`' keys (HD95 in mm from the reference's
         header), sorted by case: the per-case table that
-        :func:`afl_core.metrics.compare_runs` pairs with another run's.
+        :func:`afl_core.statistics.compare_runs` pairs with another run's.
 
     Raises:
         FileNotFoundError: no prediction, or a prediction without its reference.
