@@ -41,6 +41,7 @@ EXPECTED = (
     "04_training",
     "05_evaluation",
     "06_ablation",
+    "07_your_data",
 )
 COMMON_PARAMETERS = {"quick", "seed"}
 CHECK_TAG, IGNORE_TAG = "nbval-check-output", "nbval-ignore-output"
@@ -79,7 +80,7 @@ def _tagged(cell, tag: str) -> bool:
 # --------------------------------------------------------------------------- skeleton
 
 
-def test_the_seven_notebooks_in_teaching_order():
+def test_the_notebooks_in_teaching_order():
     assert tuple(p.stem for p in NOTEBOOK_PATHS) == EXPECTED
 
 
@@ -367,6 +368,14 @@ def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
     assert (out / "runs" / "synthetic" / "afl-seed0" / "history.csv").is_file()
     assert (out / "runs" / "synthetic" / "afl-seed0" / "eval" / "per_case.csv").is_file()
     assert (data / "synthetic" / "dataset.json").is_file()
+
+
+@SKIP_RUN
+def test_your_data_names_a_template_given_without_its_folder(tmp_path):
+    """07's parameters describe a folder: templates without `source` stop before any work, saying so."""
+    result = runner.run_one(NOTEBOOKS / "07_your_data.ipynb", tmp_path, {"images": ["{case}_t2.nii.gz"]}, timeout=120)
+    assert result.status == "FAILED"
+    assert "AssertionError" in result.detail and "set source too" in result.detail
 
 
 @SKIP_RUN
