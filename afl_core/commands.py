@@ -82,14 +82,24 @@ def folder_command(program: str = "afl-data folder", **values) -> str:
 def train_command(program: str = "afl-train", **values) -> str:
     """The ``afl-train`` command for :class:`afl_core.train.TrainConfig`'s fields that have
     an option (``data``, ``out``, ``loss``, ``epochs``, ...)."""
-    from afl_core.train import _parser
+    from afl_core.train import build_parser
 
-    return command_line(program, _parser(), values)
+    return command_line(program, build_parser(), _without_default_flags(values))
+
+
+def _without_default_flags(values: dict) -> dict:
+    """``values`` less the on/off settings left at :class:`TrainConfig`'s default (no word needed)."""
+    import dataclasses
+
+    from afl_core.train import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in values.items() if not (isinstance(v, bool) and defaults.get(k) is v)}
 
 
 def sweep_command(program: str = "python -m afl_core.sweep", **values) -> str:
     """The ``python -m afl_core.sweep`` command (``data``, ``losses``, ``seeds``, ``folds``,
     ``out`` and the training options shared by every run)."""
-    from afl_core.sweep import _parser
+    from afl_core.sweep import build_parser
 
-    return command_line(program, _parser(), values)
+    return command_line(program, build_parser(), _without_default_flags(values))

@@ -302,7 +302,7 @@ def collect(out: str | os.PathLike, *, require: bool = True) -> tuple[pd.DataFra
 # --------------------------------------------------------------------------- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m afl_core.sweep",
         description="Train and score every (arm, seed, fold) of a grid, each as its own run; resumable, shardable.",
@@ -325,7 +325,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
     try:
         if args["collect"]:

@@ -1184,7 +1184,7 @@ def add_setting_options(parser: argparse.ArgumentParser | argparse._ArgumentGrou
 CLI_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["cli"])
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m afl_core.train",
         description="Train a U-Net (2D on slices, or 3D on volumes) on a dataset in the afl_core layout with one "
@@ -1203,7 +1203,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
     resume, overwrite = args.pop("resume"), args.pop("overwrite")
     overrides = {k: v for k, v in args.items() if v is not None}

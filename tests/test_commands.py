@@ -59,7 +59,7 @@ def test_train_command_round_trips_through_the_train_parser():
     )
     command = train_command(**values)
     assert "--no-augment" in command and "--oversample 0.5" in command and "--no-progress" in command
-    parsed = _read_back(train._parser(), command, 1)
+    parsed = _read_back(train.build_parser(), command, 1)
     for name, value in values.items():
         expected = list(value) if isinstance(value, tuple) else value
         assert parsed[name] == expected, name
@@ -69,7 +69,7 @@ def test_sweep_command_round_trips_and_keeps_the_program_words():
     values = dict(data=Path("data/mine"), losses=["focal", "afl"], seeds=[0, 1, 2], folds=5, out="sweep", epochs=30)
     command = sweep_command(**values)
     assert command.startswith("python -m afl_core.sweep --out sweep ")  # the parser's order
-    parsed = _read_back(sweep._parser(), command, 3)
+    parsed = _read_back(sweep.build_parser(), command, 3)
     assert parsed["data"] == "data/mine" and parsed["losses"] == ["focal", "afl"] and parsed["seeds"] == [0, 1, 2]
     assert parsed["folds"] == 5 and parsed["epochs"] == 30
 
@@ -77,7 +77,7 @@ def test_sweep_command_round_trips_and_keeps_the_program_words():
 def test_paths_with_spaces_are_quoted():
     command = train_command(data="my data/set", out="runs/x")
     assert "'my data/set'" in command
-    assert _read_back(train._parser(), command, 1)["data"] == "my data/set"
+    assert _read_back(train.build_parser(), command, 1)["data"] == "my data/set"
     assert "progress" not in train_command(data="d", out="o", progress=True)  # on unless --no-progress
 
 
