@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from afl_core import environment
 from data_download.remote import DownloadError
@@ -46,3 +49,21 @@ def test_a_file_that_is_not_the_recorded_one_is_refused(tmp_path, outside_a_clon
         with pytest.raises(DownloadError, match="brain1_label.nii.gz"):
             environment.real_examples_dir(tmp_path / "cache", base_url=server.url + "/real")
     assert not (tmp_path / "cache" / "brain1_label.nii.gz").exists()
+
+
+def test_the_device_is_described_by_its_name_and_memory(monkeypatch, capsys):
+    """A GPU prints its name and memory (here a stand-in for torch.cuda's properties), a CPU its cores."""
+    asked = []
+
+    def properties(device):
+        asked.append(device)
+        return SimpleNamespace(name="NVIDIA Test GPU", total_memory=80 * 2**30)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    assert environment.describe_device(torch.device("cuda", 1)) == "cuda:1 (NVIDIA Test GPU, 80.0 GiB)"
+    assert asked == [torch.device("cuda", 1)]
+    assert environment.describe_device(torch.device("cpu")) == f"cpu ({os.cpu_count()} cores)"
+    environment.print_config(torch.device("cuda", 0))
+    assert capsys.readouterr().out.splitlines()[-1] == "device: cuda:0 (NVIDIA Test GPU, 80.0 GiB)"
+    environment.print_config(torch.device("cpu"))
+    assert "device: cpu (" in capsys.readouterr().out
