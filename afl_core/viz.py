@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 __all__ = [
     "show_slice",
@@ -259,7 +259,12 @@ def plot_distributions(
             positive = sample[sample > 0]
             edges = np.geomspace(positive.min(), positive.max() * 1.0001, bins + 1) if positive.size else bins
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
+            # Within two decades label 1, 2 and 5 of each decade (else one tick or none shows);
+            # over wider ranges the powers of ten only. Minor labels would collide.
+            decades = np.log10(positive.max() / positive.min()) if positive.size else 0.0
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             sample = positive
         else:
             edges = bins
