@@ -22,7 +22,8 @@ What makes N processes train as one process with the global batch ``B`` (``--bat
             = \\nabla \\frac{1}{B}\\sum_{i=1}^{B} \\ell_i ,
 
   exact when the loss is a mean of per-item terms over items of equal size: cross-entropy,
-  focal loss, A-FL ``paper`` and ``scale_aware`` (alpha and gamma are per sample). Losses
+  focal loss, A-FL ``paper`` and ``scale_aware`` (alpha and gamma are per sample;
+  ``tests/test_distributed.py`` trains each on 2 ranks against one process). Losses
   pooled over the batch (segmentation-models-pytorch's Dice, IoU and Tversky in binary mode;
   A-FL ``reference``, whose statistics are batch-wide) are computed over each rank's
   ``B / N`` items instead: with ``B / N = 1`` that is the authors' batch of one volume.

@@ -19,6 +19,7 @@ from afl_core.models import resolve_device
 
 __all__ = [
     "print_config",
+    "describe_device",
     "choose",
     "data_root",
     "in_colab",
@@ -58,11 +59,26 @@ def print_config(device: torch.device | None = None) -> None:
             versions.append(f"{name} not installed")
     print(f"python {platform.python_version()} ({platform.system()}) | " + ", ".join(versions))
     device = resolve_device("auto") if device is None else device
+    note = "" if device.type == "cuda" else "; no GPU, so the notebooks pick small settings"
+    print(f"device: {describe_device(device)}{note}")
+
+
+def describe_device(device: torch.device) -> str:
+    """The compute device in a few words: a GPU's name and memory, a CPU's core count.
+
+    Args:
+        device: as :func:`afl_core.models.resolve_device` returns it.
+
+    Returns:
+        e.g. ``"cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB)"`` or ``"cpu (2 cores)"``.
+    """
+    device = torch.device(device)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        print(f"device: {device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)")
-    else:
-        print(f"device: cpu ({os.cpu_count()} cores); no GPU, so the notebooks pick small settings")
+        return f"{device} ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
+    if device.type == "cpu":
+        return f"cpu ({os.cpu_count()} cores)"
+    return str(device)
 
 
 def choose(value: T | None, *, gpu: T, cpu: T, quick: T | None = None, on_gpu: bool, is_quick: bool = False) -> T:

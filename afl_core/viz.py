@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 __all__ = [
     "show_slice",
@@ -261,7 +261,6 @@ def plot_distributions(
             positive = sample[sample > 0]
             edges = np.geomspace(positive.min(), positive.max() * 1.0001, bins + 1) if positive.size else bins
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
             sample = positive
         else:
             edges = bins
@@ -270,6 +269,13 @@ def plot_distributions(
             for i, v in enumerate(np.atleast_1d(_as_numpy(ref_values))):
                 ax.axvline(float(v), color="#c44e52", ls="--", label=ref_name if i == 0 else None)
             ax.legend(fontsize=8)
+        if name in log:
+            # Within two decades (reference lines included) label 1, 2 and 5 of each decade,
+            # else only one tick or none shows; over wider ranges the powers of ten only.
+            low, high = ax.get_xlim()
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if np.log10(high / low) < 2 else (1.0,)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels would collide
         ax.set(xlabel=name, ylabel="count")
         ax.set_title(f"{name} (n={sample.size})", fontsize=9)
     return fig

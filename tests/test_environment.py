@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from afl_core import environment
 from data_download.remote import DownloadError
@@ -94,3 +97,21 @@ def test_every_wrong_parameter_is_reported_at_once():
         environment.check_parameters(GOOD | {"epochs": 0, "reference": "x"}, KINDS, **LIMITS)
     lines = str(raised.value).splitlines()
     assert [line.split(" = ")[0] for line in lines] == ["parameter epochs", "parameter reference"]
+
+
+def test_the_device_is_described_by_its_name_and_memory(monkeypatch, capsys):
+    """A GPU prints its name and memory (here a stand-in for torch.cuda's properties), a CPU its cores."""
+    asked = []
+
+    def properties(device):
+        asked.append(device)
+        return SimpleNamespace(name="NVIDIA Test GPU", total_memory=80 * 2**30)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    assert environment.describe_device(torch.device("cuda", 1)) == "cuda:1 (NVIDIA Test GPU, 80.0 GiB)"
+    assert asked == [torch.device("cuda", 1)]
+    assert environment.describe_device(torch.device("cpu")) == f"cpu ({os.cpu_count()} cores)"
+    environment.print_config(torch.device("cuda", 0))
+    assert capsys.readouterr().out.splitlines()[-1] == "device: cuda:0 (NVIDIA Test GPU, 80.0 GiB)"
+    environment.print_config(torch.device("cpu"))
+    assert "device: cpu (" in capsys.readouterr().out

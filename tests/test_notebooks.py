@@ -325,6 +325,7 @@ def test_runner_names_the_failing_cell_and_collects_summaries(tmp_path):
     out = tmp_path / "out"
     good = runner.run_one(tmp_path / "ok.ipynb", out, {"x": 7, "unknown": 1}, timeout=60)
     assert good.status == "ok" and good.summary == ["x is 7"]
+    assert good.peak_mib > 20  # a Python kernel's resident memory, measured while it ran
     failed = runner.run_one(tmp_path / "bad.ipynb", out, {}, timeout=60)
     assert failed.status == "FAILED"
     assert "cell 1" in failed.detail and "raise ValueError" in failed.detail
@@ -332,6 +333,7 @@ def test_runner_names_the_failing_cell_and_collects_summaries(tmp_path):
     runner.write_summary(out / "summary.md", [good, failed], {"x": 7})
     summary = (out / "summary.md").read_text()
     assert "| ok | ok |" in summary and "| bad | FAILED |" in summary and "- x is 7" in summary
+    assert f"| ok | ok | {good.seconds:.1f} | {good.peak_mib:.0f} |" in summary
 
 
 # --------------------------------------------------------------------------- execution (slow)

@@ -132,6 +132,13 @@ def test_plot_distributions_counts_every_value_and_log_bins():
     assert sum(p.get_height() for p in irr_ax.patches) == 3
     assert any(line.get_xdata()[0] == 143 for line in vol_ax.lines)
     _renders(fig)
+    # a sample within one decade (A-FL's gamma per slice) still gets several labelled ticks
+    gammas = np.geomspace(0.0021, 0.019, 30)
+    (gamma_ax,) = viz.plot_distributions({"gamma": gammas}, log=["gamma"]).axes
+    low, high = gamma_ax.get_xlim()
+    labelled = [t for t in gamma_ax.xaxis.get_major_locator()() if low <= t <= high]
+    assert len(labelled) >= 3, labelled
+    assert [gamma_ax.xaxis.get_major_formatter()(t, 0) for t in labelled[:3]] == ["0.002", "0.005", "0.01"]
 
 
 def test_plot_study_summary_bars_dots_and_curves():

@@ -12,8 +12,11 @@ Training runs go to ``OUT/runs`` (04 writes them afresh unless ``--keep-runs``, 
 ``--keep-going``. Widgets are drawn as static figures (``AFL_STATIC_WIDGETS=1``, see
 :mod:`afl_core.viz`). A parameter is passed only to notebooks whose ``parameters`` cell
 defines it. The text printed by each notebook's cell tagged ``summary`` is collected
-into ``OUT/summary.md`` with every notebook's status and time. Exit status 1 if any
-notebook failed; the message names the cell.
+into ``OUT/summary.md`` with every notebook's status, time and peak memory: the largest
+resident memory (RSS) of the kernel and every process it started, summed (pages that
+processes share count once per process: an upper bound), sampled every 0.1 s with psutil
+(a shorter spike can be missed). Exit status 1 if any notebook failed;
+the message names the cell.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import ast
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,46 @@ class Result:
     seconds: float = 0.0
     detail: str = ""
     summary: list[str] = field(default_factory=list)
+    peak_mib: float | None = None  # None: not measured (psutil missing)
+
+
+class PeakMemory:
+    """The peak, over the time inside ``with``, of the summed resident memory (RSS) of
+    this process's descendants: the kernel papermill starts and whatever it starts in
+    turn (DataLoader workers). Sampled every ``interval`` seconds on a thread; ``peak_mib``
+    stays None where psutil is not installed."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.peak_mib: float | None = None
+        self._stop = threading.Event()
+
+    def _sample(self, me) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:  # exited between the listing and the reading
+                    pass
+            self.peak_mib = max(self.peak_mib or 0.0, total / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            import psutil
+        except ImportError:
+            return self
+        self._thread = threading.Thread(target=self._sample, args=(psutil.Process(),), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if hasattr(self, "_thread"):
+            self._thread.join()
 
 
 def tutorial_notebooks(directory: Path = NOTEBOOKS) -> list[Path]:
@@ -86,16 +130,18 @@ def run_one(notebook: Path, out_dir: Path, parameters: dict, *, timeout: float |
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / notebook.name
     start = time.perf_counter()
+    memory = PeakMemory()
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(target),
-            parameters=params,
-            kernel_name="python3",
-            cwd=str(notebook.parent),
-            progress_bar=False,
-            execution_timeout=timeout,
-        )
+        with memory:
+            papermill.execute_notebook(
+                str(notebook),
+                str(target),
+                parameters=params,
+                kernel_name="python3",
+                cwd=str(notebook.parent),
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
         result.status = "ok"
         result.summary = summary_lines(target)
     except PapermillExecutionError as err:
@@ -110,6 +156,7 @@ def run_one(notebook: Path, out_dir: Path, parameters: dict, *, timeout: float |
         result.status = "FAILED"
         result.detail = f"{type(err).__name__}: {err}"
     result.seconds = time.perf_counter() - start
+    result.peak_mib = memory.peak_mib
     return result
 
 
@@ -122,10 +169,15 @@ def write_summary(path: Path, results: list[Result], parameters: dict) -> None:
         "",
         f"Parameters: `{parameters}`; total {total:.0f} s.",
         "",
-        "| notebook | status | time (s) |",
-        "|---|---|---|",
+        "Peak memory: the kernel's resident memory and its child processes', summed, sampled every 0.1 s.",
+        "",
+        "| notebook | status | time (s) | peak memory (MiB) |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {r.notebook} | {r.status} | {r.seconds:.1f} |" for r in results]
+    lines += [
+        f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {'n/a' if r.peak_mib is None else f'{r.peak_mib:.0f}'} |"
+        for r in results
+    ]
     for r in results:
         if r.summary or r.detail:
             lines += ["", f"## {r.notebook}", ""]
@@ -192,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{i + 1}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
         results[i] = run_one(nb, out_dir, parameters, timeout=args.timeout)
-        print(f"{results[i].status} in {results[i].seconds:.1f} s", flush=True)
+        peak = "" if results[i].peak_mib is None else f", peak memory {results[i].peak_mib:.0f} MiB"
+        print(f"{results[i].status} in {results[i].seconds:.1f} s{peak}", flush=True)
         if results[i].status != "ok":
             failed = True
             print(f"    {nb.name}: {results[i].detail}", file=sys.stderr, flush=True)

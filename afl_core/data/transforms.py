@@ -141,7 +141,10 @@ def resize_area(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
 def resize_label(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """The authors' label preprocessing: :func:`resize_area` of the 0/1 mask ``(*S)``, then
     ``!= 0`` (``train_augment.py:13``, ``train.py:36``). A voxel of the new grid is lesion
-    when its box touches any lesion voxel, so small lesions grow (1.07-1.82x on PI-CAI)."""
+    when its box touches any lesion voxel, so lesions grow, small ones most: from the
+    project's PI-CAI grid (256 x 256 x 20 at 0.5 x 0.5 x 3 mm) to 160 x 128 x 24, a 0.1 ml
+    ball grows 1.93x in physical volume on average over positions (1.59-2.35x), 1 ml 1.37x,
+    5 ml 1.23x (:func:`afl_core.lesion_size_studies.resize_growth`, docs/authors_recipe.md)."""
     return resize_area(np.asarray(label, dtype=np.float32)[None], size)[0] != 0
 
 
@@ -149,7 +152,9 @@ def resize_label(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def _scale_intensity(image: torch.Tensor, rng: np.random.Generator, gain: tuple[float, float], shift: float):
-    """Per channel ``gain * z + shift``, ``gain ~ U(*gain)``, ``shift ~ U(-shift, shift)``."""
+    """Per channel ``gain * z + shift``, ``gain ~ U(*gain)``, ``shift ~ U(-shift, shift)``,
+    drawn for each channel. (The authors' MONAI ``RandScaleIntensityd`` / ``RandShiftIntensityd``
+    draw one factor and one offset for all channels, ``channel_wise=False``.)"""
     channels = image.shape[0]
     gains = torch.as_tensor(rng.uniform(*gain, size=channels), dtype=image.dtype)
     shifts = torch.as_tensor(rng.uniform(-shift, shift, size=channels), dtype=image.dtype)
@@ -167,7 +172,7 @@ class Augmentation:
       axis; the image is resampled bilinearly (edge values outside), the label by nearest
       neighbour (zeros outside), so it stays binary and keeps one-voxel lesions;
     * per channel intensity ``gain * z + shift`` with ``gain ~ U(*gain)``, ``shift ~ U(-shift, shift)``
-      (the image is z-scored, so these are in standard deviations).
+      drawn for each channel (the image is z-scored, so these are in standard deviations).
     """
 
     flip_prob: float = 0.5
@@ -215,7 +220,11 @@ class VolumeAugmentation:
     * flips of each of the three axes with probability ``flip_prob`` (the authors flip
       every axis with probability 0.5, ``train_augment.py:16-18``); flips move no voxel
       off the grid, so the label stays exactly the label;
-    * per channel intensity ``gain * z + shift`` as :class:`Augmentation`.
+    * per channel intensity ``gain * z + shift`` as :class:`Augmentation`, a gain and a shift
+      drawn for each channel. The authors draw one factor and one offset for all channels
+      (MONAI's ``RandScaleIntensityd`` and ``RandShiftIntensityd``, default
+      ``channel_wise=False``, ``train_augment.py:21-22``) and only with probability 0.4; the
+      recipe keeps this project's per-channel draw (docs/authors_recipe.md).
     """
 
     flip_prob: float = 0.5
