@@ -296,7 +296,7 @@ def _nan_voxel_size(src):
     image = nib.Nifti1Image(nifti(src / "a_adc.nii.gz")[0], AFFINE)
     image.header["pixdim"][1] = np.nan
     nib.save(image, src / "a_adc.nii.gz")
-    return [], [f"{src / 'a_adc.nii.gz'}: its voxel size (nan, 0.6", "not finite"]
+    return [], [f"{src / 'a_adc.nii.gz'}: its header gives the voxel size (nan, 0.6", "must be positive and finite"]
 
 
 def _nan_affine(src):
@@ -309,7 +309,7 @@ def _nan_affine(src):
     broken[1, 3] = np.nan
     header.set_sform(broken, code=1)
     nib.save(nib.Nifti1Image(data, None, header=header), src / "b_t2.nii.gz")
-    return [], [f"{src / 'b_t2.nii.gz'}: its affine (voxel-to-world matrix) holds NaN or Inf"]
+    return [], [f"{src / 'b_t2.nii.gz'}: its header gives the voxel size", "voxel-to-world matrix that is not finite"]
 
 
 def _label_values(src):
