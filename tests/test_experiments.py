@@ -143,6 +143,21 @@ def test_train_then_evaluate_arms(dataset, tmp_path, capsys):
         evaluate_arms(tmp_path / "empty")
 
 
+def test_a_new_arm_is_one_entry_in_the_arm_table(dataset, tmp_path, monkeypatch):
+    """Registered in ARMS alone (here, in this test), an arm trains, is scored, and joins the
+    study tables and the figures like the others: nothing else lists the arms."""
+    from afl_core import experiments
+
+    monkeypatch.setitem(experiments.ARMS, "afl_gamma_half", ("afl", "paper", {"gamma": 0.5}))
+    history = train_arms(["afl_gamma_half"], [0], tmp_path / "runs", **tiny_settings(dataset))
+    assert set(history["arm"]) == {"afl_gamma_half"} and history["train_loss"].notna().all()
+    config = json.loads((tmp_path / "runs" / "afl_gamma_half-seed0" / "config.json").read_text())
+    assert config["loss_options"] == {"gamma": 0.5}
+    study = evaluate_arms(tmp_path / "runs", device="cpu")
+    assert study.arms == ["afl_gamma_half"] and set(study.per_case["arm"]) == {"afl_gamma_half"}
+    plot_seed_spread(seed_summary(study.per_case, "dice"))
+
+
 # --------------------------------------------------------------------------- committed studies
 
 
