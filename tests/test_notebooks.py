@@ -377,7 +377,7 @@ def test_your_data_names_a_template_given_without_its_folder(tmp_path):
     """07's parameters describe a folder: templates without `source` stop before any work, saying so."""
     result = runner.run_one(NOTEBOOKS / "07_your_data.ipynb", tmp_path, {"images": ["{case}_t2.nii.gz"]}, timeout=120)
     assert result.status == "FAILED"
-    assert "AssertionError" in result.detail and "set source too" in result.detail
+    assert "ValueError" in result.detail and "set source too" in result.detail
 
 
 @SKIP_RUN
