@@ -412,6 +412,15 @@ def test_committed_outputs_still_match_nbval():
 # --------------------------------------------------------------------------- parameters through papermill
 
 BAD_PARAMETERS = [
+    ("00_setup", {"image_size": "abc"}, "parameter image_size = 'abc': it accepts an integer >= 32 or None"),
+    ("01_data", {"n_cases": "abc"}, "parameter n_cases = 'abc': it accepts an integer >= 1 or None"),
+    ("01_data", {"picai_folds": [0, 7]}, "parameter picai_folds = [0, 7]: it accepts a list of 0, 1, 2, 3, 4"),
+    (
+        "02_focal_loss",
+        {"foreground_fraction": "abc"},
+        "parameter foreground_fraction = 'abc': it accepts a number strictly between 0 and 1",
+    ),
+    ("03_adaptive_focusing", {"image_size": 16}, "parameter image_size = 16: it accepts an integer >= 64"),
     ("04_training", {"epochs": "abc"}, "parameter epochs = 'abc': it accepts an integer >= 1 or None"),
     ("04_training", {"n_seeds": 0}, "parameter n_seeds = 0: it accepts an integer >= 1 or None"),
     ("05_evaluation", {"n_boot": "abc"}, "parameter n_boot = 'abc': it accepts an integer >= 100 or None"),
@@ -455,7 +464,10 @@ def test_a_bad_notebook_parameter_is_named_before_any_work(name, parameters, mes
     assert message in raised.value.evalue
 
 
-@pytest.mark.parametrize("name", ["04_training", "05_evaluation", "06_ablation"])
+@pytest.mark.parametrize(
+    "name",
+    ["00_setup", "01_data", "02_focal_loss", "03_adaptive_focusing", "04_training", "05_evaluation", "06_ablation"],
+)
 def test_the_default_and_quick_parameters_pass_the_check(name, tmp_path):
     _run_to_parameter_check(name, {"quick": True}, tmp_path)
 
