@@ -183,6 +183,7 @@ def test_a_stray_rank_neither_keeps_old_tables_nor_hides_the_last_line(dataset, 
     (run / "eval").mkdir(parents=True)
     (run / "eval" / "summary.json").write_text('{"dice": 0.99}')  # the tables of the model --overwrite replaces
     (run / "history.csv").write_text("epoch,train_loss\n1,0.5\n")
+    (run / "config.json").write_text("{}")  # a run: --overwrite clears only a run's folder
     result = subprocess.run(
         train_command(dataset, run, "--overwrite"),
         env=without_torchrun(RANK="1"),
@@ -195,6 +196,21 @@ def test_a_stray_rank_neither_keeps_old_tables_nor_hides_the_last_line(dataset, 
     assert f"run saved in {run}" in result.stdout
     assert not (run / "eval").exists()
     assert len((run / "history.csv").read_text().splitlines()) == 2 and "val_dice" in (run / "history.csv").read_text()
+
+
+def test_overwrite_never_clears_a_folder_that_is_not_a_run(dataset, tmp_path):
+    mine = tmp_path / "mine"  # a user's folder: run-like names, no config.json
+    (mine / "eval").mkdir(parents=True)
+    (mine / "eval" / "myresults.txt").write_text("mine")
+    (mine / "history.csv").write_text("my,own\n1,2\n")
+    (mine / "notes.txt").write_text("notes")
+    before = snapshot(mine)
+    result = subprocess.run(
+        train_command(dataset, mine, "--overwrite"), env=without_torchrun(), capture_output=True, text=True, cwd=REPO
+    )
+    says = (f"{mine} is not a training run (no config.json)", "history.csv, eval", "choose another --out")
+    failed_cleanly(result, *says)
+    assert {k: v for k, v in snapshot(mine).items() if k != "run.lock"} == before
 
 
 # ----------------------------------------------------------------------------- converters: only their own datasets
