@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from afl_core._io import NotEnoughMemory, export_csv, gib, read_json, write_json
-from afl_core.data import SliceDataset, VolumeDataset, list_cases
+from afl_core.data import DATASET_JSON, SliceDataset, VolumeDataset, list_cases
 from afl_core.metrics import evaluate_cases
 from afl_core.models import autocast_dtype, build_model, load_checkpoint, resolve_device
 from afl_core.paper import results_table
@@ -316,6 +316,20 @@ def _default_out_dir(run_dir: Path, root: Path, own_validation: bool, cases: Seq
     return out_dir
 
 
+def _check_outside_datasets(out_dir: Path) -> None:
+    """Refuse tables written into a dataset: its ``lesions.csv`` (the ground truth of
+    synthetic data) would be replaced and its folders mixed with the run's scores."""
+    resolved = out_dir.resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / DATASET_JSON).is_file():
+            where = "is a dataset" if folder == resolved else f"is inside the dataset {folder}"
+            raise ValueError(
+                f"--out {out_dir} {where} (it holds {DATASET_JSON}): the tables (per_case.csv, lesions.csv, "
+                "summary.json) would replace or mix with its files. Choose a folder outside any dataset, "
+                "or leave --out out to write them into the run folder"
+            )
+
+
 def _note_what_is_scored(config: dict, root: Path, data, cases: Sequence[str] | None) -> None:
     """Say when the cases are another dataset's (resized to the training grid) or were trained on."""
     if data is not None and not _same_data(root, config["data"]):
@@ -389,6 +403,8 @@ def evaluate_run(
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder: choose a folder for the tables")
+    if out_dir is not None:
+        _check_outside_datasets(Path(out_dir))
     torch_device = resolve_device(device)
     training_data = _training_data(run_dir, data)
     if data is not None and training_data is not None and _same_data(data, training_data):
