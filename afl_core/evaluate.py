@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from afl_core._io import NotEnoughMemory, export_csv, gib, read_json, write_json
+from afl_core._io import NotEnoughMemory, export_csv, folder_lock, gib, read_json, write_json
 from afl_core.data import DATASET_JSON, SliceDataset, VolumeDataset, list_cases
 from afl_core.metrics import evaluate_cases
 from afl_core.models import autocast_dtype, build_model, load_checkpoint, resolve_device
@@ -434,31 +434,33 @@ def evaluate_run(
     if out_dir is None:
         out_dir = _default_out_dir(run_dir, root, own_validation, None if own_validation else chosen)
     out_dir = Path(out_dir)
-    grid_key = "slice_size" if config.get("dims", 2) == 2 else "volume_size"
-    try:
-        dataset = _dataset(config, root, cases)
-    except NotEnoughMemory as error:
-        raise ValueError(
-            f"{run_dir / f'checkpoint_{checkpoint}.pt'} records a {grid_key.replace('_', ' ')} of "
-            f"{' x '.join(map(str, config[grid_key]))}: one case on that grid needs about {gib(error.needed)} of "
-            f"memory, {gib(error.available)} are available. The file was altered or comes from another program, "
-            "or the run needs a machine with more memory"
-        ) from None
-    if dataset.in_channels != config["in_channels"]:
-        raise ValueError(
-            f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
-            f"{config['in_channels']}: evaluate it on data with the same channels (modalities)"
-        )
-    amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
+    # one process writes a tables folder: two would mix (or silently replace) their tables
+    with folder_lock(out_dir, then="run the evaluation again"):
+        grid_key = "slice_size" if config.get("dims", 2) == 2 else "volume_size"
+        try:
+            dataset = _dataset(config, root, cases)
+        except NotEnoughMemory as error:
+            raise ValueError(
+                f"{run_dir / f'checkpoint_{checkpoint}.pt'} records a {grid_key.replace('_', ' ')} of "
+                f"{' x '.join(map(str, config[grid_key]))}: one case on that grid needs about {gib(error.needed)} of "
+                f"memory, {gib(error.available)} are available. The file was altered or comes from another program, "
+                "or the run needs a machine with more memory"
+            ) from None
+        if dataset.in_channels != config["in_channels"]:
+            raise ValueError(
+                f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
+                f"{config['in_channels']}: evaluate it on data with the same channels (modalities)"
+            )
+        amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
 
-    per_case, per_lesion = evaluate_cases(
-        _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
-    )
-    summary = _summary(run_dir, config, checkpoint, saved["epoch"], root, dataset.cases, threshold, per_case)
-    export_csv(per_case, out_dir / "per_case.csv")
-    export_csv(per_lesion, out_dir / "lesions.csv")
-    write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables
-    return EvaluationResult(per_case, per_lesion, summary, out_dir)
+        per_case, per_lesion = evaluate_cases(
+            _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
+        )
+        summary = _summary(run_dir, config, checkpoint, saved["epoch"], root, dataset.cases, threshold, per_case)
+        export_csv(per_case, out_dir / "per_case.csv")
+        export_csv(per_lesion, out_dir / "lesions.csv")
+        write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables
+        return EvaluationResult(per_case, per_lesion, summary, out_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -210,6 +210,22 @@ def test_evaluation_tables_are_never_written_into_a_dataset(trained, dataset):
     assert snapshot(dataset) == before
 
 
+def test_a_second_evaluation_into_the_same_out_is_refused_naming_the_first(trained, tmp_path):
+    out = tmp_path / "tables"
+    hold = f"from afl_core._io import folder_lock\nwith folder_lock({str(out)!r}):\n print('held', flush=True); input()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"  # stands for an evaluation still writing its tables
+        result = run(evaluate_command(trained, "--out", str(out)))
+        failed_cleanly(result, f"{out} is being written by process {holder.pid}", "choose another --out")
+        assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert run(evaluate_command(trained, "--out", str(out))).returncode == 0
+
+
 def test_a_sweep_never_writes_into_a_training_run(trained, dataset, tmp_path):
     run_dir = copy_run(trained, tmp_path / "run")
     before = snapshot(run_dir)
