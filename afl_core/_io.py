@@ -178,7 +178,12 @@ class FolderBusy(ValueError):
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator[None]:
+def folder_lock(
+    folder: str | os.PathLike,
+    *,
+    option: str = "--out",
+    then: str = "--resume continues or --overwrite replaces its run",
+) -> Iterator[None]:
     """Hold an exclusive lock on ``folder/run.lock`` for the block, so that one process
     at a time writes ``folder`` (created if missing). The file names the holder (process id,
     host, start time, command). ``flock`` locks die with their process, however it ends, so
@@ -188,6 +193,7 @@ def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator
     Args:
         folder: the folder to hold.
         option: the option that chose the folder, named in the message.
+        then: what the user can do once the holder has ended, named in the message.
 
     Raises:
         FolderBusy: another process holds the lock; the message names it and what to do.
@@ -207,7 +213,7 @@ def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
-                raise FolderBusy(_busy_message(path, handle.read(), option)) from None
+                raise FolderBusy(_busy_message(path, handle.read(), option, then)) from None
         handle.seek(0)
         handle.truncate()
         holder = {
@@ -225,7 +231,7 @@ def folder_lock(folder: str | os.PathLike, *, option: str = "--out") -> Iterator
             del _held_locks[path]  # closing the file releases the lock
 
 
-def _busy_message(path: Path, recorded: str, option: str) -> str:
+def _busy_message(path: Path, recorded: str, option: str, then: str) -> str:
     """Who holds the lock on ``path``, from what the holder wrote into it, and what to do."""
     try:
         holder = json.loads(recorded)
@@ -244,8 +250,8 @@ def _busy_message(path: Path, recorded: str, option: str) -> str:
             f"(the folder is left as its last complete write), or choose another {option}"
         )
     return (
-        f"{path.parent} is being written by {who}: a second process would mix two runs in one folder. "
-        f"Wait for it to end (then --resume continues or --overwrite replaces its run), or choose another {option}"
+        f"{path.parent} is being written by {who}: a second process would mix their files in one folder. "
+        f"Wait for it to end (then {then}), or choose another {option}"
     )
 
 

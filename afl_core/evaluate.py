@@ -43,8 +43,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from afl_core._io import NotEnoughMemory, export_csv, gib, read_json, write_json
-from afl_core.data import SliceDataset, VolumeDataset, list_cases
+from afl_core._io import NotEnoughMemory, export_csv, folder_lock, gib, read_json, write_json
+from afl_core.data import DATASET_JSON, SliceDataset, VolumeDataset, list_cases
 from afl_core.metrics import evaluate_cases
 from afl_core.models import autocast_dtype, build_model, load_checkpoint, resolve_device
 from afl_core.paper import results_table
@@ -316,6 +316,20 @@ def _default_out_dir(run_dir: Path, root: Path, own_validation: bool, cases: Seq
     return out_dir
 
 
+def _check_outside_datasets(out_dir: Path) -> None:
+    """Refuse tables written into a dataset: its ``lesions.csv`` (the ground truth of
+    synthetic data) would be replaced and its folders mixed with the run's scores."""
+    resolved = out_dir.resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / DATASET_JSON).is_file():
+            where = "is a dataset" if folder == resolved else f"is inside the dataset {folder}"
+            raise ValueError(
+                f"--out {out_dir} {where} (it holds {DATASET_JSON}): the tables (per_case.csv, lesions.csv, "
+                "summary.json) would replace or mix with its files. Choose a folder outside any dataset, "
+                "or leave --out out to write them into the run folder"
+            )
+
+
 def _note_what_is_scored(config: dict, root: Path, data, cases: Sequence[str] | None) -> None:
     """Say when the cases are another dataset's (resized to the training grid) or were trained on."""
     if data is not None and not _same_data(root, config["data"]):
@@ -389,6 +403,8 @@ def evaluate_run(
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file, not a folder: choose a folder for the tables")
+    if out_dir is not None:
+        _check_outside_datasets(Path(out_dir))
     torch_device = resolve_device(device)
     training_data = _training_data(run_dir, data)
     if data is not None and training_data is not None and _same_data(data, training_data):
@@ -418,31 +434,33 @@ def evaluate_run(
     if out_dir is None:
         out_dir = _default_out_dir(run_dir, root, own_validation, None if own_validation else chosen)
     out_dir = Path(out_dir)
-    grid_key = "slice_size" if config.get("dims", 2) == 2 else "volume_size"
-    try:
-        dataset = _dataset(config, root, cases)
-    except NotEnoughMemory as error:
-        raise ValueError(
-            f"{run_dir / f'checkpoint_{checkpoint}.pt'} records a {grid_key.replace('_', ' ')} of "
-            f"{' x '.join(map(str, config[grid_key]))}: one case on that grid needs about {gib(error.needed)} of "
-            f"memory, {gib(error.available)} are available. The file was altered or comes from another program, "
-            "or the run needs a machine with more memory"
-        ) from None
-    if dataset.in_channels != config["in_channels"]:
-        raise ValueError(
-            f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
-            f"{config['in_channels']}: evaluate it on data with the same channels (modalities)"
-        )
-    amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
+    # one process writes a tables folder: two would mix (or silently replace) their tables
+    with folder_lock(out_dir, then="run the evaluation again"):
+        grid_key = "slice_size" if config.get("dims", 2) == 2 else "volume_size"
+        try:
+            dataset = _dataset(config, root, cases)
+        except NotEnoughMemory as error:
+            raise ValueError(
+                f"{run_dir / f'checkpoint_{checkpoint}.pt'} records a {grid_key.replace('_', ' ')} of "
+                f"{' x '.join(map(str, config[grid_key]))}: one case on that grid needs about {gib(error.needed)} of "
+                f"memory, {gib(error.available)} are available. The file was altered or comes from another program, "
+                "or the run needs a machine with more memory"
+            ) from None
+        if dataset.in_channels != config["in_channels"]:
+            raise ValueError(
+                f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
+                f"{config['in_channels']}: evaluate it on data with the same channels (modalities)"
+            )
+        amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
 
-    per_case, per_lesion = evaluate_cases(
-        _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
-    )
-    summary = _summary(run_dir, config, checkpoint, saved["epoch"], root, dataset.cases, threshold, per_case)
-    export_csv(per_case, out_dir / "per_case.csv")
-    export_csv(per_lesion, out_dir / "lesions.csv")
-    write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables
-    return EvaluationResult(per_case, per_lesion, summary, out_dir)
+        per_case, per_lesion = evaluate_cases(
+            _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
+        )
+        summary = _summary(run_dir, config, checkpoint, saved["epoch"], root, dataset.cases, threshold, per_case)
+        export_csv(per_case, out_dir / "per_case.csv")
+        export_csv(per_lesion, out_dir / "lesions.csv")
+        write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables
+        return EvaluationResult(per_case, per_lesion, summary, out_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,6 +169,11 @@ def run_sweep(
     the sweep goes on.
     """
     out = Path(out)
+    if (out / "config.json").is_file():  # its history.csv would be replaced by the sweep's table
+        raise ValueError(
+            f"--out {out} is a training run (it holds config.json): the sweep's tables (history.csv, "
+            "per_case.csv) and runs/ would replace or mix with the run's files. Choose a new folder for the sweep"
+        )
     index, count = parse_shard(shard) if isinstance(shard, str) else shard
     fold_ids = _check_folds(data, folds, only_folds)
     fold_cases = kfold_cases(data, folds, seed=0, group_of=patient_grouping(data))

@@ -46,7 +46,7 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from afl_core._io import atomic_write, check_memory, read_json
+from afl_core._io import atomic_write, check_memory, folder_lock, read_json
 from afl_core.data import (
     DATASET_JSON,
     IMAGES_DIR,
@@ -475,6 +475,7 @@ def make_dataset(
             and ``overwrite`` is false.
         ForeignFilesError: ``root`` holds a dataset or layout files another source wrote
             (a ``FileExistsError``; ``overwrite`` does not replace them).
+        afl_core._io.FolderBusy: another process is writing ``root`` (the message names it).
 
     ``dataset.json`` records the arguments (``generator``, with the lesion radius range used),
     ``source="synthetic"`` and the spacing ``(D, H, W)``; ``lesions.csv`` has the columns
@@ -522,86 +523,92 @@ def make_dataset(
     )
     root = Path(root)
     case_ids = [f"synth_{i:04d}" for i in range(n_cases)]
-    if _already_written(root, arguments, case_ids):
+    if root.exists() and not root.is_dir():
+        raise ForeignFilesError(f"{root} is a file, not a folder: choose a folder for the dataset")
+    # one process writes a dataset: two would mix their cases
+    with folder_lock(root, option="--dest", then="the same command continues it, or --force replaces it"):
+        if _already_written(root, arguments, case_ids):
+            return root
+        check_memory(
+            math.prod(shape) * (_BYTES_PER_VOXEL + _BYTES_PER_VOXEL_AND_CHANNEL * n_channels),
+            what=f"one synthetic case of {' x '.join(map(str, shape))} voxels and {n_channels} channel(s)",
+            option="shape",
+        )
+        _check_only_generated(root)
+        finished = _finished_cases(root, arguments, n_channels)
+        if finished is None:  # not an interrupted run with these arguments
+            existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, _PROGRESS) if (root / n).exists()]
+            existing += _generated_files(root)
+            if existing and not overwrite:
+                raise FileExistsError(
+                    f"{root} already holds a dataset made with other arguments "
+                    f"({', '.join(sorted({p.relative_to(root).parts[0] for p in existing}))}); "
+                    "pass overwrite=True to replace it or choose another folder"
+                )
+            finished = {}
+        _start_progress(root, arguments, finished)
+        # dataset.json goes first and comes back last: it marks a complete dataset. Only files this
+        # function writes are removed: those of cases or channels these arguments do not make.
+        wanted = {channel_path(root, c, k).name for c in case_ids for k in range(n_channels)}
+        wanted |= {label_path(root, c).name for c in case_ids}
+        for path in [root / DATASET_JSON, root / LESIONS_CSV, *_generated_files(root)]:
+            if path.name not in wanted:
+                path.unlink(missing_ok=True)
+
+        top = np.random.SeedSequence(int(seed))
+        n_empty = round(empty_fraction * n_cases)
+        empty = set(np.random.default_rng(top).permutation(n_cases)[:n_empty].tolist())
+        # NIfTI axes are (H, W, D): the affine takes shape and spacing in that order, centred on the origin.
+        stored_shape, stored_spacing = np.array(shape)[[1, 2, 0]], np.array(spacing, dtype=float)[[1, 2, 0]]
+        affine = np.diag([*stored_spacing, 1.0])
+        affine[:3, 3] = -0.5 * (stored_shape - 1) * stored_spacing
+        todo = [
+            (i, case_id, case_seed)
+            for i, (case_id, case_seed) in enumerate(zip(case_ids, top.spawn(n_cases)))
+            if case_id not in finished
+        ]
+        with open(root / _PROGRESS, "a", encoding="utf-8") as log:
+            for i, case_id, case_seed in tqdm(todo, desc="synthetic cases", disable=not progress, leave=False):
+                rng = np.random.default_rng(case_seed)
+                n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
+                channels, label, lesions = make_case(
+                    rng,
+                    shape=shape,
+                    lesion_radius=lesion_radius,
+                    irregularity=irregularity,
+                    n_lesions=n_lesions,
+                    n_channels=n_channels,
+                    spacing=spacing,
+                )
+                write_case(root, case_id, channels, label, affine)
+                # The case counts as finished once its facts are on disk beside its files.
+                log.write(json.dumps({"case": case_id, "lesions": lesions}) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+                finished[case_id] = lesions
+        rows = [{"case": case_id, **facts} for case_id in case_ids for facts in finished[case_id]]
+
+        with atomic_write(root / LESIONS_CSV, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        names = [
+            _CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)
+        ]
+        write_dataset_json(
+            root,
+            channel_names=names,
+            num_training=n_cases,
+            source="synthetic",
+            licence="CC0-1.0 (generated by afl_core.synthetic)",
+            spacing=[float(s) for s in spacing],
+            label_mapping={"0": 0, "1": 1},
+            axes="shape and spacing (D, H, W); NIfTI arrays (H, W, D): the third axis is the slice axis",
+            lesions_csv=LESIONS_CSV,
+            generator=arguments,
+        )
+        (root / _PROGRESS).unlink()
         return root
-    check_memory(
-        math.prod(shape) * (_BYTES_PER_VOXEL + _BYTES_PER_VOXEL_AND_CHANNEL * n_channels),
-        what=f"one synthetic case of {' x '.join(map(str, shape))} voxels and {n_channels} channel(s)",
-        option="shape",
-    )
-    _check_only_generated(root)
-    finished = _finished_cases(root, arguments, n_channels)
-    if finished is None:  # not an interrupted run with these arguments
-        existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, _PROGRESS) if (root / n).exists()]
-        existing += _generated_files(root)
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"{root} already holds a dataset made with other arguments "
-                f"({', '.join(sorted({p.relative_to(root).parts[0] for p in existing}))}); "
-                "pass overwrite=True to replace it or choose another folder"
-            )
-        finished = {}
-    _start_progress(root, arguments, finished)
-    # dataset.json goes first and comes back last: it marks a complete dataset. Only files this
-    # function writes are removed: those of cases or channels these arguments do not make.
-    wanted = {channel_path(root, c, k).name for c in case_ids for k in range(n_channels)}
-    wanted |= {label_path(root, c).name for c in case_ids}
-    for path in [root / DATASET_JSON, root / LESIONS_CSV, *_generated_files(root)]:
-        if path.name not in wanted:
-            path.unlink(missing_ok=True)
-
-    top = np.random.SeedSequence(int(seed))
-    n_empty = round(empty_fraction * n_cases)
-    empty = set(np.random.default_rng(top).permutation(n_cases)[:n_empty].tolist())
-    # NIfTI axes are (H, W, D): the affine takes shape and spacing in that order, centred on the origin.
-    stored_shape, stored_spacing = np.array(shape)[[1, 2, 0]], np.array(spacing, dtype=float)[[1, 2, 0]]
-    affine = np.diag([*stored_spacing, 1.0])
-    affine[:3, 3] = -0.5 * (stored_shape - 1) * stored_spacing
-    todo = [
-        (i, case_id, case_seed)
-        for i, (case_id, case_seed) in enumerate(zip(case_ids, top.spawn(n_cases)))
-        if case_id not in finished
-    ]
-    with open(root / _PROGRESS, "a", encoding="utf-8") as log:
-        for i, case_id, case_seed in tqdm(todo, desc="synthetic cases", disable=not progress, leave=False):
-            rng = np.random.default_rng(case_seed)
-            n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
-            channels, label, lesions = make_case(
-                rng,
-                shape=shape,
-                lesion_radius=lesion_radius,
-                irregularity=irregularity,
-                n_lesions=n_lesions,
-                n_channels=n_channels,
-                spacing=spacing,
-            )
-            write_case(root, case_id, channels, label, affine)
-            # The case counts as finished once its facts are on disk beside its files.
-            log.write(json.dumps({"case": case_id, "lesions": lesions}) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
-            finished[case_id] = lesions
-    rows = [{"case": case_id, **facts} for case_id in case_ids for facts in finished[case_id]]
-
-    with atomic_write(root / LESIONS_CSV, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    names = [_CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)]
-    write_dataset_json(
-        root,
-        channel_names=names,
-        num_training=n_cases,
-        source="synthetic",
-        licence="CC0-1.0 (generated by afl_core.synthetic)",
-        spacing=[float(s) for s in spacing],
-        label_mapping={"0": 0, "1": 1},
-        axes="shape and spacing (D, H, W); NIfTI arrays (H, W, D): the third axis is the slice axis",
-        lesions_csv=LESIONS_CSV,
-        generator=arguments,
-    )
-    (root / _PROGRESS).unlink()
-    return root
 
 
 class ForeignFilesError(FileExistsError):

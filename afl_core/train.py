@@ -656,12 +656,19 @@ def _check_fresh_run_folder(out: Path, overwrite: bool) -> None:
     """Refuse to train a new run over an existing one (a forgotten ``--resume`` would wipe
     it); with ``overwrite`` remove the old run's files first, so that no table of the old
     model (``eval/``, ``eval-<data>/``) outlives it. A ``config.json`` alone is a start that
-    failed before its first epoch: nothing to lose, the run starts again."""
+    failed before its first epoch: nothing to lose, the run starts again. A folder that holds
+    such names without a ``config.json`` is not a run: it is refused, never cleared."""
     trained = [out / name for name in _RUN_FILES if name != "config.json"]
     work = [*trained, out / "eval", *sorted(out.glob("eval-*"))]
     existing = [path for path in work if path.exists()]
     if not existing:
         return
+    if not (out / "config.json").is_file():  # not a run: --overwrite deletes only what a run wrote
+        raise ValueError(
+            f"{out} is not a training run (no config.json) but holds "
+            f"{', '.join(path.name for path in existing)}: nothing in it is deleted; "
+            "choose another --out, or move those files away first"
+        )
     if not overwrite:
         raise ValueError(
             f"{out} already holds a run ({', '.join(path.name for path in existing)}): continue it with --resume "

@@ -306,6 +306,7 @@ def _run_brats(args) -> int:
 
 
 def _run_synthetic(args) -> int:
+    from afl_core._io import FolderBusy
     from afl_core.synthetic import ForeignFilesError, make_dataset
 
     # Only the options given are passed on: the generator's own defaults stay the defaults.
@@ -326,6 +327,8 @@ def _run_synthetic(args) -> int:
         raise DownloadError(f"{_as_options(str(exc))}; --force does not replace them.") from None
     except FileExistsError as exc:
         raise DownloadError(f"{_as_options(str(exc))}.") from None
+    except FolderBusy as exc:  # another process is writing --dest
+        raise DownloadError(f"{exc}.") from None
     except ValueError as exc:  # NotEnoughMemory too: the size asked for cannot be made here
         raise DownloadError(f"Invalid generator options: {_as_options(str(exc))}.") from None
     if before is not None and marker.stat().st_mtime_ns == before:

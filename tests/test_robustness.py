@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from afl_core._io import read_json
+from afl_core._io import LOCK_NAME, read_json
 from afl_core.data import list_cases, write_case, write_dataset_json
 from afl_core.synthetic import make_dataset
 
@@ -33,11 +33,12 @@ TINY = ["--shape", "4", "16", "16", "--no-progress"]
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (hidden ones too) with the sha256 of its bytes."""
+    """Every file under ``root`` (hidden ones too, the lock file that names its last writer
+    aside) with the sha256 of its bytes."""
     return {
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != LOCK_NAME
     }
 
 
@@ -82,8 +83,8 @@ def test_synthetic_force_replaces_only_its_own_files(tmp_path):
         f"synth_000{case}_000{channel}.nii.gz" for case in (0, 1) for channel in (0, 1, 2)
     ]
     assert (root / "notes.txt").read_text() == "mine"
-    written = ["dataset.json", "imagesTr", "labelsTr", "lesions.csv", "notes.txt"]
-    assert sorted(p.name for p in root.iterdir()) == written  # no progress file left
+    written = ["dataset.json", "imagesTr", "labelsTr", "lesions.csv", "notes.txt", LOCK_NAME]
+    assert sorted(p.name for p in root.iterdir()) == sorted(written)  # no progress file left
 
 
 def test_synthetic_leaves_a_case_file_added_to_its_dataset(tmp_path):
@@ -125,6 +126,27 @@ def test_interrupted_synthetic_continues_when_the_same_command_is_run_again(tmp_
     assert fresh.returncode == 0, fresh.stderr
     assert snapshot(root) == snapshot(tmp_path / "fresh")  # byte for byte, lesions.csv included
     assert len(list_cases(root)) == 12
+
+
+def test_a_second_synthetic_into_the_same_dest_is_refused_naming_the_first(tmp_path):
+    root = tmp_path / "busy"
+    command = [sys.executable, "-m", "data_download", "synthetic", "--dest", str(root), "--no-progress"]
+    first = subprocess.Popen([*command, "--cases", "200", "--seed", "1", "--shape", "8", "96", "96"], cwd=REPO)
+    try:
+        lock = root / LOCK_NAME
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None:
+            if lock.is_file() and lock.read_text().startswith("{") and json.loads(lock.read_text())["pid"] == first.pid:
+                break
+            time.sleep(0.05)
+        assert first.poll() is None
+        second = run_cli("synthetic", "--dest", str(root), "--cases", "2", "--seed", "2", *TINY, "--force")
+        failed_cleanly(second, f"{root} is being written by process {first.pid}", "choose another --dest")
+        assert json.loads(lock.read_text())["pid"] == first.pid
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert not (root / "dataset.json").exists()  # the first was stopped; the second wrote nothing
 
 
 # ----------------------------------------------------------------------------- synthetic: options named
@@ -183,6 +205,7 @@ def test_a_stray_rank_neither_keeps_old_tables_nor_hides_the_last_line(dataset, 
     (run / "eval").mkdir(parents=True)
     (run / "eval" / "summary.json").write_text('{"dice": 0.99}')  # the tables of the model --overwrite replaces
     (run / "history.csv").write_text("epoch,train_loss\n1,0.5\n")
+    (run / "config.json").write_text("{}")  # a run: --overwrite clears only a run's folder
     result = subprocess.run(
         train_command(dataset, run, "--overwrite"),
         env=without_torchrun(RANK="1"),
@@ -195,6 +218,21 @@ def test_a_stray_rank_neither_keeps_old_tables_nor_hides_the_last_line(dataset, 
     assert f"run saved in {run}" in result.stdout
     assert not (run / "eval").exists()
     assert len((run / "history.csv").read_text().splitlines()) == 2 and "val_dice" in (run / "history.csv").read_text()
+
+
+def test_overwrite_never_clears_a_folder_that_is_not_a_run(dataset, tmp_path):
+    mine = tmp_path / "mine"  # a user's folder: run-like names, no config.json
+    (mine / "eval").mkdir(parents=True)
+    (mine / "eval" / "myresults.txt").write_text("mine")
+    (mine / "history.csv").write_text("my,own\n1,2\n")
+    (mine / "notes.txt").write_text("notes")
+    before = snapshot(mine)
+    result = subprocess.run(
+        train_command(dataset, mine, "--overwrite"), env=without_torchrun(), capture_output=True, text=True, cwd=REPO
+    )
+    says = (f"{mine} is not a training run (no config.json)", "history.csv, eval", "choose another --out")
+    failed_cleanly(result, *says)
+    assert {k: v for k, v in snapshot(mine).items() if k != "run.lock"} == before
 
 
 # ----------------------------------------------------------------------------- converters: only their own datasets

@@ -23,7 +23,7 @@ from afl_core.synthetic import make_dataset
 
 from .test_download import words
 from .test_download_faults import failed_cleanly
-from .test_robustness import REPO, train_command, without_torchrun
+from .test_robustness import REPO, snapshot, train_command, without_torchrun
 
 
 def run(command: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -200,6 +200,39 @@ def test_a_checkpoint_recording_a_huge_slice_size_is_named(trained, tmp_path):
         "GiB of memory",
         "altered",
     )
+
+
+def test_evaluation_tables_are_never_written_into_a_dataset(trained, dataset):
+    before = snapshot(dataset)
+    for out, where in ((dataset, "is a dataset"), (dataset / "labelsTr" / "eval", f"is inside the dataset {dataset}")):
+        result = run(evaluate_command(trained, "--out", str(out)))
+        failed_cleanly(result, f"--out {out} {where} (it holds dataset.json)", "Choose a folder outside any dataset")
+    assert snapshot(dataset) == before
+
+
+def test_a_second_evaluation_into_the_same_out_is_refused_naming_the_first(trained, tmp_path):
+    out = tmp_path / "tables"
+    hold = f"from afl_core._io import folder_lock\nwith folder_lock({str(out)!r}):\n print('held', flush=True); input()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"  # stands for an evaluation still writing its tables
+        result = run(evaluate_command(trained, "--out", str(out)))
+        failed_cleanly(result, f"{out} is being written by process {holder.pid}", "choose another --out")
+        assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert run(evaluate_command(trained, "--out", str(out))).returncode == 0
+
+
+def test_a_sweep_never_writes_into_a_training_run(trained, dataset, tmp_path):
+    run_dir = copy_run(trained, tmp_path / "run")
+    before = snapshot(run_dir)
+    command = [sys.executable, "-m", "afl_core.sweep", "--data", str(dataset), "--out", str(run_dir), "--folds", "2"]
+    says = f"--out {run_dir} is a training run (it holds config.json)"
+    failed_cleanly(run([*command, "--losses", "ce", "--epochs", "1"]), says, "Choose a new folder for the sweep")
+    assert snapshot(run_dir) == before
 
 
 def sweep_with_one_scored_run(root: Path, summary: str) -> Path:
