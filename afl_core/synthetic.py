@@ -525,15 +525,15 @@ def make_dataset(
     case_ids = [f"synth_{i:04d}" for i in range(n_cases)]
     if root.exists() and not root.is_dir():
         raise ForeignFilesError(f"{root} is a file, not a folder: choose a folder for the dataset")
+    check_memory(  # before the lock, which creates the folder
+        math.prod(shape) * (_BYTES_PER_VOXEL + _BYTES_PER_VOXEL_AND_CHANNEL * n_channels),
+        what=f"one synthetic case of {' x '.join(map(str, shape))} voxels and {n_channels} channel(s)",
+        option="shape",
+    )
     # one process writes a dataset: two would mix their cases
     with folder_lock(root, option="--dest", then="the same command continues it, or --force replaces it"):
         if _already_written(root, arguments, case_ids):
             return root
-        check_memory(
-            math.prod(shape) * (_BYTES_PER_VOXEL + _BYTES_PER_VOXEL_AND_CHANNEL * n_channels),
-            what=f"one synthetic case of {' x '.join(map(str, shape))} voxels and {n_channels} channel(s)",
-            option="shape",
-        )
         _check_only_generated(root)
         finished = _finished_cases(root, arguments, n_channels)
         if finished is None:  # not an interrupted run with these arguments
