@@ -296,7 +296,8 @@ def validate_inputs(logits, target, *, channels=1, check_values=None):
             "logits contain NaN or Inf: the network diverged or its input has non-finite values; "
             "lower the learning rate or check the data normalisation"
         )
-    if not torch.equal(target, target > 0) and ((target != 0) & (target != 1)).any():
+    binary = torch.gt(target, 0, out=torch.empty_like(target))  # in target's dtype, one pass
+    if not torch.equal(target, binary) and ((target != 0) & (target != 1)).any():
         found = torch.unique(target.float().cpu())[:10].tolist()
         raise ValueError(
             f"target must hold only 0 and 1, found values {found}; binarise the labels "
@@ -426,7 +427,8 @@ class AdaptiveFocalLoss(nn.Module):
             )
         alpha, gamma = self.adaptive_parameters(target, spacing) if parameters is None else parameters
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 under autocast
-        logits, lesion = logits.to(dtype), (target.detach() > 0).to(dtype)
+        logits = logits.to(dtype)
+        lesion = torch.gt(target.detach(), 0, out=torch.empty(target.shape, dtype=dtype, device=target.device))
         # Both weights from float64: for a lesion of a few voxels, 1 - alpha would lose f in float32.
         weight_fg, weight_bg = alpha.to(dtype), (1.0 - alpha.double()).to(dtype)
         if self.spec.channels == 2:  # batch-wide weights per channel, on the one-hot target [1 - t, t]
