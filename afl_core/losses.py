@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from afl_core.shape import lesion_shapes, mean_gradient_magnitude
+from afl_core.shape import check_mask, lesion_shapes, mean_gradient_magnitude
 
 __all__ = [
     "focal_loss",
@@ -460,8 +460,6 @@ def adaptive_parameters(
     Raises:
         ValueError: an unknown variant or gamma term, a bad mask shape or spacing.
     """
-    from afl_core.shape import check_mask
-
     check_mask(target)
     alpha, gamma = AdaptiveFocalLoss(variant, gamma_terms=gamma_terms).adaptive_parameters(target, spacing)
     return alpha.float(), gamma.float()
