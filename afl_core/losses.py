@@ -263,6 +263,9 @@ def validate_inputs(logits, target, *, channels=1, check_values=None):
             on CPU tensors only (on a GPU it would stall every step: the training loop's NaN
             check catches a bad batch there).
 
+    Returns:
+        The target binarised (``target > 0``) in its own dtype.
+
     Raises:
         TypeError: an input is not a tensor.
         ValueError: a shape, dtype or value does not fit, with what to do.
@@ -285,24 +288,25 @@ def validate_inputs(logits, target, *, channels=1, check_values=None):
             f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
             f"expected a binary mask of shape {expected}"
         )
+    logits, target = logits.detach(), target.detach()
+    binary = torch.gt(target, 0, out=torch.empty_like(target))  # in target's dtype, one pass
     if not (logits.device.type == "cpu" if check_values is None else check_values):
-        return
+        return binary
     # One reduction each: a NaN or Inf makes the sum non-finite (confirmed voxel by voxel,
     # as a huge finite sum can overflow); labels are 0/1 exactly when they equal target > 0.
-    logits, target = logits.detach(), target.detach()
     total = logits.sum(dtype=torch.float64 if logits.dtype == torch.float64 else torch.float32)
     if not torch.isfinite(total) and not torch.isfinite(logits).all():
         raise ValueError(
             "logits contain NaN or Inf: the network diverged or its input has non-finite values; "
             "lower the learning rate or check the data normalisation"
         )
-    binary = torch.gt(target, 0, out=torch.empty_like(target))  # in target's dtype, one pass
     if not torch.equal(target, binary) and ((target != 0) & (target != 1)).any():
         found = torch.unique(target.float().cpu())[:10].tolist()
         raise ValueError(
             f"target must hold only 0 and 1, found values {found}; binarise the labels "
             "(e.g. target = (label > 0).float())"
         )
+    return binary
 
 
 class _FusedFocalLoss(torch.autograd.Function):
@@ -419,7 +423,7 @@ class AdaptiveFocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, spacing=None, parameters=None) -> torch.Tensor:
         check = logits.device.type == "cpu" if self.check_values is None else self.check_values
-        validate_inputs(logits, target, channels=self.spec.channels, check_values=check)
+        lesion = validate_inputs(logits, target, channels=self.spec.channels, check_values=check)
         if check and self.spec.needs_lesion and self.alpha is None and not target.any():
             raise ValueError(
                 f"variant={self.variant!r} is undefined for a batch without foreground voxels (its "
@@ -427,8 +431,7 @@ class AdaptiveFocalLoss(nn.Module):
             )
         alpha, gamma = self.adaptive_parameters(target, spacing) if parameters is None else parameters
         dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 under autocast
-        logits = logits.to(dtype)
-        lesion = torch.gt(target.detach(), 0, out=torch.empty(target.shape, dtype=dtype, device=target.device))
+        logits, lesion = logits.to(dtype), lesion.to(dtype)
         # Both weights from float64: for a lesion of a few voxels, 1 - alpha would lose f in float32.
         weight_fg, weight_bg = alpha.to(dtype), (1.0 - alpha.double()).to(dtype)
         if self.spec.channels == 2:  # batch-wide weights per channel, on the one-hot target [1 - t, t]
