@@ -639,23 +639,7 @@ def make_dataset(
         finished = _resumed_cases(root, arguments, n_channels, overwrite)
         _start_progress(root, arguments, finished)
         _remove_unwanted_files(root, case_ids, n_channels)
-        case_options = dict(
-            shape=shape,
-            lesion_radius=lesion_radius,
-            irregularity=irregularity,
-            n_channels=n_channels,
-            spacing=spacing,
-        )
-        _write_cases(
-            root,
-            case_ids,
-            finished,
-            seed=seed,
-            empty_fraction=empty_fraction,
-            max_lesions=max_lesions,
-            case_options=case_options,
-            progress=progress,
-        )
+        _write_cases(root, case_ids, finished, arguments, progress=progress)
         _write_lesions_csv(root, case_ids, finished)
         _write_synthetic_dataset_json(root, arguments)
         (root / _PROGRESS).unlink()
@@ -701,22 +685,18 @@ def _nifti_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
 
 
 def _write_cases(
-    root: Path,
-    case_ids: list[str],
-    finished: dict[str, list[dict]],
-    *,
-    seed: int,
-    empty_fraction: float,
-    max_lesions: int,
-    case_options: dict,
-    progress: bool,
+    root: Path, case_ids: list[str], finished: dict[str, list[dict]], arguments: dict, *, progress: bool
 ) -> None:
-    """Write the cases not yet ``finished``, adding each one's lesion facts to ``finished``
-    and to the progress file. Case ``i`` draws from the ``i``-th child of ``seed``, so it
-    is the same whichever cases an interrupted run already wrote."""
+    """Write the cases not yet ``finished`` from the generator ``arguments``, adding each
+    one's lesion facts to ``finished`` and to the progress file. Case ``i`` draws from the
+    ``i``-th child of the seed, so it is the same whichever cases an interrupted run already
+    wrote."""
+    case_options = {
+        name: arguments[name] for name in ("shape", "lesion_radius", "irregularity", "n_channels", "spacing")
+    }
     n_cases = len(case_ids)
-    top = np.random.SeedSequence(int(seed))
-    n_empty = round(empty_fraction * n_cases)
+    top = np.random.SeedSequence(arguments["seed"])
+    n_empty = round(arguments["empty_fraction"] * n_cases)
     empty = set(np.random.default_rng(top).permutation(n_cases)[:n_empty].tolist())
     affine = _nifti_affine(case_options["shape"], case_options["spacing"])
     todo = [
@@ -727,7 +707,7 @@ def _write_cases(
     with open(root / _PROGRESS, "a", encoding="utf-8") as log:
         for i, case_id, case_seed in tqdm(todo, desc="synthetic cases", disable=not progress, leave=False):
             rng = np.random.default_rng(case_seed)
-            n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
+            n_lesions = 0 if i in empty else _lesion_count(rng, arguments["max_lesions"])
             channels, label, lesions = make_case(rng, n_lesions=n_lesions, **case_options)
             write_case(root, case_id, channels, label, affine)
             # The case counts as finished once its facts are on disk beside its files.
