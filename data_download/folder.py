@@ -363,6 +363,82 @@ def _case_problems(
     return problems
 
 
+def _case_id_problems(cases: list[str], matches: list[dict[str, list[Path]]]) -> list[str]:
+    """Case ids that cannot be file names, and ids that differ only in letter case."""
+    problems = []
+    lowered: dict[str, list[str]] = {}
+    for case in cases:
+        lowered.setdefault(case.casefold(), []).append(case)
+        try:
+            _check_case_id(case)
+        except ValueError as exc:
+            problems.append(f"{exc}: rename its files")
+    for clash in (names for names in lowered.values() if len(names) > 1):
+        problems.append(
+            f"the case ids {' and '.join(clash)} differ only in letter case ({_files_of(clash, matches)}): their "
+            "files would overwrite each other on macOS and Windows; rename one"
+        )
+    return problems
+
+
+def _patients(
+    template: _Template, cases: list[str], matches: list[dict[str, list[Path]]], problems: list[str]
+) -> dict[str, str]:
+    """The patient of each case, by ``template``; a case that does not fit it is a problem."""
+    patients = {}
+    for case in cases:
+        who = template.match(case, "patient")
+        if who is None:
+            problems.append(f"case {case} does not fit {template} (its files: {_files_of([case], matches)})")
+        else:
+            patients[case] = who
+    return patients
+
+
+def _read_present_files(
+    present: dict[str, tuple[list[Path], Path | None]],
+    values: list[int] | None,
+    problems: list[str],
+    *,
+    progress: bool,
+) -> set[int]:
+    """Read every file present, adding what is wrong with each to ``problems``; return the
+    values found in the labels."""
+    # SimpleITK once for all MHA / NRRD files: its absence is one problem, not one per file.
+    needs_sitk = sorted({p for files, label in present.values() for p in [*files, label] if _needs_simpleitk(p)})
+    unreadable: set[Path] = set()
+    if needs_sitk:
+        try:
+            _simpleitk(needs_sitk)
+        except DownloadError as exc:
+            problems.append(str(exc).rstrip("."))
+            unreadable = set(needs_sitk)
+    found_values: set[int] = set()
+    for channel_files, label_file in tqdm(present.values(), desc="check", unit="case", disable=not progress):
+        readable = [p for p in channel_files if p not in unreadable]
+        problems += _check_case(readable, None if label_file in unreadable else label_file, values, found_values)
+    return found_values
+
+
+def _label_value_problems(values: list[int] | None, found_values: set[int]) -> list[str]:
+    """Labels that are not 0/1 without ``--lesion-values``, and lesion values no label holds."""
+    if values is None:
+        if found_values <= {0, 1}:
+            return []
+        lesion_like = " ".join(str(v) for v in sorted(found_values) if v != 0)
+        return [
+            f"the labels hold the values {sorted(found_values)}: say which are lesion with --lesion-values (e.g. "
+            f"--lesion-values {lesion_like}); every other value becomes background"
+        ]
+    absent = [v for v in values if v not in found_values]
+    if not found_values or not absent:
+        return []
+    return [
+        f"--lesion-values {' '.join(map(str, absent))}: no label holds {'it' if len(absent) == 1 else 'them'} "
+        f"(the labels hold {', '.join(map(str, sorted(found_values)))}); name only values that mark lesions"
+    ]
+
+
 def check_folder(
     source: str | os.PathLike,
     *,
@@ -403,19 +479,7 @@ def check_folder(
     matches = _match_files(source, files, [*image_templates, label_template], problems)
     image_matches, label_matches = matches[:-1], matches[-1]
     all_cases = sorted(set().union(*matches))
-    lowered: dict[str, list[str]] = {}
-    for case in all_cases:
-        lowered.setdefault(case.casefold(), []).append(case)
-        try:
-            _check_case_id(case)
-        except ValueError as exc:
-            problems.append(f"{exc}: rename its files")
-    for clash in (names for names in lowered.values() if len(names) > 1):
-        problems.append(
-            f"the case ids {' and '.join(clash)} differ only in letter case ({_files_of(clash, matches)}): their "
-            "files would overwrite each other on macOS and Windows; rename one"
-        )
-
+    problems += _case_id_problems(all_cases, matches)
     # Every file present is read, also those of an incomplete case: all problems come out at once.
     present: dict[str, tuple[list[Path], Path | None]] = {}
     complete: dict[str, tuple[list[Path], Path]] = {}
@@ -426,45 +490,11 @@ def check_folder(
         present[case] = (channel_files, label_matches[case][0] if case in label_matches else None)
         if not case_problems and all(case in found for found in matches):
             complete[case] = (channel_files, label_matches[case][0])
-
     patients = None
     if patient_template is not None:
-        patients = {}
-        for case in all_cases:
-            who = patient_template.match(case, "patient")
-            if who is None:
-                files_of_case = _files_of([case], matches)
-                problems.append(f"case {case} does not fit {patient_template} (its files: {files_of_case})")
-            else:
-                patients[case] = who
-
-    # SimpleITK once for all MHA / NRRD files: its absence is one problem, not one per file.
-    needs_sitk = sorted({p for files, label in present.values() for p in [*files, label] if _needs_simpleitk(p)})
-    unreadable: set[Path] = set()
-    if needs_sitk:
-        try:
-            _simpleitk(needs_sitk)
-        except DownloadError as exc:
-            problems.append(str(exc).rstrip("."))
-            unreadable = set(needs_sitk)
-
-    found_values: set[int] = set()
-    for channel_files, label_file in tqdm(present.values(), desc="check", unit="case", disable=not progress):
-        readable = [p for p in channel_files if p not in unreadable]
-        problems += _check_case(readable, None if label_file in unreadable else label_file, values, found_values)
-    if values is None and not found_values <= {0, 1}:
-        lesion_like = " ".join(str(v) for v in sorted(found_values) if v != 0)
-        problems.append(
-            f"the labels hold the values {sorted(found_values)}: say which are lesion with --lesion-values (e.g. "
-            f"--lesion-values {lesion_like}); every other value becomes background"
-        )
-    if values is not None and found_values:
-        absent = [v for v in values if v not in found_values]
-        if absent:
-            problems.append(
-                f"--lesion-values {' '.join(map(str, absent))}: no label holds {'it' if len(absent) == 1 else 'them'} "
-                f"(the labels hold {', '.join(map(str, sorted(found_values)))}); name only values that mark lesions"
-            )
+        patients = _patients(patient_template, all_cases, matches, problems)
+    found_values = _read_present_files(present, values, problems, progress=progress)
+    problems += _label_value_problems(values, found_values)
     if problems:
         raise DownloadError(
             f"{len(problems)} problem(s) in {source}; nothing was written:\n"
