@@ -52,7 +52,15 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from afl_core.data import IMAGES_DIR, LABELS_DIR, channel_path, label_path, list_cases, read_dataset_json
+from afl_core.data import (
+    IMAGES_DIR,
+    LABELS_DIR,
+    channel_path,
+    check_geometry,
+    label_path,
+    list_cases,
+    read_dataset_json,
+)
 from afl_core.data.layout import _AFFINE_ATOL, _check_case_id, _read_nifti
 
 from . import _layout
@@ -64,6 +72,8 @@ __all__ = ["FolderPlan", "check_folder", "convert_folder", "read_volume", "write
 SOURCE = "folder"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 SIMPLEITK_ENDINGS = (".mha", ".nrrd")
+# The header fields that hold the voxel size and orientation, for a message asking to repair them.
+_SPACING_FIELDS = {".mha": "ElementSpacing, TransformMatrix, Offset", ".nrrd": "space directions, space origin"}
 # The command-line spelling of each entry of the request, to name what differs.
 _OPTION_NAMES = {
     "folder": "SRC",
@@ -217,15 +227,15 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[
         hint = _SPLIT_HINT if len(shape) > 3 else ""
         raise ValueError(f"{path} holds a {len(shape)}D image {shape}; each file must be one 3D volume.{hint}")
     array, affine = sitk_to_nifti(image)
-    return array, affine, tuple(float(s) for s in image.GetSpacing())
+    return (
+        array,
+        affine,
+        check_geometry(path, image.GetSpacing(), affine, header=_SPACING_FIELDS.get(path.suffix, "spacing, direction")),
+    )
 
 
-def _geometry_problem(path: Path, affine: np.ndarray, spacing: Sequence[float]) -> str | None:
-    """What is wrong with a file's voxel size or affine, if anything."""
-    if not np.all(np.isfinite(spacing)):
-        return f"{path}: its voxel size {tuple(float(s) for s in spacing)} is not finite (NaN or Inf in the header)"
-    if not np.all(np.isfinite(affine)):
-        return f"{path}: its affine (voxel-to-world matrix) holds NaN or Inf: the header is damaged"
+def _singular_affine(path: Path, affine: np.ndarray) -> str | None:
+    """A problem when the (finite) affine maps the voxels onto less than a volume."""
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         return f"{path}: its affine is singular (a voxel size of 0?): the header is damaged"
     return None
@@ -528,11 +538,11 @@ def _check_case(
     problems, grid = [], None
     for path in [*channel_files, *([label_file] if label_file is not None else [])]:
         try:
-            data, affine, spacing = read_volume(path)
+            data, affine, _ = read_volume(path)
         except ValueError as exc:
             problems.append(str(exc).rstrip("."))
             continue
-        geometry = _geometry_problem(path, affine, spacing)
+        geometry = _singular_affine(path, affine)
         if geometry:
             problems.append(geometry)
             continue

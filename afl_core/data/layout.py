@@ -48,6 +48,7 @@ __all__ = [
     "load_case",
     "load_geometry",
     "case_has_lesion",
+    "check_geometry",
 ]
 
 FILE_ENDING = ".nii.gz"
@@ -289,6 +290,7 @@ class Case:
     affine: np.ndarray
     spacing: tuple[float, float, float]
 
+
 # Errors that nibabel, gzip and zlib raise on truncated or corrupt files.
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
 
@@ -315,9 +317,11 @@ def _check_claimed_size(path: Path, image: nib.Nifti1Image) -> None:
     available = path.stat().st_size
     limit = available * _MAX_GZIP_RATIO if path.name.endswith(".gz") else available
     if claimed > limit:
-        raise ValueError(f"{path}: its header claims {image.shape} voxels ({claimed / 2**30:.3g} GiB), more than "
-                         f"a {available / 2**20:.3g} MiB file can hold; the file is truncated or forged: write or "
-                         "download it again")
+        raise ValueError(
+            f"{path}: its header claims {image.shape} voxels ({claimed / 2**30:.3g} GiB), more than "
+            f"a {available / 2**20:.3g} MiB file can hold; the file is truncated or forged: write or "
+            "download it again"
+        )
 
 
 def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -340,18 +344,39 @@ def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[fl
     return data, image.affine, spacing
 
 
-def _checked_spacing(path: Path, image: nib.Nifti1Image) -> tuple[float, float, float]:
-    """The voxel size (mm) in ``image``'s header, refused unless it and the voxel-to-world
-    matrix are finite and the voxel size positive (a damaged header would otherwise pass
-    for another grid, or NaN distances)."""
-    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-    if not all(np.isfinite(spacing)) or min(spacing) <= 0 or not np.all(np.isfinite(image.affine)):
+def check_geometry(
+    path: str | os.PathLike, spacing: Sequence[float], affine: np.ndarray, *, header: str = "pixdim, qform/sform"
+) -> tuple[float, ...]:
+    """A file's voxel size (mm), refused unless it and the voxel-to-world matrix ``affine``
+    are finite and the voxel size positive: a damaged header would otherwise pass for
+    another grid, or give NaN distances.
+
+    Args:
+        path: the file, named in the message.
+        spacing: the voxel size its header gives, one value per spatial axis.
+        affine: its 4x4 voxel-to-world matrix.
+        header: the header fields to repair, named in the message (NIfTI's by default).
+
+    Returns:
+        ``spacing`` as a tuple of floats.
+
+    Raises:
+        ValueError: a voxel size not positive or not finite, or an affine not finite.
+    """
+    spacing = tuple(float(z) for z in spacing)
+    finite_affine = bool(np.all(np.isfinite(affine)))
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0 or not finite_affine:
         raise ValueError(
             f"{path}: its header gives the voxel size {spacing} mm and a voxel-to-world matrix that is "
-            f"{'finite' if np.all(np.isfinite(image.affine)) else 'not finite'}; a voxel size must be positive "
-            "and finite: repair the header (pixdim, qform/sform) or re-convert the case"
+            f"{'finite' if finite_affine else 'not finite'}; a voxel size must be positive "
+            f"and finite: repair the header ({header}) or re-convert the case"
         )
     return spacing
+
+
+def _checked_spacing(path: Path, image: nib.Nifti1Image) -> tuple[float, float, float]:
+    """The voxel size (mm) in a NIfTI ``image``'s header, checked by :func:`check_geometry`."""
+    return check_geometry(path, image.header.get_zooms()[:3], image.affine)
 
 
 def _check_same_grid(path: Path, shape, affine, ref_path: Path, ref_shape, ref_affine) -> None:
