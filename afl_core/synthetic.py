@@ -649,19 +649,27 @@ def make_dataset(
 def _resumed_cases(root: Path, arguments: dict, n_channels: int, overwrite: bool) -> dict[str, list[dict]]:
     """The lesion facts of the cases an interrupted generation with these ``arguments``
     finished, to keep; ``{}`` when none was under way. Anything else this function wrote
-    in ``root`` is replaced only with ``overwrite`` (else :class:`FileExistsError`)."""
-    finished = _finished_cases(root, arguments, n_channels)
-    if finished is not None:
-        return finished
+    in ``root`` is replaced only with ``overwrite`` (else :class:`FileExistsError`, naming
+    the progress file when its first line, the arguments, is damaged)."""
+    lines = _progress_lines(root)
+    head = _progress_head(lines) if lines is not None else None
+    if head == {"generator": arguments}:
+        return _finished_cases(root, lines[1:], n_channels)
     existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, _PROGRESS) if (root / n).exists()]
     existing += _generated_files(root)
-    if existing and not overwrite:
+    if not existing or overwrite:
+        return {}
+    if lines is not None and head is None:
         raise FileExistsError(
-            f"{root} already holds a dataset made with other arguments "
-            f"({', '.join(sorted({p.relative_to(root).parts[0] for p in existing}))}); "
-            "pass overwrite=True to replace it or choose another folder"
+            f"{root / _PROGRESS}, the record of an interrupted generation, is damaged in its first line (the "
+            f"generator's arguments), so the cases already in {root} cannot be continued; pass overwrite=True to "
+            "make the dataset again from the start, or choose another folder"
         )
-    return {}
+    raise FileExistsError(
+        f"{root} already holds a dataset made with other arguments "
+        f"({', '.join(sorted({p.relative_to(root).parts[0] for p in existing}))}); "
+        "pass overwrite=True to replace it or choose another folder"
+    )
 
 
 def _remove_unwanted_files(root: Path, case_ids: list[str], n_channels: int) -> None:
@@ -810,17 +818,32 @@ def _start_progress(root: Path, arguments: dict, finished: dict[str, list[dict]]
         fh.writelines(json.dumps(line) + "\n" for line in lines)
 
 
-def _finished_cases(root: Path, arguments: dict, n_channels: int) -> dict[str, list[dict]] | None:
-    """The lesion facts of the cases an interrupted generation with these ``arguments``
-    finished (its files all present), or ``None`` when no such generation was under way."""
+def _progress_lines(root: Path) -> list[str] | None:
+    """The lines of the progress file of an interrupted generation (``[]`` when it cannot
+    be read), or ``None`` when there is none."""
     try:
-        lines = (root / _PROGRESS).read_text(encoding="utf-8").splitlines()
-        if json.loads(lines[0]) != {"generator": arguments}:
-            return None
-    except (OSError, ValueError, IndexError):  # absent, or damaged in its first line
+        return (root / _PROGRESS).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
         return None
+    except OSError:  # a folder in its place, no permission: as damaged
+        return []
+
+
+def _progress_head(lines: list[str]) -> dict | None:
+    """The first line of a progress file, ``{"generator": arguments}``; ``None`` when it is
+    damaged (not JSON, or not of that form)."""
+    try:
+        head = json.loads(lines[0])
+    except (ValueError, IndexError):
+        return None
+    return head if isinstance(head, dict) and isinstance(head.get("generator"), dict) else None
+
+
+def _finished_cases(root: Path, entries: list[str], n_channels: int) -> dict[str, list[dict]]:
+    """The lesion facts of the cases a progress file's ``entries`` (its lines after the
+    first) list as finished, and whose files are all present."""
     finished = {}
-    for line in lines[1:]:
+    for line in entries:
         try:
             entry = json.loads(line)
             finished[entry["case"]] = entry["lesions"]
