@@ -357,7 +357,7 @@ def _lesion_facts(
 
 def _draw_lesions(
     rng: np.random.Generator,
-    organ_pv: np.ndarray,
+    grid: tuple[int, int, int],
     organ_centre: np.ndarray,
     organ_radius: float,
     *,
@@ -367,12 +367,12 @@ def _draw_lesions(
     n_channels: int,
     spacing: tuple[float, float, float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    """Lesions placed one by one in the organ, rejected if they would touch another.
+    """Lesions placed one by one in the organ, rejected if they would touch another, on a
+    ``grid`` of ``(H, W, D)`` voxels.
 
     Returns the label, the lesions' partial volume, each channel's lesion intensity
     ``(C, H, W, D)`` and the facts of each lesion drawn.
     """
-    grid = organ_pv.shape
     label = np.zeros(grid, dtype=np.uint8)
     lesion_pv = np.zeros(grid, dtype=np.float32)
     occupied = np.zeros(grid, dtype=bool)
@@ -452,10 +452,11 @@ def make_case(
     tries is left out, so a case may have fewer than ``n_lesions``.
     """
     depth, height, width = shape
+    grid = (height, width, depth)
     body_pv, organ_pv, organ_centre, organ_radius = _anatomy(rng, shape)
     label, lesion_pv, lesion_values, lesions = _draw_lesions(
         rng,
-        organ_pv,
+        grid,
         organ_centre,
         organ_radius,
         n_lesions=n_lesions,
@@ -465,9 +466,7 @@ def make_case(
         spacing=spacing,
     )
     # One texture for all channels: the same tissue seen with different contrasts.
-    texture = ndimage.gaussian_filter(
-        rng.standard_normal((height, width, depth), dtype=np.float32), sigma=(2.0, 2.0, 0.7)
-    )
+    texture = ndimage.gaussian_filter(rng.standard_normal(grid, dtype=np.float32), sigma=(2.0, 2.0, 0.7))
     texture /= max(float(texture.std()), 1e-6)
     channels = [
         _channel_image(rng, _CONTRASTS[c % len(_CONTRASTS)], body_pv, organ_pv, lesion_pv, lesion_values[c], texture)
