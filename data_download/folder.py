@@ -61,7 +61,7 @@ from afl_core.data import (
     list_cases,
     read_dataset_json,
 )
-from afl_core.data.layout import _AFFINE_ATOL, _check_case_id, _read_nifti
+from afl_core.data.layout import AFFINE_ATOL, check_case_id, read_nifti
 
 from . import _layout
 from .archives import is_junk
@@ -209,7 +209,7 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[
     path = Path(path)
     if path.name.endswith(NIFTI_ENDINGS):
         try:
-            return _read_nifti(path, str(path))
+            return read_nifti(path, str(path))
         except ValueError as exc:
             multi_volume = re.search(r"holds a [4-9]D array", str(exc)) is not None
             raise ValueError(f"{exc}.{_SPLIT_HINT if multi_volume else ''}") from None
@@ -246,10 +246,10 @@ def _grid_problem(path: Path, data: np.ndarray, affine: np.ndarray, ref: Path, r
     if data.shape != ref_data.shape:
         return f"{path} has shape {data.shape} but {ref} has {ref_data.shape}: a case's files must share one grid"
     difference = float(np.max(np.abs(affine - ref_affine)))
-    if difference > _AFFINE_ATOL:
+    if difference > AFFINE_ATOL:
         return (
             f"{path} and {ref} have different affines (voxel-to-world matrices differ by up to {difference:.3g} mm, "
-            f"tolerance {_AFFINE_ATOL} mm): resample the case's files onto one grid"
+            f"tolerance {AFFINE_ATOL} mm): resample the case's files onto one grid"
         )
     return None
 
@@ -289,7 +289,7 @@ class FolderPlan:
     channel_names: list[str]
 
 
-def _channel_names(templates: Sequence[_Template]) -> list[str]:
+def channel_names(templates: Sequence[_Template]) -> list[str]:
     """``'{case}_t2.nii.gz'`` -> ``t2``; ``'images/{case}.nii.gz'`` -> ``images``."""
     names = []
     for index, template in enumerate(templates):
@@ -380,7 +380,7 @@ def _case_id_problems(cases: list[str], matches: list[dict[str, list[Path]]]) ->
     for case in cases:
         lowered.setdefault(case.casefold(), []).append(case)
         try:
-            _check_case_id(case)
+            check_case_id(case)
         except ValueError as exc:
             problems.append(f"{exc}: rename its files")
     for clash in (names for names in lowered.values() if len(names) > 1):
@@ -517,7 +517,7 @@ def check_folder(
         patients,
         sorted(found_values),
         values if values is not None else [1],
-        _channel_names(image_templates),
+        channel_names(image_templates),
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 
 from afl_core.data.layout import (
-    _READ_ERRORS,  # noqa: F401  (data_download's converters reuse the read-error tuple)
+    READ_ERRORS,  # noqa: F401  (data_download's converters reuse the read-error tuple)
     DATASET_JSON,
     FILE_ENDING,
     IMAGES_DIR,
