@@ -271,6 +271,167 @@ def _descriptor(mask: np.ndarray) -> float:
     return float(boundary_irregularity(padded)[0])
 
 
+def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Body (all slices) and an organ (tapering towards the end slices) of one case.
+
+    Returns the partial volumes of the body ``(H, W, 1)`` and of the organ ``(H, W, D)``
+    (inside the body), the organ's centre ``(u, v)`` in voxels and its nominal radius.
+    """
+    depth, height, width = shape
+    z = np.arange(depth, dtype=np.float32)
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    du, dv = np.meshgrid(np.arange(height) - centre[0], np.arange(width) - centre[1], indexing="ij")
+    body = Outline.random(rng, 0.40 * min(height, width), 0.04, harmonics=(2, 5), aspect=(0.75, 0.95))
+    body_pv = _partial_volume(body.margin(du, dv))[..., None].astype(np.float32)
+    organ_centre = centre + rng.uniform(-0.05, 0.05, size=2) * (height, width)
+    organ_radius = 0.22 * min(height, width)
+    organ = Outline.random(rng, organ_radius, 0.06, harmonics=(2, 4), aspect=(0.7, 0.95))
+    ou, ov = np.meshgrid(np.arange(height) - organ_centre[0], np.arange(width) - organ_centre[1], indexing="ij")
+    organ_depth = max(0.6 * depth, 1.0)
+    organ_pv = _partial_volume(
+        organ.margin(ou[..., None], ov[..., None], _taper(z, (depth - 1) / 2, organ_depth))
+    ).astype(np.float32)
+    organ_pv *= body_pv
+    return body_pv, organ_pv, organ_centre, organ_radius
+
+
+def _place_lesion(
+    rng: np.random.Generator,
+    outline: Outline,
+    half_depth: float,
+    organ_centre: np.ndarray,
+    organ_radius: float,
+    occupied: np.ndarray,
+) -> tuple[tuple[float, float, float], tuple[slice, ...], np.ndarray, np.ndarray] | None:
+    """A place in the organ where ``outline`` touches no ``occupied`` voxel: its centre
+    ``(u, v, z)``, the box around it, the lesion's mask and partial volume in that box;
+    ``None`` after 20 tries."""
+    height, width, depth = occupied.shape
+    reach = outline.max_radius + 2.0
+    for _attempt in range(20):
+        angle, frac = rng.uniform(0, 2 * math.pi), math.sqrt(rng.uniform(0, 0.5))
+        cu = float(np.clip(organ_centre[0] + frac * organ_radius * math.cos(angle), reach, height - 1 - reach))
+        cv = float(np.clip(organ_centre[1] + frac * organ_radius * math.sin(angle), reach, width - 1 - reach))
+        cz = float(np.clip((depth - 1) / 2 + rng.uniform(-0.25, 0.25) * depth, 0.0, depth - 1.0))
+        box = (
+            slice(max(int(cu - reach), 0), min(int(cu + reach) + 2, height)),
+            slice(max(int(cv - reach), 0), min(int(cv + reach) + 2, width)),
+            slice(max(int(cz - half_depth) - 1, 0), min(int(cz + half_depth) + 3, depth)),
+        )
+        bu, bv, bz = np.ogrid[box[0], box[1], box[2]]
+        margin = outline.margin(bu - cu, bv - cv, _taper(bz.astype(np.float32), cz, half_depth))
+        mask, pv = _lesion_region(margin)
+        if mask.any() and not (mask & occupied[box]).any():
+            return (cu, cv, cz), box, mask, pv
+    return None
+
+
+def _lesion_facts(
+    number: int,
+    centre: tuple[float, float, float],
+    outline: Outline,
+    conspicuity: float,
+    mask: np.ndarray,
+    voxel_volume: float,
+) -> dict:
+    """One row of ``lesions.csv`` (but ``case``): how the lesion was drawn and what it measures."""
+    areas = mask.sum(axis=(0, 1))
+    volume = int(mask.sum())
+    return {
+        "lesion": number,
+        "centre_x": round(centre[0], 3),
+        "centre_y": round(centre[1], 3),
+        "centre_z": round(centre[2], 3),
+        "radius_vox": round(outline.radius, 4),
+        "irregularity_amplitude": round(outline.irregularity, 4),
+        "aspect": round(outline.aspect, 4),
+        "conspicuity": round(conspicuity, 4),
+        "n_slices": int((areas > 0).sum()),
+        "volume_voxels": volume,
+        "volume_mm3": round(volume * voxel_volume, 4),
+        "max_slice_area_voxels": int(areas.max()),
+        "boundary_irregularity_3d": round(_descriptor(mask), 6),
+        "boundary_irregularity_2d": round(_descriptor(mask[..., int(areas.argmax())]), 6),
+    }
+
+
+def _draw_lesions(
+    rng: np.random.Generator,
+    grid: tuple[int, int, int],
+    organ_centre: np.ndarray,
+    organ_radius: float,
+    *,
+    n_lesions: int,
+    lesion_radius: tuple[float, float],
+    irregularity: tuple[float, float],
+    n_channels: int,
+    spacing: tuple[float, float, float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """Lesions placed one by one in the organ, rejected if they would touch another, on a
+    ``grid`` of ``(H, W, D)`` voxels.
+
+    Returns the label, the lesions' partial volume, each channel's lesion intensity
+    ``(C, H, W, D)`` and the facts of each lesion drawn.
+    """
+    label = np.zeros(grid, dtype=np.uint8)
+    lesion_pv = np.zeros(grid, dtype=np.float32)
+    occupied = np.zeros(grid, dtype=bool)
+    lesions: list[dict] = []
+    lesion_values = np.zeros((n_channels,) + grid, dtype=np.float32)
+    voxel_volume = float(np.prod(spacing))
+    for _ in range(n_lesions):
+        radius = float(rng.uniform(*lesion_radius))
+        amplitude = float(rng.uniform(*irregularity))
+        outline = Outline.random(rng, radius, amplitude)
+        half_depth = max(radius * spacing[1] / spacing[0], 0.5) + 0.5  # in-plane radius in slices
+        place = _place_lesion(rng, outline, half_depth, organ_centre, organ_radius, occupied)
+        if place is None:
+            continue
+        centre, box, mask, pv = place
+        conspicuity = float(rng.uniform(0.5, 1.0))
+        label[box] |= mask
+        lesion_pv[box] = np.maximum(lesion_pv[box], pv)
+        occupied[box] |= ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
+        for c in range(n_channels):
+            contrast = _CONTRASTS[c % len(_CONTRASTS)]
+            # Blend towards this lesion's intensity where it covers the voxel.
+            target = contrast.organ + conspicuity * (contrast.lesion - contrast.organ)
+            lesion_values[c][box] = np.where(pv > 0, target, lesion_values[c][box])
+        lesions.append(_lesion_facts(len(lesions) + 1, centre, outline, conspicuity, mask, voxel_volume))
+    return label, lesion_pv, lesion_values, lesions
+
+
+def _channel_image(
+    rng: np.random.Generator,
+    contrast: _Contrast,
+    body_pv: np.ndarray,
+    organ_pv: np.ndarray,
+    lesion_pv: np.ndarray,
+    lesion_value: np.ndarray,
+    texture: np.ndarray,
+) -> np.ndarray:
+    """One channel: tissues mixed by partial volume, texture, blur, bias field, Rician
+    noise; int16 as a scanner stores it."""
+    grid = texture.shape
+    jitter = rng.uniform(0.9, 1.1, size=3)
+    tissue = contrast.air + body_pv * (contrast.body * jitter[0] - contrast.air)
+    tissue = tissue + organ_pv * (contrast.organ * jitter[1] - tissue)
+    tissue *= 1.0 + 0.06 * texture
+    # Lesion intensities scale with the organ's jitter so conspicuity is kept.
+    tissue += lesion_pv * (lesion_value * jitter[1] * (1.0 + 0.06 * texture) - tissue)
+    if contrast.blur > 0:
+        tissue = ndimage.gaussian_filter(tissue, sigma=(contrast.blur, contrast.blur, 0.0))
+    tissue *= _bias_field(rng, grid)
+    sigma = np.float32(contrast.noise * jitter[2])
+    real = rng.standard_normal(grid, dtype=np.float32)
+    real *= sigma
+    real += tissue
+    imaginary = rng.standard_normal(grid, dtype=np.float32)
+    imaginary *= sigma
+    noisy = np.hypot(real, imaginary)  # magnitude of complex Gaussian noise: Rician
+    return np.clip(np.rint(noisy * _INTENSITY_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16)
+
+
 def make_case(
     rng: np.random.Generator,
     *,
@@ -292,106 +453,25 @@ def make_case(
     """
     depth, height, width = shape
     grid = (height, width, depth)
-    z = np.arange(depth, dtype=np.float32)
-
-    # Anatomy: body (all slices) and an organ (tapering towards the end slices).
-    centre = np.array([(height - 1) / 2, (width - 1) / 2])
-    du, dv = np.meshgrid(np.arange(height) - centre[0], np.arange(width) - centre[1], indexing="ij")
-    body = Outline.random(rng, 0.40 * min(height, width), 0.04, harmonics=(2, 5), aspect=(0.75, 0.95))
-    body_pv = _partial_volume(body.margin(du, dv))[..., None].astype(np.float32)
-    organ_centre = centre + rng.uniform(-0.05, 0.05, size=2) * (height, width)
-    organ_radius = 0.22 * min(height, width)
-    organ = Outline.random(rng, organ_radius, 0.06, harmonics=(2, 4), aspect=(0.7, 0.95))
-    ou, ov = np.meshgrid(np.arange(height) - organ_centre[0], np.arange(width) - organ_centre[1], indexing="ij")
-    organ_depth = max(0.6 * depth, 1.0)
-    organ_pv = _partial_volume(
-        organ.margin(ou[..., None], ov[..., None], _taper(z, (depth - 1) / 2, organ_depth))
-    ).astype(np.float32)
-    organ_pv *= body_pv
-
-    # Lesions: placed one by one in the organ, rejected if they would touch another.
-    label = np.zeros(grid, dtype=np.uint8)
-    lesion_pv = np.zeros(grid, dtype=np.float32)
-    occupied = np.zeros(grid, dtype=bool)
-    lesions: list[dict] = []
-    lesion_values = np.zeros((n_channels,) + grid, dtype=np.float32)
-    voxel_volume = float(np.prod(spacing))
-    for _ in range(n_lesions):
-        radius = float(rng.uniform(*lesion_radius))
-        amplitude = float(rng.uniform(*irregularity))
-        outline = Outline.random(rng, radius, amplitude)
-        half_depth = max(radius * spacing[1] / spacing[0], 0.5) + 0.5  # in-plane radius in slices
-        reach = outline.max_radius + 2.0
-        for _attempt in range(20):
-            angle, frac = rng.uniform(0, 2 * math.pi), math.sqrt(rng.uniform(0, 0.5))
-            cu = float(np.clip(organ_centre[0] + frac * organ_radius * math.cos(angle), reach, height - 1 - reach))
-            cv = float(np.clip(organ_centre[1] + frac * organ_radius * math.sin(angle), reach, width - 1 - reach))
-            cz = float(np.clip((depth - 1) / 2 + rng.uniform(-0.25, 0.25) * depth, 0.0, depth - 1.0))
-            box = (
-                slice(max(int(cu - reach), 0), min(int(cu + reach) + 2, height)),
-                slice(max(int(cv - reach), 0), min(int(cv + reach) + 2, width)),
-                slice(max(int(cz - half_depth) - 1, 0), min(int(cz + half_depth) + 3, depth)),
-            )
-            bu, bv, bz = np.ogrid[box[0], box[1], box[2]]
-            margin = outline.margin(bu - cu, bv - cv, _taper(bz.astype(np.float32), cz, half_depth))
-            mask, pv = _lesion_region(margin)
-            if mask.any() and not (mask & occupied[box]).any():
-                break
-        else:
-            continue
-        conspicuity = float(rng.uniform(0.5, 1.0))
-        label[box] |= mask
-        lesion_pv[box] = np.maximum(lesion_pv[box], pv)
-        occupied[box] |= ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
-        for c in range(n_channels):
-            contrast = _CONTRASTS[c % len(_CONTRASTS)]
-            # Blend towards this lesion's intensity where it covers the voxel.
-            target = contrast.organ + conspicuity * (contrast.lesion - contrast.organ)
-            lesion_values[c][box] = np.where(pv > 0, target, lesion_values[c][box])
-        areas = mask.sum(axis=(0, 1))
-        volume = int(mask.sum())
-        lesions.append(
-            {
-                "lesion": len(lesions) + 1,
-                "centre_x": round(cu, 3),
-                "centre_y": round(cv, 3),
-                "centre_z": round(cz, 3),
-                "radius_vox": round(radius, 4),
-                "irregularity_amplitude": round(amplitude, 4),
-                "aspect": round(outline.aspect, 4),
-                "conspicuity": round(conspicuity, 4),
-                "n_slices": int((areas > 0).sum()),
-                "volume_voxels": volume,
-                "volume_mm3": round(volume * voxel_volume, 4),
-                "max_slice_area_voxels": int(areas.max()),
-                "boundary_irregularity_3d": round(_descriptor(mask), 6),
-                "boundary_irregularity_2d": round(_descriptor(mask[..., int(areas.argmax())]), 6),
-            }
-        )
-
-    # Intensities per channel: tissues mixed by partial volume, texture, blur, bias, noise.
+    body_pv, organ_pv, organ_centre, organ_radius = _anatomy(rng, shape)
+    label, lesion_pv, lesion_values, lesions = _draw_lesions(
+        rng,
+        grid,
+        organ_centre,
+        organ_radius,
+        n_lesions=n_lesions,
+        lesion_radius=lesion_radius,
+        irregularity=irregularity,
+        n_channels=n_channels,
+        spacing=spacing,
+    )
+    # One texture for all channels: the same tissue seen with different contrasts.
     texture = ndimage.gaussian_filter(rng.standard_normal(grid, dtype=np.float32), sigma=(2.0, 2.0, 0.7))
     texture /= max(float(texture.std()), 1e-6)
-    channels = []
-    for c in range(n_channels):
-        contrast = _CONTRASTS[c % len(_CONTRASTS)]
-        jitter = rng.uniform(0.9, 1.1, size=3)
-        tissue = contrast.air + body_pv * (contrast.body * jitter[0] - contrast.air)
-        tissue = tissue + organ_pv * (contrast.organ * jitter[1] - tissue)
-        tissue *= 1.0 + 0.06 * texture
-        # Lesion intensities scale with the organ's jitter so conspicuity is kept.
-        tissue += lesion_pv * (lesion_values[c] * jitter[1] * (1.0 + 0.06 * texture) - tissue)
-        if contrast.blur > 0:
-            tissue = ndimage.gaussian_filter(tissue, sigma=(contrast.blur, contrast.blur, 0.0))
-        tissue *= _bias_field(rng, grid)
-        sigma = np.float32(contrast.noise * jitter[2])
-        real = rng.standard_normal(grid, dtype=np.float32)
-        real *= sigma
-        real += tissue
-        imaginary = rng.standard_normal(grid, dtype=np.float32)
-        imaginary *= sigma
-        noisy = np.hypot(real, imaginary)  # magnitude of complex Gaussian noise: Rician
-        channels.append(np.clip(np.rint(noisy * _INTENSITY_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16))
+    channels = [
+        _channel_image(rng, _CONTRASTS[c % len(_CONTRASTS)], body_pv, organ_pv, lesion_pv, lesion_values[c], texture)
+        for c in range(n_channels)
+    ]
     return channels, label, lesions
 
 
@@ -421,6 +501,50 @@ def default_lesion_radius(shape: Sequence[int]) -> tuple[float, float]:
     9 % of the image width, which fits any irregularity below 1 (``12 / 128 * 2 < 0.2``)."""
     scale = min(shape[1:]) / 128
     return max(3.0 * scale, 1.0), 12.0 * scale
+
+
+def _check_arguments(
+    n_cases: int,
+    seed: int,
+    shape: tuple[int, int, int],
+    lesion_radius: tuple[float, float] | None,
+    irregularity: tuple[float, float],
+    empty_fraction: float,
+    n_channels: int,
+    max_lesions: int,
+    spacing: tuple[float, float, float],
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Refuse :func:`make_dataset`'s arguments out of range (:class:`ValueError` naming the
+    argument); return the lesion radius range (its default for ``shape`` if ``None``) and
+    the irregularity range, as pairs of floats."""
+    if int(n_cases) < 1:
+        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
+    if int(seed) < 0:  # numpy's SeedSequence takes none, and only after the old dataset is gone
+        raise ValueError(f"seed must be a whole number >= 0, got {seed}")
+    if len(shape) != 3 or min(shape) < 1 or min(shape[1:]) < 16 or max(shape) > _NIFTI_MAX_AXIS:
+        raise ValueError(
+            f"shape must be (D, H, W) with D >= 1, H, W >= 16 and at most {_NIFTI_MAX_AXIS} voxels along "
+            f"each axis (the NIfTI-1 limit), got {shape}"
+        )
+    if lesion_radius is None:
+        lesion_radius = default_lesion_radius(shape)
+    lesion_radius = _check_range("lesion_radius", lesion_radius, 1.0, math.inf)
+    irregularity = _check_range("irregularity", irregularity, 0.0, 1.0, hi_open=True)
+    if not 0.0 <= empty_fraction <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
+    if n_channels < 1 or max_lesions < 1:
+        raise ValueError("n_channels and max_lesions must be at least 1")
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(
+            f"spacing must be three positive finite numbers (mm), (D, H, W) like shape, got {tuple(spacing)}"
+        )
+    # The organ (radius 0.22 min(H, W)) must be able to hold the largest lesion.
+    if lesion_radius[1] * (1 + irregularity[1]) > 0.2 * min(shape[1:]):
+        raise ValueError(
+            f"lesion_radius up to {lesion_radius[1]} voxels (irregularity up to {irregularity[1]}) does not fit "
+            f"an image of {shape[1]}x{shape[2]}: keep lesion_radius[1] * (1 + irregularity[1]) <= 0.2 * min(H, W)"
+        )
+    return lesion_radius, irregularity
 
 
 def make_dataset(
@@ -482,33 +606,9 @@ def make_dataset(
     :data:`LESION_COLUMNS`, the volume and :func:`afl_core.shape.boundary_irregularity`
     measured on each lesion's own mask (3D, and 2D on its largest slice).
     """
-    if int(n_cases) < 1:
-        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
-    if int(seed) < 0:  # numpy's SeedSequence takes none, and only after the old dataset is gone
-        raise ValueError(f"seed must be a whole number >= 0, got {seed}")
-    if len(shape) != 3 or min(shape) < 1 or min(shape[1:]) < 16 or max(shape) > _NIFTI_MAX_AXIS:
-        raise ValueError(
-            f"shape must be (D, H, W) with D >= 1, H, W >= 16 and at most {_NIFTI_MAX_AXIS} voxels along "
-            f"each axis (the NIfTI-1 limit), got {shape}"
-        )
-    if lesion_radius is None:
-        lesion_radius = default_lesion_radius(shape)
-    lesion_radius = _check_range("lesion_radius", lesion_radius, 1.0, math.inf)
-    irregularity = _check_range("irregularity", irregularity, 0.0, 1.0, hi_open=True)
-    if not 0.0 <= empty_fraction <= 1.0:
-        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction}")
-    if n_channels < 1 or max_lesions < 1:
-        raise ValueError("n_channels and max_lesions must be at least 1")
-    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(
-            f"spacing must be three positive finite numbers (mm), (D, H, W) like shape, got {tuple(spacing)}"
-        )
-    # The organ (radius 0.22 min(H, W)) must be able to hold the largest lesion.
-    if lesion_radius[1] * (1 + irregularity[1]) > 0.2 * min(shape[1:]):
-        raise ValueError(
-            f"lesion_radius up to {lesion_radius[1]} voxels (irregularity up to {irregularity[1]}) does not fit "
-            f"an image of {shape[1]}x{shape[2]}: keep lesion_radius[1] * (1 + irregularity[1]) <= 0.2 * min(H, W)"
-        )
+    lesion_radius, irregularity = _check_arguments(
+        n_cases, seed, shape, lesion_radius, irregularity, empty_fraction, n_channels, max_lesions, spacing
+    )
     n_cases = int(n_cases)
     arguments = _generator_arguments(
         n_cases=n_cases,
@@ -535,80 +635,120 @@ def make_dataset(
         if _already_written(root, arguments, case_ids):
             return root
         _check_only_generated(root)
-        finished = _finished_cases(root, arguments, n_channels)
-        if finished is None:  # not an interrupted run with these arguments
-            existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, _PROGRESS) if (root / n).exists()]
-            existing += _generated_files(root)
-            if existing and not overwrite:
-                raise FileExistsError(
-                    f"{root} already holds a dataset made with other arguments "
-                    f"({', '.join(sorted({p.relative_to(root).parts[0] for p in existing}))}); "
-                    "pass overwrite=True to replace it or choose another folder"
-                )
-            finished = {}
+        finished = _resumed_cases(root, arguments, n_channels, overwrite)
         _start_progress(root, arguments, finished)
-        # dataset.json goes first and comes back last: it marks a complete dataset. Only files this
-        # function writes are removed: those of cases or channels these arguments do not make.
-        wanted = {channel_path(root, c, k).name for c in case_ids for k in range(n_channels)}
-        wanted |= {label_path(root, c).name for c in case_ids}
-        for path in [root / DATASET_JSON, root / LESIONS_CSV, *_generated_files(root)]:
-            if path.name not in wanted:
-                path.unlink(missing_ok=True)
-
-        top = np.random.SeedSequence(int(seed))
-        n_empty = round(empty_fraction * n_cases)
-        empty = set(np.random.default_rng(top).permutation(n_cases)[:n_empty].tolist())
-        # NIfTI axes are (H, W, D): the affine takes shape and spacing in that order, centred on the origin.
-        stored_shape, stored_spacing = np.array(shape)[[1, 2, 0]], np.array(spacing, dtype=float)[[1, 2, 0]]
-        affine = np.diag([*stored_spacing, 1.0])
-        affine[:3, 3] = -0.5 * (stored_shape - 1) * stored_spacing
-        todo = [
-            (i, case_id, case_seed)
-            for i, (case_id, case_seed) in enumerate(zip(case_ids, top.spawn(n_cases)))
-            if case_id not in finished
-        ]
-        with open(root / _PROGRESS, "a", encoding="utf-8") as log:
-            for i, case_id, case_seed in tqdm(todo, desc="synthetic cases", disable=not progress, leave=False):
-                rng = np.random.default_rng(case_seed)
-                n_lesions = 0 if i in empty else _lesion_count(rng, max_lesions)
-                channels, label, lesions = make_case(
-                    rng,
-                    shape=shape,
-                    lesion_radius=lesion_radius,
-                    irregularity=irregularity,
-                    n_lesions=n_lesions,
-                    n_channels=n_channels,
-                    spacing=spacing,
-                )
-                write_case(root, case_id, channels, label, affine)
-                # The case counts as finished once its facts are on disk beside its files.
-                log.write(json.dumps({"case": case_id, "lesions": lesions}) + "\n")
-                log.flush()
-                os.fsync(log.fileno())
-                finished[case_id] = lesions
-        rows = [{"case": case_id, **facts} for case_id in case_ids for facts in finished[case_id]]
-
-        with atomic_write(root / LESIONS_CSV, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        names = [
-            _CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)
-        ]
-        write_dataset_json(
-            root,
-            channel_names=names,
-            num_training=n_cases,
-            source="synthetic",
-            licence="CC0-1.0 (generated by afl_core.synthetic)",
-            spacing=[float(s) for s in spacing],
-            label_mapping={"0": 0, "1": 1},
-            axes="shape and spacing (D, H, W); NIfTI arrays (H, W, D): the third axis is the slice axis",
-            lesions_csv=LESIONS_CSV,
-            generator=arguments,
-        )
+        _remove_unwanted_files(root, case_ids, n_channels)
+        _write_cases(root, case_ids, finished, arguments, progress=progress)
+        _write_lesions_csv(root, case_ids, finished)
+        _write_synthetic_dataset_json(root, arguments)
         (root / _PROGRESS).unlink()
         return root
+
+
+def _resumed_cases(root: Path, arguments: dict, n_channels: int, overwrite: bool) -> dict[str, list[dict]]:
+    """The lesion facts of the cases an interrupted generation with these ``arguments``
+    finished, to keep; ``{}`` when none was under way. Anything else this function wrote
+    in ``root`` is replaced only with ``overwrite`` (else :class:`FileExistsError`, naming
+    the progress file when its first line, the arguments, is damaged)."""
+    lines = _progress_lines(root)
+    head = _progress_head(lines) if lines is not None else None
+    if head == {"generator": arguments}:
+        return _finished_cases(root, lines[1:], n_channels)
+    existing = [root / n for n in (DATASET_JSON, LESIONS_CSV, _PROGRESS) if (root / n).exists()]
+    existing += _generated_files(root)
+    if not existing or overwrite:
+        return {}
+    if lines is not None and head is None:
+        raise FileExistsError(
+            f"{root / _PROGRESS}, the record of an interrupted generation, is damaged in its first line (the "
+            f"generator's arguments), so the cases already in {root} cannot be continued; pass overwrite=True to "
+            "make the dataset again from the start, or choose another folder"
+        )
+    raise FileExistsError(
+        f"{root} already holds a dataset made with other arguments "
+        f"({', '.join(sorted({p.relative_to(root).parts[0] for p in existing}))}); "
+        "pass overwrite=True to replace it or choose another folder"
+    )
+
+
+def _remove_unwanted_files(root: Path, case_ids: list[str], n_channels: int) -> None:
+    """Remove ``dataset.json`` and ``lesions.csv`` (they come back last: they mark a complete
+    dataset) and the files of cases or channels these arguments do not make. Only files
+    this function writes are removed."""
+    wanted = {channel_path(root, c, k).name for c in case_ids for k in range(n_channels)}
+    wanted |= {label_path(root, c).name for c in case_ids}
+    for path in [root / DATASET_JSON, root / LESIONS_CSV, *_generated_files(root)]:
+        if path.name not in wanted:
+            path.unlink(missing_ok=True)
+
+
+def _nifti_affine(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
+    """The affine of a case: NIfTI axes are (H, W, D), so it takes shape and spacing in that
+    order, centred on the origin."""
+    stored_shape, stored_spacing = np.array(shape)[[1, 2, 0]], np.array(spacing, dtype=float)[[1, 2, 0]]
+    affine = np.diag([*stored_spacing, 1.0])
+    affine[:3, 3] = -0.5 * (stored_shape - 1) * stored_spacing
+    return affine
+
+
+def _write_cases(
+    root: Path, case_ids: list[str], finished: dict[str, list[dict]], arguments: dict, *, progress: bool
+) -> None:
+    """Write the cases not yet ``finished`` from the generator ``arguments``, adding each
+    one's lesion facts to ``finished`` and to the progress file. Case ``i`` draws from the
+    ``i``-th child of the seed, so it is the same whichever cases an interrupted run already
+    wrote."""
+    case_options = {
+        name: arguments[name] for name in ("shape", "lesion_radius", "irregularity", "n_channels", "spacing")
+    }
+    n_cases = len(case_ids)
+    top = np.random.SeedSequence(arguments["seed"])
+    n_empty = round(arguments["empty_fraction"] * n_cases)
+    empty = set(np.random.default_rng(top).permutation(n_cases)[:n_empty].tolist())
+    affine = _nifti_affine(case_options["shape"], case_options["spacing"])
+    todo = [
+        (i, case_id, case_seed)
+        for i, (case_id, case_seed) in enumerate(zip(case_ids, top.spawn(n_cases)))
+        if case_id not in finished
+    ]
+    with open(root / _PROGRESS, "a", encoding="utf-8") as log:
+        for i, case_id, case_seed in tqdm(todo, desc="synthetic cases", disable=not progress, leave=False):
+            rng = np.random.default_rng(case_seed)
+            n_lesions = 0 if i in empty else _lesion_count(rng, arguments["max_lesions"])
+            channels, label, lesions = make_case(rng, n_lesions=n_lesions, **case_options)
+            write_case(root, case_id, channels, label, affine)
+            # The case counts as finished once its facts are on disk beside its files.
+            log.write(json.dumps({"case": case_id, "lesions": lesions}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            finished[case_id] = lesions
+
+
+def _write_lesions_csv(root: Path, case_ids: list[str], finished: dict[str, list[dict]]) -> None:
+    """``lesions.csv``: one row of facts per lesion, in case order."""
+    rows = [{"case": case_id, **facts} for case_id in case_ids for facts in finished[case_id]]
+    with atomic_write(root / LESIONS_CSV, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LESION_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_synthetic_dataset_json(root: Path, arguments: dict) -> None:
+    """``dataset.json``, written last: it marks a complete dataset and records ``arguments``."""
+    n_channels = arguments["n_channels"]
+    names = [_CONTRASTS[c % len(_CONTRASTS)].name + ("" if c < len(_CONTRASTS) else f"-{c}") for c in range(n_channels)]
+    write_dataset_json(
+        root,
+        channel_names=names,
+        num_training=arguments["n_cases"],
+        source="synthetic",
+        licence="CC0-1.0 (generated by afl_core.synthetic)",
+        spacing=arguments["spacing"],
+        label_mapping={"0": 0, "1": 1},
+        axes="shape and spacing (D, H, W); NIfTI arrays (H, W, D): the third axis is the slice axis",
+        lesions_csv=LESIONS_CSV,
+        generator=arguments,
+    )
 
 
 class ForeignFilesError(FileExistsError):
@@ -677,17 +817,32 @@ def _start_progress(root: Path, arguments: dict, finished: dict[str, list[dict]]
         fh.writelines(json.dumps(line) + "\n" for line in lines)
 
 
-def _finished_cases(root: Path, arguments: dict, n_channels: int) -> dict[str, list[dict]] | None:
-    """The lesion facts of the cases an interrupted generation with these ``arguments``
-    finished (its files all present), or ``None`` when no such generation was under way."""
+def _progress_lines(root: Path) -> list[str] | None:
+    """The lines of the progress file of an interrupted generation (``[]`` when it cannot
+    be read), or ``None`` when there is none."""
     try:
-        lines = (root / _PROGRESS).read_text(encoding="utf-8").splitlines()
-        if json.loads(lines[0]) != {"generator": arguments}:
-            return None
-    except (OSError, ValueError, IndexError):  # absent, or damaged in its first line
+        return (root / _PROGRESS).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
         return None
+    except OSError:  # a folder in its place, no permission: as damaged
+        return []
+
+
+def _progress_head(lines: list[str]) -> dict | None:
+    """The first line of a progress file, ``{"generator": arguments}``; ``None`` when it is
+    damaged (not JSON, or not of that form)."""
+    try:
+        head = json.loads(lines[0])
+    except (ValueError, IndexError):
+        return None
+    return head if isinstance(head, dict) and isinstance(head.get("generator"), dict) else None
+
+
+def _finished_cases(root: Path, entries: list[str], n_channels: int) -> dict[str, list[dict]]:
+    """The lesion facts of the cases a progress file's ``entries`` (its lines after the
+    first) list as finished, and whose files are all present."""
     finished = {}
-    for line in lines[1:]:
+    for line in entries:
         try:
             entry = json.loads(line)
             finished[entry["case"]] = entry["lesions"]

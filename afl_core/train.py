@@ -1159,20 +1159,30 @@ def _end_epoch(run: _Run, epoch: int, loss_sum: torch.Tensor, seen: int, skipped
 # --------------------------------------------------------------------------- CLI
 
 
-def add_setting_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Sequence[str]) -> None:
+def add_setting_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    names: Sequence[str],
+    *,
+    defaults: dict[str, Any] | None = None,
+) -> None:
     """Add the command-line options of the :class:`TrainConfig` settings ``names`` to
     ``parser`` (or an argument group) as their fields declare them: the type from the
     annotation (``bool``: ``--x/--no-x``; a tuple: several numbers; a dict: JSON), the help,
     choices and flag from the field's metadata. Every option defaults to ``None`` (unset), so
-    that :class:`TrainConfig` alone resolves the defaults."""
+    that :class:`TrainConfig` alone resolves the defaults, unless ``defaults`` gives it one
+    (a study's own, as in ``benchmarks/compare_losses.py``): its help then names that default
+    in place of :class:`TrainConfig`'s."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     hints = typing.get_type_hints(TrainConfig)
+    defaults = defaults or {}
     for name in names:
         meta = fields[name].metadata
         flag = meta["flag"] or "--" + name.replace("_", "-")
         kind = next(t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None))
         kind = typing.get_origin(kind) or kind
-        options = {"dest": name, "default": None, "help": meta["help"]}
+        options = {"dest": name, "default": defaults.get(name), "help": meta["help"]}
+        if name in defaults:
+            options["help"] = f"{meta['help'].partition(' (default ')[0]} (default {defaults[name]})"
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         elif kind is tuple:

@@ -59,9 +59,12 @@ from afl_core._io import atomic_target, write_json  # noqa: E402
 from afl_core.experiments import ARMS, STUDIES, arm_config  # noqa: E402
 from afl_core.runs import RunKey  # noqa: E402
 from afl_core.studies import make_study_data  # noqa: E402
-from afl_core.train import HISTORY_COLUMNS, TrainConfig  # noqa: E402
+from afl_core.train import HISTORY_COLUMNS, TrainConfig, add_setting_options  # noqa: E402
 from afl_core.viz import plot_study_summary  # noqa: E402
 
+# The training settings this command offers (as afl-train does), with the defaults of its CPU-sized
+# study: 24 of the 40 cases scored.
+STUDY_DEFAULTS = {"encoder": "tu-resnet10t", "epochs": 24, "batch_size": 8, "lr": 1e-3, "val_fraction": 0.6}
 # The settings that make a run what it is (the others only choose which runs to make).
 RUN_SETTINGS = ("cases", "val_fraction", "depth", "size", "encoder", "epochs", "batch_size", "lr")
 VERSIONED = ("afl-tutorial", "torch", "segmentation-models-pytorch", "timm", "numpy", "scipy")
@@ -88,13 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="comparison seeds")
     parser.add_argument("--ablation-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--cases", type=int, default=40)
-    parser.add_argument("--val-fraction", type=float, default=0.6, help="share of the cases scored (default 24 of 40)")
     parser.add_argument("--depth", type=int, default=8, help="slices per case")
     parser.add_argument("--size", type=int, default=64, help="slice size (a multiple of 32)")
-    parser.add_argument("--encoder", default="tu-resnet10t")
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--runs", default="runs/compare", help="run folders (reused when finished)")
     parser.add_argument("--results", default="results", help="where the study tables go")
@@ -109,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only redraw RESULTS/<study>/results.png from the tables and config.json there (no training)",
     )
+    training = parser.add_argument_group("training options of every run (python -m afl_core.train --help)")
+    add_setting_options(training, tuple(STUDY_DEFAULTS), defaults=STUDY_DEFAULTS)
     return parser
 
 

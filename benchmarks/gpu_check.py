@@ -137,7 +137,7 @@ def ddp_smoke(data: Path, run: Path, *, batch: int, device: str) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu_check_out")
     parser.add_argument("--size", type=int, default=256)
@@ -146,82 +146,42 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--fit-epochs", type=int, default=1)
     parser.add_argument("--device", default="cuda", help="cpu only to rehearse the script (no sync check)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("no CUDA GPU visible to PyTorch: this check needs one", file=sys.stderr)
-        return 2
-    amp_dtype = autocast_dtype(device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU rehearsal)"
-    report: dict = {
-        "gpu": gpu,
-        "torch": torch.__version__,
-        "amp_dtype": str(amp_dtype),
-        "size": args.size,
-        "batch": args.batch,
-    }
-    print(json.dumps(report), flush=True)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        batches = synthetic_batches(data, size=args.size, batch=args.batch, n_batches=8)
-        print(f"data ready ({time.perf_counter() - started:.0f} s)", flush=True)
+    return parser.parse_args(argv)
 
-        # 1 and 3: throughput and peak memory (one measure() per loss for its own peak).
-        losses = {"focal": {"name": "focal"}} | {f"afl-{v}": {"name": "afl", "variant": v} for v in VARIANTS}
-        rates = measure(
-            losses, batches, encoder="resnet50", device=device, steps=args.steps, repeats=args.repeats, warmup=5
-        )
-        report["images_per_s"] = {name: statistics.median(values) for name, values in rates.items()}
-        report["ratio_to_focal"] = ratios(rates)
-        report["peak_memory_gib"] = {name: float("nan") for name in losses}
-        report["host_syncs"] = {v: {"loss_forward_backward": "n/a", "train_step": "n/a"} for v in VARIANTS}
-        if device.type == "cuda":
-            for name, spec in losses.items():
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                measure(
-                    {name: spec},
-                    batches,
-                    encoder="resnet50",
-                    device=device,
-                    steps=3,
-                    repeats=1,
-                    warmup=1,
-                    progress=False,
-                )
-                report["peak_memory_gib"][name] = torch.cuda.max_memory_allocated() / 2**30
-            print(f"throughput done ({time.perf_counter() - started:.0f} s)", flush=True)
 
-            # 2: host syncs.
-            report["host_syncs"] = check_syncs(batches[0], device, amp_dtype)
-            print(f"sync check done ({time.perf_counter() - started:.0f} s)", flush=True)
+def peak_memory(losses: dict, batches, device) -> dict[str, float]:
+    """Step 3: peak GPU memory (GiB) of a few training steps with each loss, one ``measure``
+    per loss so that each has its own peak."""
+    peaks = {}
+    for name, spec in losses.items():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        measure({name: spec}, batches, encoder="resnet50", device=device, steps=3, repeats=1, warmup=1, progress=False)
+        peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+    return peaks
 
-        # 4: the real loop on CUDA.
-        run = Path(tmp) / "run"
-        result = fit(
-            data=data,
-            out=run,
-            loss="afl",
-            variant="paper",
-            encoder="resnet50",
-            encoder_weights=None,
-            epochs=args.fit_epochs,
-            batch_size=args.batch,
-            optimizer="sgd",
-            device=args.device,
-            progress=False,
-        )
-        evaluation = evaluate_run(run, device=args.device, progress=False)
-        report["fit"] = {"history": result.history.to_dict(orient="records"), "eval_means": evaluation.summary["means"]}
-        print(f"fit done ({time.perf_counter() - started:.0f} s)", flush=True)
 
-        # 5: DDP through torchrun, one process.
-        report["ddp"] = ddp_smoke(data, Path(tmp) / "run_ddp", batch=args.batch, device=args.device)
-    report["seconds"] = time.perf_counter() - started
+def fit_and_evaluate(data: Path, run: Path, args: argparse.Namespace) -> dict:
+    """Step 4: the real training loop and evaluation; the history and the evaluation's means."""
+    result = fit(
+        data=data,
+        out=run,
+        loss="afl",
+        variant="paper",
+        encoder="resnet50",
+        encoder_weights=None,
+        epochs=args.fit_epochs,
+        batch_size=args.batch,
+        optimizer="sgd",
+        device=args.device,
+        progress=False,
+    )
+    evaluation = evaluate_run(run, device=args.device, progress=False)
+    return {"history": result.history.to_dict(orient="records"), "eval_means": evaluation.summary["means"]}
 
+
+def print_summary(report: dict, args: argparse.Namespace, amp_dtype) -> None:
+    """The report as a few lines a person reads."""
     print(
         f"\nGPU check on {report['gpu']} ({amp_dtype}), batch {args.batch} x 3 x {args.size} x {args.size}, "
         "ResNet50 U-Net, paper SGD"
@@ -253,8 +213,60 @@ def main(argv=None) -> int:
             f"resumed epoch 2 train_loss {second['train_loss']:.4f} val_dice {second['val_dice']:.4f}"
         )
     print(f"  total {report['seconds']:.0f} s")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA GPU visible to PyTorch: this check needs one", file=sys.stderr)
+        return 2
+    amp_dtype = autocast_dtype(device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none (CPU rehearsal)"
+    report: dict = {
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "amp_dtype": str(amp_dtype),
+        "size": args.size,
+        "batch": args.batch,
+    }
+    print(json.dumps(report), flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        batches = synthetic_batches(data, size=args.size, batch=args.batch, n_batches=8)
+        print(f"data ready ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        # 1: throughput.
+        losses = {"focal": {"name": "focal"}} | {f"afl-{v}": {"name": "afl", "variant": v} for v in VARIANTS}
+        rates = measure(
+            losses, batches, encoder="resnet50", device=device, steps=args.steps, repeats=args.repeats, warmup=5
+        )
+        report["images_per_s"] = {name: statistics.median(values) for name, values in rates.items()}
+        report["ratio_to_focal"] = ratios(rates)
+        report["peak_memory_gib"] = {name: float("nan") for name in losses}
+        report["host_syncs"] = {v: {"loss_forward_backward": "n/a", "train_step": "n/a"} for v in VARIANTS}
+        if device.type == "cuda":
+            # 3: peak memory.
+            report["peak_memory_gib"] = peak_memory(losses, batches, device)
+            print(f"throughput done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+            # 2: host syncs.
+            report["host_syncs"] = check_syncs(batches[0], device, amp_dtype)
+            print(f"sync check done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        # 4: the real loop on CUDA.
+        report["fit"] = fit_and_evaluate(data, Path(tmp) / "run", args)
+        print(f"fit done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        # 5: DDP through torchrun, one process.
+        report["ddp"] = ddp_smoke(data, Path(tmp) / "run_ddp", batch=args.batch, device=args.device)
+    report["seconds"] = time.perf_counter() - started
+    print_summary(report, args, amp_dtype)
     write_json(out / "gpu_check.json", report)
-    return 1 if "error" in ddp else 0
+    return 1 if "error" in report["ddp"] else 0
 
 
 if __name__ == "__main__":

@@ -204,7 +204,17 @@ def measure_ranks(args, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dic
     return results
 
 
-def main(argv=None) -> dict:
+def print_rates(rates: dict[str, list[float]], result: dict[str, float]) -> None:
+    """One line per loss: its median images/s and, for A-FL, its ratio to focal loss against the goal."""
+    for name, values in rates.items():
+        line = f"  {name:<16s} {statistics.median(values):8.1f} images/s"
+        if name in result:
+            verdict = "meets" if result[name] >= GOAL else "below"
+            line += f"   ratio to focal {result[name]:.3f}  ({verdict} the goal {GOAL})"
+        print(line)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--encoder", default="resnet18")
@@ -227,7 +237,11 @@ def main(argv=None) -> dict:
         nargs="+",
         help="DistributedDataParallel on this many CPU processes (gloo) each, against one process",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     if args.ranks:
         with tempfile.TemporaryDirectory() as tmp:
             batches = synthetic_batches(Path(tmp) / "data", size=args.size, batch=args.batch, n_batches=4)
@@ -258,12 +272,7 @@ def main(argv=None) -> dict:
         losses, batches, encoder=args.encoder, device=device, amp=args.amp, steps=args.steps, repeats=args.repeats
     )
     result = ratios(rates)
-    for name, values in rates.items():
-        line = f"  {name:<16s} {statistics.median(values):8.1f} images/s"
-        if name in result:
-            verdict = "meets" if result[name] >= GOAL else "below"
-            line += f"   ratio to focal {result[name]:.3f}  ({verdict} the goal {GOAL})"
-        print(line)
+    print_rates(rates, result)
     return result
 
 

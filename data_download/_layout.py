@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 
 from afl_core._io import atomic_write, read_json
 from afl_core.data import (
-    _READ_ERRORS,
     FILE_ENDING,
     IMAGES_DIR,
     LABELS_DIR,
+    READ_ERRORS,
     label_path,
     list_cases,
     read_dataset_json,
@@ -116,7 +116,7 @@ def write_cases(
             write_case(root, case, channels, label, affine)
         except DownloadError:
             raise
-        except (*_READ_ERRORS, RuntimeError) as exc:  # RuntimeError: SimpleITK's read errors
+        except (*READ_ERRORS, RuntimeError) as exc:  # RuntimeError: SimpleITK's read errors
             raise DownloadError(
                 f"Case {case} could not be read or converted ({type(exc).__name__}: {exc}). Its source "
                 "files are damaged or not in the expected format: delete the downloaded archive or the "

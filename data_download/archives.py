@@ -80,6 +80,36 @@ def remove_stale_extractions(folder: str | os.PathLike) -> list[str]:
     return remove_stale(folder, f"{TMP_PREFIX}*")
 
 
+def _selected_members(handle, archive: Path, include: Callable[[str], bool] | None) -> list:
+    """The ``(member, source)`` pairs to extract: every member checked, then the files that
+    are not junk and that ``include`` takes, their paths checked together."""
+    selected = []
+    for member, source in _iter_members(handle):
+        _check_member(member, archive)
+        if member.kind == "file" and not is_junk(member.name) and (include is None or include(member.name)):
+            selected.append((member, source))
+    _check_paths([member for member, _ in selected], archive)
+    return selected
+
+
+def _extract_member(handle, member, source, folder: Path, archive: Path, bar) -> None:
+    """Write one member under ``folder``, refusing more bytes than its declared size."""
+    target = folder.joinpath(*_parts(member.name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with _open_member(handle, source) as src, open(target, "wb") as dst:
+        while chunk := src.read(CHUNK_BYTES):
+            written += len(chunk)
+            if written > member.size:
+                raise UnsafeArchiveError(
+                    _bomb(
+                        archive, f"the member {member.name!r} expands beyond its declared {format_bytes(member.size)}"
+                    )
+                )
+            dst.write(chunk)
+            bar.update(len(chunk))
+
+
 def safe_extract(
     archive: str | os.PathLike,
     destination: str | os.PathLike,
@@ -108,12 +138,7 @@ def safe_extract(
     tmp = destination.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{destination.name}")
     try:
         with _open(archive) as handle:
-            selected = []
-            for member, source in _iter_members(handle):
-                _check_member(member, archive)
-                if member.kind == "file" and not is_junk(member.name) and (include is None or include(member.name)):
-                    selected.append((member, source))
-            _check_paths([member for member, _ in selected], archive)
+            selected = _selected_members(handle, archive, include)
             total = sum(m.size for m, _ in selected)
             _check_expansion(archive, total, max_bytes=max_bytes, max_ratio=max_ratio)
             ensure_free_space(destination.parent, total, what=f"extracting {archive.name}")
@@ -127,22 +152,7 @@ def safe_extract(
                 disable=not progress,
             ) as bar:
                 for member, source in selected:
-                    target = tmp.joinpath(*_parts(member.name))
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    written = 0
-                    with _open_member(handle, source) as src, open(target, "wb") as dst:
-                        while chunk := src.read(CHUNK_BYTES):
-                            written += len(chunk)
-                            if written > member.size:
-                                raise UnsafeArchiveError(
-                                    _bomb(
-                                        archive,
-                                        f"the member {member.name!r} expands beyond "
-                                        f"its declared {format_bytes(member.size)}",
-                                    )
-                                )
-                            dst.write(chunk)
-                            bar.update(len(chunk))
+                    _extract_member(handle, member, source, tmp, archive, bar)
         os.replace(tmp, destination)
     except _DAMAGED as exc:
         raise DownloadError(

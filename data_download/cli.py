@@ -57,27 +57,15 @@ def _max_cases(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-cases", type=int, help="convert only the first N cases (sorted by id), for quick tries")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m data_download", description=__doc__.split("\n\n")[0].strip("`"))
-    sources = parser.add_subparsers(
-        dest="command", required=True, metavar="{picai,brats2018,msd-brain,synthetic,folder}"
-    )
-
-    p = sources.add_parser(
-        "picai",
-        help="PI-CAI 2022 prostate bpMRI (Zenodo + picai_labels; CC BY-NC 4.0)",
-        description=picai.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(p)
-    _network(p, picai.ZENODO_RECORD_URL)
-    p.add_argument(
+def _picai_checksums(parser: argparse.ArgumentParser) -> None:
+    """What the PI-CAI archives are checked against: the Zenodo record and the sha256 pins."""
+    parser.add_argument(
         "--record-url",
         default=picai.ZENODO_RECORD_URL,
         help="the Zenodo record (JSON) whose sizes and md5 the archives must match (as well as the sha256 "
         "pinned in this package), wherever they come from; an https:// or file:// address (%(default)s)",
     )
-    pins = p.add_mutually_exclusive_group()
+    pins = parser.add_mutually_exclusive_group()
     pins.add_argument(
         "--pinned-sha256",
         type=Path,
@@ -91,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not check the archives against the sha256 pinned in this package; this weakens the check: "
         "the record (--record-url) is then the only one, and a mirror serving its own record defeats it",
     )
+
+
+def _add_picai(sources: argparse._SubParsersAction) -> None:
+    """The ``picai`` sub-command: PI-CAI 2022 from Zenodo, its checks, labels and resampling."""
+    p = sources.add_parser(
+        "picai",
+        help="PI-CAI 2022 prostate bpMRI (Zenodo + picai_labels; CC BY-NC 4.0)",
+        description=picai.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    _network(p, picai.ZENODO_RECORD_URL)
+    _picai_checksums(p)
     p.add_argument("--folds", type=int, nargs="+", default=list(picai.FOLDS), help="image folds to fetch (0-4; all)")
     p.add_argument(
         "--labels",
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _max_cases(p)
 
+
+def _add_brats2018(sources: argparse._SubParsersAction) -> None:
+    """The ``brats2018`` sub-command: BraTS 2018 from the user's own copy."""
     p = sources.add_parser(
         "brats2018",
         help="BraTS 2018 training data from your own (registered) copy",
@@ -135,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, required=True, help=f"your {brats.TRAINING_FOLDER} folder (or its parent)")
     _max_cases(p)
 
+
+def _add_msd_brain(sources: argparse._SubParsersAction) -> None:
+    """The ``msd-brain`` sub-command: MSD Task01_BrainTumour."""
     p = sources.add_parser(
         "msd-brain",
         help="Medical Segmentation Decathlon Task01_BrainTumour (CC-BY-SA 4.0)",
@@ -145,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     _network(p, msd.BASE_URL)
     _max_cases(p)
 
+
+def _add_synthetic(sources: argparse._SubParsersAction) -> None:
+    """The ``synthetic`` sub-command: make_dataset's arguments (left out: its defaults)."""
     p = sources.add_parser(
         "synthetic",
         help="synthetic MRI-like cases with lesions of chosen size and outline amplitude",
@@ -176,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="voxel size in mm, in the order of --shape (slice thickness first)",
     )
 
+
+def _add_folder(sources: argparse._SubParsersAction) -> None:
+    """The ``folder`` sub-command: the user's own folder and its file name templates."""
     p = sources.add_parser(
         "folder",
         help="your own folder of NIfTI (or MHA / NRRD) scans and lesion masks",
@@ -206,6 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEMPLATE",
         help="how case ids name patients, e.g. '{patient}_{visit}': a patient's cases stay on one side of a split",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m data_download", description=__doc__.split("\n\n")[0].strip("`"))
+    sources = parser.add_subparsers(
+        dest="command", required=True, metavar="{picai,brats2018,msd-brain,synthetic,folder}"
+    )
+    _add_picai(sources)
+    _add_brats2018(sources)
+    _add_msd_brain(sources)
+    _add_synthetic(sources)
+    _add_folder(sources)
     return parser
 
 

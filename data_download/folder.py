@@ -52,8 +52,16 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from afl_core.data import IMAGES_DIR, LABELS_DIR, channel_path, label_path, list_cases, read_dataset_json
-from afl_core.data.layout import _AFFINE_ATOL, _check_case_id, _read_nifti
+from afl_core.data import (
+    IMAGES_DIR,
+    LABELS_DIR,
+    channel_path,
+    check_geometry,
+    label_path,
+    list_cases,
+    read_dataset_json,
+)
+from afl_core.data.layout import AFFINE_ATOL, check_case_id, read_nifti
 
 from . import _layout
 from .archives import is_junk
@@ -64,6 +72,8 @@ __all__ = ["FolderPlan", "check_folder", "convert_folder", "read_volume", "write
 SOURCE = "folder"
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 SIMPLEITK_ENDINGS = (".mha", ".nrrd")
+# The header fields that hold the voxel size and orientation, for a message asking to repair them.
+_SPACING_FIELDS = {".mha": "ElementSpacing, TransformMatrix, Offset", ".nrrd": "space directions, space origin"}
 # The command-line spelling of each entry of the request, to name what differs.
 _OPTION_NAMES = {
     "folder": "SRC",
@@ -199,7 +209,7 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[
     path = Path(path)
     if path.name.endswith(NIFTI_ENDINGS):
         try:
-            return _read_nifti(path, str(path))
+            return read_nifti(path, str(path))
         except ValueError as exc:
             multi_volume = re.search(r"holds a [4-9]D array", str(exc)) is not None
             raise ValueError(f"{exc}.{_SPLIT_HINT if multi_volume else ''}") from None
@@ -217,15 +227,15 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, tuple[
         hint = _SPLIT_HINT if len(shape) > 3 else ""
         raise ValueError(f"{path} holds a {len(shape)}D image {shape}; each file must be one 3D volume.{hint}")
     array, affine = sitk_to_nifti(image)
-    return array, affine, tuple(float(s) for s in image.GetSpacing())
+    return (
+        array,
+        affine,
+        check_geometry(path, image.GetSpacing(), affine, header=_SPACING_FIELDS.get(path.suffix, "spacing, direction")),
+    )
 
 
-def _geometry_problem(path: Path, affine: np.ndarray, spacing: Sequence[float]) -> str | None:
-    """What is wrong with a file's voxel size or affine, if anything."""
-    if not np.all(np.isfinite(spacing)):
-        return f"{path}: its voxel size {tuple(float(s) for s in spacing)} is not finite (NaN or Inf in the header)"
-    if not np.all(np.isfinite(affine)):
-        return f"{path}: its affine (voxel-to-world matrix) holds NaN or Inf: the header is damaged"
+def _singular_affine(path: Path, affine: np.ndarray) -> str | None:
+    """A problem when the (finite) affine maps the voxels onto less than a volume."""
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         return f"{path}: its affine is singular (a voxel size of 0?): the header is damaged"
     return None
@@ -236,10 +246,10 @@ def _grid_problem(path: Path, data: np.ndarray, affine: np.ndarray, ref: Path, r
     if data.shape != ref_data.shape:
         return f"{path} has shape {data.shape} but {ref} has {ref_data.shape}: a case's files must share one grid"
     difference = float(np.max(np.abs(affine - ref_affine)))
-    if difference > _AFFINE_ATOL:
+    if difference > AFFINE_ATOL:
         return (
             f"{path} and {ref} have different affines (voxel-to-world matrices differ by up to {difference:.3g} mm, "
-            f"tolerance {_AFFINE_ATOL} mm): resample the case's files onto one grid"
+            f"tolerance {AFFINE_ATOL} mm): resample the case's files onto one grid"
         )
     return None
 
@@ -279,7 +289,7 @@ class FolderPlan:
     channel_names: list[str]
 
 
-def _channel_names(templates: Sequence[_Template]) -> list[str]:
+def channel_names(templates: Sequence[_Template]) -> list[str]:
     """``'{case}_t2.nii.gz'`` -> ``t2``; ``'images/{case}.nii.gz'`` -> ``images``."""
     names = []
     for index, template in enumerate(templates):
@@ -363,6 +373,82 @@ def _case_problems(
     return problems
 
 
+def _case_id_problems(cases: list[str], matches: list[dict[str, list[Path]]]) -> list[str]:
+    """Case ids that cannot be file names, and ids that differ only in letter case."""
+    problems = []
+    lowered: dict[str, list[str]] = {}
+    for case in cases:
+        lowered.setdefault(case.casefold(), []).append(case)
+        try:
+            check_case_id(case)
+        except ValueError as exc:
+            problems.append(f"{exc}: rename its files")
+    for clash in (names for names in lowered.values() if len(names) > 1):
+        problems.append(
+            f"the case ids {' and '.join(clash)} differ only in letter case ({_files_of(clash, matches)}): their "
+            "files would overwrite each other on macOS and Windows; rename one"
+        )
+    return problems
+
+
+def _patients(
+    template: _Template, cases: list[str], matches: list[dict[str, list[Path]]], problems: list[str]
+) -> dict[str, str]:
+    """The patient of each case, by ``template``; a case that does not fit it is a problem."""
+    patients = {}
+    for case in cases:
+        who = template.match(case, "patient")
+        if who is None:
+            problems.append(f"case {case} does not fit {template} (its files: {_files_of([case], matches)})")
+        else:
+            patients[case] = who
+    return patients
+
+
+def _read_present_files(
+    present: dict[str, tuple[list[Path], Path | None]],
+    values: list[int] | None,
+    problems: list[str],
+    *,
+    progress: bool,
+) -> set[int]:
+    """Read every file present, adding what is wrong with each to ``problems``; return the
+    values found in the labels."""
+    # SimpleITK once for all MHA / NRRD files: its absence is one problem, not one per file.
+    needs_sitk = sorted({p for files, label in present.values() for p in [*files, label] if _needs_simpleitk(p)})
+    unreadable: set[Path] = set()
+    if needs_sitk:
+        try:
+            _simpleitk(needs_sitk)
+        except DownloadError as exc:
+            problems.append(str(exc).rstrip("."))
+            unreadable = set(needs_sitk)
+    found_values: set[int] = set()
+    for channel_files, label_file in tqdm(present.values(), desc="check", unit="case", disable=not progress):
+        readable = [p for p in channel_files if p not in unreadable]
+        problems += _check_case(readable, None if label_file in unreadable else label_file, values, found_values)
+    return found_values
+
+
+def _label_value_problems(values: list[int] | None, found_values: set[int]) -> list[str]:
+    """Labels that are not 0/1 without ``--lesion-values``, and lesion values no label holds."""
+    if values is None:
+        if found_values <= {0, 1}:
+            return []
+        lesion_like = " ".join(str(v) for v in sorted(found_values) if v != 0)
+        return [
+            f"the labels hold the values {sorted(found_values)}: say which are lesion with --lesion-values (e.g. "
+            f"--lesion-values {lesion_like}); every other value becomes background"
+        ]
+    absent = [v for v in values if v not in found_values]
+    if not found_values or not absent:
+        return []
+    return [
+        f"--lesion-values {' '.join(map(str, absent))}: no label holds {'it' if len(absent) == 1 else 'them'} "
+        f"(the labels hold {', '.join(map(str, sorted(found_values)))}); name only values that mark lesions"
+    ]
+
+
 def check_folder(
     source: str | os.PathLike,
     *,
@@ -403,19 +489,7 @@ def check_folder(
     matches = _match_files(source, files, [*image_templates, label_template], problems)
     image_matches, label_matches = matches[:-1], matches[-1]
     all_cases = sorted(set().union(*matches))
-    lowered: dict[str, list[str]] = {}
-    for case in all_cases:
-        lowered.setdefault(case.casefold(), []).append(case)
-        try:
-            _check_case_id(case)
-        except ValueError as exc:
-            problems.append(f"{exc}: rename its files")
-    for clash in (names for names in lowered.values() if len(names) > 1):
-        problems.append(
-            f"the case ids {' and '.join(clash)} differ only in letter case ({_files_of(clash, matches)}): their "
-            "files would overwrite each other on macOS and Windows; rename one"
-        )
-
+    problems += _case_id_problems(all_cases, matches)
     # Every file present is read, also those of an incomplete case: all problems come out at once.
     present: dict[str, tuple[list[Path], Path | None]] = {}
     complete: dict[str, tuple[list[Path], Path]] = {}
@@ -426,45 +500,11 @@ def check_folder(
         present[case] = (channel_files, label_matches[case][0] if case in label_matches else None)
         if not case_problems and all(case in found for found in matches):
             complete[case] = (channel_files, label_matches[case][0])
-
     patients = None
     if patient_template is not None:
-        patients = {}
-        for case in all_cases:
-            who = patient_template.match(case, "patient")
-            if who is None:
-                files_of_case = _files_of([case], matches)
-                problems.append(f"case {case} does not fit {patient_template} (its files: {files_of_case})")
-            else:
-                patients[case] = who
-
-    # SimpleITK once for all MHA / NRRD files: its absence is one problem, not one per file.
-    needs_sitk = sorted({p for files, label in present.values() for p in [*files, label] if _needs_simpleitk(p)})
-    unreadable: set[Path] = set()
-    if needs_sitk:
-        try:
-            _simpleitk(needs_sitk)
-        except DownloadError as exc:
-            problems.append(str(exc).rstrip("."))
-            unreadable = set(needs_sitk)
-
-    found_values: set[int] = set()
-    for channel_files, label_file in tqdm(present.values(), desc="check", unit="case", disable=not progress):
-        readable = [p for p in channel_files if p not in unreadable]
-        problems += _check_case(readable, None if label_file in unreadable else label_file, values, found_values)
-    if values is None and not found_values <= {0, 1}:
-        lesion_like = " ".join(str(v) for v in sorted(found_values) if v != 0)
-        problems.append(
-            f"the labels hold the values {sorted(found_values)}: say which are lesion with --lesion-values (e.g. "
-            f"--lesion-values {lesion_like}); every other value becomes background"
-        )
-    if values is not None and found_values:
-        absent = [v for v in values if v not in found_values]
-        if absent:
-            problems.append(
-                f"--lesion-values {' '.join(map(str, absent))}: no label holds {'it' if len(absent) == 1 else 'them'} "
-                f"(the labels hold {', '.join(map(str, sorted(found_values)))}); name only values that mark lesions"
-            )
+        patients = _patients(patient_template, all_cases, matches, problems)
+    found_values = _read_present_files(present, values, problems, progress=progress)
+    problems += _label_value_problems(values, found_values)
     if problems:
         raise DownloadError(
             f"{len(problems)} problem(s) in {source}; nothing was written:\n"
@@ -477,7 +517,7 @@ def check_folder(
         patients,
         sorted(found_values),
         values if values is not None else [1],
-        _channel_names(image_templates),
+        channel_names(image_templates),
     )
 
 
@@ -498,11 +538,11 @@ def _check_case(
     problems, grid = [], None
     for path in [*channel_files, *([label_file] if label_file is not None else [])]:
         try:
-            data, affine, spacing = read_volume(path)
+            data, affine, _ = read_volume(path)
         except ValueError as exc:
             problems.append(str(exc).rstrip("."))
             continue
-        geometry = _geometry_problem(path, affine, spacing)
+        geometry = _singular_affine(path, affine)
         if geometry:
             problems.append(geometry)
             continue

@@ -395,6 +395,39 @@ def convert_case(
     return channels, label, affine
 
 
+def _complete_scans(images_dir: str | os.PathLike) -> tuple[dict[str, dict[str, Path]], dict[str, list[str]]]:
+    """:func:`find_scans`, or :class:`DownloadError` saying what is missing when no case has
+    all three scans."""
+    scans, incomplete = find_scans(images_dir)
+    if not scans and incomplete:
+        raise DownloadError(
+            f"No PI-CAI case under {images_dir} has all three scans (T2W, ADC, HBV): "
+            f"{_missing_files(incomplete)}. Each case needs <case>_t2w.mha, <case>_adc.mha and <case>_hbv.mha "
+            "side by side. If they come from a downloaded picai_public_images_fold*.zip, that archive is not the "
+            "one published on Zenodo: check --base-url and --record-url, delete the archive from the download "
+            "folder and re-run the same command; otherwise add the missing files."
+        )
+    if not scans:
+        raise DownloadError(
+            f"No PI-CAI scans (<patient>_<study>_t2w.mha) were found under {images_dir}. Point it at the "
+            "unzipped picai_public_images_fold*.zip archives."
+        )
+    return scans, incomplete
+
+
+def _label_sources(scans: dict, labels_root: Path, labels: str) -> tuple[dict[str, str], list[str]]:
+    """For each case, the first folder of the label set ``labels`` that labels it; and the
+    cases none labels."""
+    label_source, unlabelled = {}, []
+    for case in scans:
+        folder = next((f for f in LABEL_SETS[labels] if (labels_root / f / f"{case}.nii.gz").is_file()), None)
+        if folder is None:
+            unlabelled.append(case)
+        else:
+            label_source[case] = folder
+    return label_source, unlabelled
+
+
 def convert_picai(
     images_dir: str | os.PathLike,
     labels_dir: str | os.PathLike,
@@ -422,27 +455,8 @@ def convert_picai(
     _simpleitk()
     _layout.check_dest_source(dest, "picai")
     labels_root = find_labels_root(labels_dir) / _DELINEATIONS
-    scans, incomplete = find_scans(images_dir)
-    if not scans and incomplete:
-        raise DownloadError(
-            f"No PI-CAI case under {images_dir} has all three scans (T2W, ADC, HBV): "
-            f"{_missing_files(incomplete)}. Each case needs <case>_t2w.mha, <case>_adc.mha and <case>_hbv.mha "
-            "side by side. If they come from a downloaded picai_public_images_fold*.zip, that archive is not the "
-            "one published on Zenodo: check --base-url and --record-url, delete the archive from the download "
-            "folder and re-run the same command; otherwise add the missing files."
-        )
-    if not scans:
-        raise DownloadError(
-            f"No PI-CAI scans (<patient>_<study>_t2w.mha) were found under {images_dir}. Point it at the "
-            "unzipped picai_public_images_fold*.zip archives."
-        )
-    label_source, unlabelled = {}, []
-    for case in scans:
-        folder = next((f for f in LABEL_SETS[labels] if (labels_root / f / f"{case}.nii.gz").is_file()), None)
-        if folder is None:
-            unlabelled.append(case)
-        else:
-            label_source[case] = folder
+    scans, incomplete = _complete_scans(images_dir)
+    label_source, unlabelled = _label_sources(scans, labels_root, labels)
     cases = sorted(label_source)[:max_cases]
     loaders = {
         case: (
@@ -618,6 +632,125 @@ def _fetch_fold(remote: RemoteFile, cache: Path, *, record_url: str, **options) 
         ) from None
 
 
+def _remove_stale_extractions(cache: Path) -> None:
+    """Remove what a killed run left half-extracted in the cache."""
+    for folder in (cache, cache / "images"):
+        if folder.is_dir():
+            remove_stale_extractions(folder)
+
+
+def _dataset_request(
+    folds: Sequence[int],
+    labels_commit: str,
+    labels_dir: str | os.PathLike | None,
+    *,
+    labels: str,
+    spacing: Sequence[float],
+    matrix_size: Sequence[int],
+    max_cases: int | None,
+) -> dict:
+    """The options that define the dataset, recorded in dataset.json to recognise it complete."""
+    return {
+        "folds": sorted(folds),
+        "labels": labels,
+        "labels_source": labels_commit if labels_dir is None else str(Path(labels_dir).resolve()),
+        "spacing": list(spacing),
+        "matrix_size": list(matrix_size),
+        "max_cases": max_cases,
+    }
+
+
+def _fetch_labels(
+    labels_commit: str, labels_base_url: str, cache: Path, progress: bool, **net
+) -> tuple[Path, Path, dict]:
+    """Download picai_labels at ``labels_commit`` and extract its lesion delineations.
+
+    Returns the archive, the extracted folder and what dataset.json records of them (the
+    archive's address and sha256: GitHub publishes no checksum to check it against).
+    """
+    remote = labels_archive(labels_commit, base_url=labels_base_url)
+    archive = fetch(remote, cache, progress=progress, verify=archive_problem, **net)
+    digest = file_checksum(archive, "sha256")
+    print(
+        f"picai_labels @ {labels_commit}: no checksum is published for GitHub's archive; it was "
+        f"checked as a complete zip and its sha256 is {digest} (recorded in dataset.json as "
+        "labels_archive_sha256).",
+        flush=True,
+    )
+    labels_note = {"labels_archive": remote.url, "labels_archive_sha256": digest}
+    # Only the lesion delineations (all sets: small); not the 6000 anatomical masks.
+    labels_dir = safe_extract(
+        archive,
+        cache / archive.name.removesuffix(".zip"),
+        include=lambda name: f"/{_DELINEATIONS}/" in f"/{name}",
+        progress=progress,
+    )
+    return archive, labels_dir, labels_note
+
+
+def _extract_folds(archives: list[Path], images_dir: Path, *, progress: bool) -> Path:
+    """Extract the scans of each fold archive into ``images_dir/<archive name>``, removing
+    the folds an interrupted run with other ``folds`` extracted there; return ``images_dir``."""
+    folders = {archive.name.removesuffix(".zip"): archive for archive in archives}
+    if images_dir.is_dir():
+        for stale in images_dir.iterdir():
+            if stale.name not in folders:
+                shutil.rmtree(stale)
+    for folder, archive in folders.items():
+        safe_extract(
+            archive,
+            images_dir / folder,
+            progress=progress,
+            include=lambda name: name.endswith(tuple(f"_{m}.mha" for m in MODALITIES)),
+        )
+    return images_dir
+
+
+def _provenance(remotes: list[RemoteFile], record_url: str, pinned_sha256: Mapping[str, str] | None) -> dict:
+    """What dataset.json records of the image archives: their record and checksums."""
+    return {
+        "images_record": "https://doi.org/10.5281/zenodo.6624726",
+        "images_checksums_from": record_url,
+        "image_archives_md5": {r.name: r.checksum for r in remotes},
+        # The sha256 each archive was verified against (None: pinned_sha256=None, not checked).
+        "image_archives_sha256": (
+            None if pinned_sha256 is None else {r.name: r.pinned.removeprefix("sha256:") for r in remotes}
+        ),
+    }
+
+
+def _print_summary(summary: ConversionSummary, dest: Path, labels: str) -> None:
+    """One line: the cases converted, written now, skipped for want of a label or a scan."""
+    print(
+        f"PI-CAI: {len(summary.cases)} labelled cases in {dest} ({summary.written} written now); "
+        f"{len(summary.unlabelled)} cases have no label in the {labels!r} set and were skipped"
+        + (
+            f"; {len(summary.incomplete)} lacked a scan ({_missing_files(summary.incomplete)})"
+            if summary.incomplete
+            else ""
+        )
+        + ".",
+        flush=True,
+    )
+
+
+def _before_download(dest: Path) -> None:
+    """What must hold before gigabytes are fetched: the converter (SimpleITK) is installed and
+    ``dest`` holds no other source's dataset. Then the licence the data comes under."""
+    _simpleitk()
+    _layout.check_dest_source(dest, "picai")
+    print(LICENCE_NOTICE, flush=True)
+
+
+def _remove_downloads(extracted: list[Path], archives: list[Path]) -> None:
+    """Remove the ``extracted`` folders (the archives can re-create them) and the ``archives``
+    not to keep, once the conversion is complete."""
+    for folder in extracted:
+        shutil.rmtree(folder)
+    for archive in archives:
+        archive.unlink()
+
+
 def download_picai(
     dest: str | os.PathLike,
     *,
@@ -653,114 +786,40 @@ def download_picai(
     ``keep_archives`` is false; the extracted files are removed once the conversion is
     complete, and those a killed run left behind at the next start.
     """
+    conversion = dict(labels=labels, spacing=spacing, matrix_size=matrix_size, max_cases=max_cases)
+    images_from = dict(base_url=base_url, record_url=record_url, pinned_sha256=pinned_sha256)
     _check_inputs(
         folds=folds,
-        labels=labels,
         labels_commit=labels_commit,
         labels_dir=labels_dir,
-        base_url=base_url,
         labels_base_url=labels_base_url,
-        record_url=record_url,
-        pinned_sha256=pinned_sha256,
-        spacing=spacing,
-        matrix_size=matrix_size,
-        max_cases=max_cases,
         timeout=timeout,
         retries=retries,
+        **images_from,
+        **conversion,
     )
     dest = Path(dest)
     cache = Path(cache) if cache else dest / ".downloads"
-    for folder in (cache, cache / "images"):
-        if folder.is_dir():
-            remove_stale_extractions(folder)
-    request = {
-        "folds": sorted(folds),
-        "labels": labels,
-        "labels_source": labels_commit if labels_dir is None else str(Path(labels_dir).resolve()),
-        "spacing": list(spacing),
-        "matrix_size": list(matrix_size),
-        "max_cases": max_cases,
-    }
+    _remove_stale_extractions(cache)
+    request = _dataset_request(folds, labels_commit, labels_dir, **conversion)
     if not force and _layout.is_complete(dest, request):
         return None
-    _simpleitk()
-    _layout.check_dest_source(dest, "picai")
-    print(LICENCE_NOTICE, flush=True)
+    _before_download(dest)
     net = dict(timeout=timeout, retries=retries, retry_wait=retry_wait)
-    remotes = image_archives(folds, base_url=base_url, record_url=record_url, pinned_sha256=pinned_sha256, **net)
+    remotes = image_archives(folds, **images_from, **net)
     ensure_free_space(cache, bytes_to_fetch(remotes, cache), what=f"the PI-CAI archives of folds {sorted(folds)}")
     downloads = [_fetch_fold(remote, cache, record_url=record_url, progress=progress, **net) for remote in remotes]
-    labels_note, extracted = {}, []
+    extra, extracted = _provenance(remotes, record_url, pinned_sha256), []
     if labels_dir is None:
-        remote = labels_archive(labels_commit, base_url=labels_base_url)
-        archive = fetch(remote, cache, progress=progress, verify=archive_problem, **net)
-        downloads.append(archive)
-        digest = file_checksum(archive, "sha256")
-        print(
-            f"picai_labels @ {labels_commit}: no checksum is published for GitHub's archive; it was "
-            f"checked as a complete zip and its sha256 is {digest} (recorded in dataset.json as "
-            "labels_archive_sha256).",
-            flush=True,
-        )
-        labels_note = {"labels_archive": remote.url, "labels_archive_sha256": digest}
-        # Only the lesion delineations (all sets: small); not the 6000 anatomical masks.
-        labels_dir = safe_extract(
-            archive,
-            cache / archive.name.removesuffix(".zip"),
-            include=lambda name: f"/{_DELINEATIONS}/" in f"/{name}",
-            progress=progress,
-        )
+        labels_zip, labels_dir, labels_note = _fetch_labels(labels_commit, labels_base_url, cache, progress, **net)
+        downloads.append(labels_zip)
         extracted.append(labels_dir)
-    images_dir = cache / "images"
+        extra.update(labels_note)
+    images_dir = _extract_folds(downloads[: len(remotes)], cache / "images", progress=progress)
     extracted.append(images_dir)
-    folders = {archive.name.removesuffix(".zip"): archive for archive in downloads[: len(remotes)]}
-    if images_dir.is_dir():  # folds extracted by an interrupted run with other --folds
-        for stale in images_dir.iterdir():
-            if stale.name not in folders:
-                shutil.rmtree(stale)
-    for folder, archive in folders.items():
-        safe_extract(
-            archive,
-            images_dir / folder,
-            progress=progress,
-            include=lambda name: name.endswith(tuple(f"_{m}.mha" for m in MODALITIES)),
-        )
     summary = convert_picai(
-        images_dir,
-        labels_dir,
-        dest,
-        labels=labels,
-        spacing=spacing,
-        matrix_size=matrix_size,
-        max_cases=max_cases,
-        request=request,
-        force=force,
-        progress=progress,
-        extra={
-            "images_record": "https://doi.org/10.5281/zenodo.6624726",
-            "images_checksums_from": record_url,
-            "image_archives_md5": {r.name: r.checksum for r in remotes},
-            # The sha256 each archive was verified against (None: pinned_sha256=None, not checked).
-            "image_archives_sha256": (
-                None if pinned_sha256 is None else {r.name: r.pinned.removeprefix("sha256:") for r in remotes}
-            ),
-            **labels_note,
-        },
+        images_dir, labels_dir, dest, **conversion, request=request, extra=extra, force=force, progress=progress
     )
-    print(
-        f"PI-CAI: {len(summary.cases)} labelled cases in {dest} ({summary.written} written now); "
-        f"{len(summary.unlabelled)} cases have no label in the {labels!r} set and were skipped"
-        + (
-            f"; {len(summary.incomplete)} lacked a scan ({_missing_files(summary.incomplete)})"
-            if summary.incomplete
-            else ""
-        )
-        + ".",
-        flush=True,
-    )
-    for folder in extracted:  # the archives can re-create them
-        shutil.rmtree(folder)
-    if not keep_archives:
-        for archive in downloads:
-            archive.unlink()
+    _print_summary(summary, dest, labels)
+    _remove_downloads(extracted, [] if keep_archives else downloads)
     return dest

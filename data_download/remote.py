@@ -449,10 +449,33 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
         offset = 0
     if remote.size is not None and offset == remote.size:
         return True  # a previous run received every byte but stopped before the check
+    response = _request_from(remote, part, offset, timeout=timeout)
+    if response is None:
+        return True  # the server says the bytes on disk are the whole file
+    with response:
+        offset, total = _check_response(remote, response, part, offset, limit)
+        received = _receive(
+            remote,
+            response,
+            part,
+            offset=offset,
+            total=total,
+            limit=limit,
+            timeout=timeout,
+            min_rate=min_rate,
+            progress=progress,
+        )
+    if total is not None and received < total:
+        raise _interrupted(remote, part, received, total, "the connection closed early")
+    return offset > 0
 
+
+def _request_from(remote: RemoteFile, part: Path, offset: int, *, timeout: float):
+    """The response to a request for ``remote`` from byte ``offset`` on; ``None`` when the
+    server says the ``offset`` bytes of ``part`` are already the whole file."""
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        response = _request(remote.url, headers=headers, timeout=timeout)
+        return _request(remote.url, headers=headers, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             # The range starts at or beyond the end: complete, or longer than the file.
@@ -463,72 +486,92 @@ def _transfer(remote: RemoteFile, part: Path, *, timeout: float, min_rate: float
                     f"The partial download of {remote.name} was longer than the file on the server, so it was "
                     "deleted: re-run the same command to download the file again from the beginning."
                 ) from None
-            return True
+            return None
         raise _http_error(remote.url, exc.code, exc.reason) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise _network_error(remote.url, getattr(exc, "reason", exc)) from None
 
-    with response:
-        if offset and response.status == 206 and _content_range_start(response) != offset:
-            part.unlink()  # a piece from elsewhere in the file: appending it would corrupt the file
-            raise _TransientError(
-                f"The server answered the resume of {remote.name} with another byte range, so the partial file "
-                "was deleted: re-run the same command to download the file again from the beginning."
-            )
-        if offset and response.status != 206:
-            offset = 0  # the server ignored the range: the body is the whole file
-        if response.headers.get_content_type() == "text/html":
-            raise DownloadError(_web_page(remote))
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None and length.isdigit() else remote.size
-        if total is not None and total > limit:
-            raise DownloadError(_too_large(remote, total, limit))
-        ensure_free_space(
-            part.parent, (SPACE_CHECK_BYTES if total is None else total) - offset, what=f"downloading {remote.name}"
+
+def _check_response(remote: RemoteFile, response, part: Path, offset: int, limit: int) -> tuple[int, int | None]:
+    """Check a response before its body is read: the byte range it resumes from, not a web
+    page, not larger than ``limit``, room on the disk. Returns the offset its body starts
+    at (0 when the server ignored the range) and the file's total size (``None``: unknown)."""
+    if offset and response.status == 206 and _content_range_start(response) != offset:
+        part.unlink()  # a piece from elsewhere in the file: appending it would corrupt the file
+        raise _TransientError(
+            f"The server answered the resume of {remote.name} with another byte range, so the partial file "
+            "was deleted: re-run the same command to download the file again from the beginning."
         )
-        received = checked = offset
+    if offset and response.status != 206:
+        offset = 0  # the server ignored the range: the body is the whole file
+    if response.headers.get_content_type() == "text/html":
+        raise DownloadError(_web_page(remote))
+    length = response.headers.get("Content-Length")
+    total = offset + int(length) if length is not None and length.isdigit() else remote.size
+    if total is not None and total > limit:
+        raise DownloadError(_too_large(remote, total, limit))
+    ensure_free_space(
+        part.parent, (SPACE_CHECK_BYTES if total is None else total) - offset, what=f"downloading {remote.name}"
+    )
+    return offset, total
 
-        def write(chunk: bytes) -> None:
-            nonlocal received, checked
-            if received == 0 and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
-                raise _Refused(_web_page(remote))
-            if received + len(chunk) > limit:
-                raise _Refused(_too_large(remote, received + len(chunk), limit))
-            fh.write(chunk)
-            received += len(chunk)
-            bar.update(len(chunk))
-            if received - checked >= SPACE_CHECK_BYTES:  # a size announced or not, the disk may fill meanwhile
-                ensure_free_space(
-                    part.parent,
-                    SPACE_CHECK_BYTES if total is None else total - received,
-                    what=f"downloading {remote.name}",
-                )
-                checked = received
 
-        try:
-            with (
-                open(part, "ab" if offset else "wb") as fh,
-                tqdm(
-                    total=total,
-                    initial=offset,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=remote.name,
-                    disable=not progress,
-                ) as bar,
-            ):
-                _stream(response, write, timeout=timeout, min_rate=min_rate)
-        except _Refused as exc:
-            part.unlink()
-            raise DownloadError(str(exc)) from None
-        except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
-                raise  # a local disk error is not a network problem; let it surface as such
-            raise _interrupted(remote, part, received, total, exc) from None
-    if total is not None and received < total:
-        raise _interrupted(remote, part, received, total, "the connection closed early")
-    return offset > 0
+def _receive(
+    remote: RemoteFile,
+    response,
+    part: Path,
+    *,
+    offset: int,
+    total: int | None,
+    limit: int,
+    timeout: float,
+    min_rate: float,
+    progress: bool,
+) -> int:
+    """Write the body of ``response`` to ``part`` from byte ``offset`` on; return the size of
+    ``part`` then. A web page or a body beyond ``limit`` is deleted, and the disk's free
+    space is checked again as the bytes arrive."""
+    received = checked = offset
+
+    def write(chunk: bytes) -> None:
+        nonlocal received, checked
+        if received == 0 and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
+            raise _Refused(_web_page(remote))
+        if received + len(chunk) > limit:
+            raise _Refused(_too_large(remote, received + len(chunk), limit))
+        fh.write(chunk)
+        received += len(chunk)
+        bar.update(len(chunk))
+        if received - checked >= SPACE_CHECK_BYTES:  # a size announced or not, the disk may fill meanwhile
+            ensure_free_space(
+                part.parent,
+                SPACE_CHECK_BYTES if total is None else total - received,
+                what=f"downloading {remote.name}",
+            )
+            checked = received
+
+    try:
+        with (
+            open(part, "ab" if offset else "wb") as fh,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=remote.name,
+                disable=not progress,
+            ) as bar,
+        ):
+            _stream(response, write, timeout=timeout, min_rate=min_rate)
+    except _Refused as exc:
+        part.unlink()
+        raise DownloadError(str(exc)) from None
+    except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
+            raise  # a local disk error is not a network problem; let it surface as such
+        raise _interrupted(remote, part, received, total, exc) from None
+    return received
 
 
 def _web_page(remote: RemoteFile) -> str:

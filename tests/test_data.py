@@ -507,4 +507,4 @@ def test_a_header_that_claims_a_terabyte_is_refused_before_reading(tmp_path, suf
     path = tmp_path / f"forged{suffix}"
     path.write_bytes(gzip.compress(payload) if suffix.endswith(".gz") else payload)
     with pytest.raises(ValueError, match=r"forged\.nii.*claims .*2\.05e\+03 GiB.*truncated or forged"):
-        D.layout._read_nifti(path, "a test volume")
+        D.layout.read_nifti(path, "a test volume")

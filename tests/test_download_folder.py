@@ -24,7 +24,7 @@ from afl_core.data import (
     read_dataset_json,
     split_cases,
 )
-from data_download.folder import convert_folder, write_example_folder
+from data_download.folder import convert_folder, read_volume, write_example_folder
 from data_download.remote import DownloadError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,6 +216,20 @@ def test_mha_and_nrrd_are_read_with_simpleitk(tmp_path):
         np.testing.assert_array_equal(image, array.transpose(2, 1, 0))
         np.testing.assert_allclose(affine, expected_affine, atol=1e-6)
         np.testing.assert_array_equal(nifti(label_path(tmp_path / "dest", case))[0], (array > 450).transpose(2, 1, 0))
+
+
+@pytest.mark.parametrize("name, fields", [("a_t2.mha", "ElementSpacing"), ("a_seg.nrrd", "space directions")])
+def test_mha_and_nrrd_voxel_sizes_get_the_check_of_nifti(tmp_path, monkeypatch, name, fields):
+    # ITK refuses most damaged headers itself; the image it would otherwise return is made in memory.
+    sitk = pytest.importorskip("SimpleITK")
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+    image.SetSpacing((float("nan"), 0.8, 2.5))
+    monkeypatch.setattr(sitk, "ReadImage", lambda path: image)
+    with pytest.raises(ValueError) as raised:
+        read_volume(tmp_path / name)
+    message = str(raised.value)
+    assert f"{tmp_path / name}: its header gives the voxel size (nan, 0.8, 2.5) mm" in message
+    assert "must be positive and finite" in message and f"repair the header ({fields}" in message
 
 
 # ----------------------------------------------------------------------------- resume and refuse

@@ -374,3 +374,53 @@ def test_a_negative_seed_is_named_before_the_old_dataset_is_touched(tmp_path):
     result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--seed", "-1", "--force")
     failed_cleanly(result, "--seed must be a whole number >= 0, got -1")
     assert snapshot(root) == before
+
+
+def interrupted_synthetic(root: Path, n_cases: int, finished: int) -> Path:
+    """What an interrupted ``afl-data synthetic --dest ROOT --cases N`` with :data:`TINY`
+    leaves (the same arguments, as make_dataset records them): ``finished`` cases, then a
+    Ctrl-C. Returns its progress file."""
+    written = []
+
+    def interrupted(*args, **kwargs):
+        if len(written) == finished:
+            raise KeyboardInterrupt
+        written.append(write_case(*args, **kwargs))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("afl_core.synthetic.write_case", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            make_dataset(root, n_cases, seed=0, shape=(4, 16, 16), progress=False)
+    return root / ".synthetic-progress.jsonl"
+
+
+def test_a_damaged_first_line_of_the_synthetic_progress_file_is_named(tmp_path):
+    root = tmp_path / "ci"
+    command = ["synthetic", "--dest", str(root), "--cases", "4", *TINY]
+    progress = interrupted_synthetic(root, 4, finished=2)
+    first, *rest = progress.read_text(encoding="utf-8").splitlines()
+    assert json.loads(first)["generator"]["n_cases"] == 4 and len(rest) == 2
+    # Its first line (the arguments) overwritten, then the same command again.
+    progress.write_text("\n".join(["#" * len(first), *rest]) + "\n", encoding="utf-8")
+    before = snapshot(root)
+    result = run_cli(*command)
+    message = failed_cleanly(
+        result, f"{progress}, the record of an interrupted generation, is damaged in its first line"
+    )
+    assert "re-run with --force" in message and "made with other arguments" not in message
+    assert snapshot(root) == before
+    # --force makes the dataset again, the same as a fresh run's.
+    assert run_cli(*command, "--force").returncode == 0
+    assert run_cli("synthetic", "--dest", str(tmp_path / "fresh"), "--cases", "4", *TINY).returncode == 0
+    assert snapshot(root) == snapshot(tmp_path / "fresh")
+
+
+def test_a_damaged_last_line_of_the_synthetic_progress_file_is_skipped(tmp_path):
+    root = tmp_path / "ci"
+    progress = interrupted_synthetic(root, 3, finished=1)
+    kept = (root / "labelsTr" / "synth_0000.nii.gz").stat().st_mtime_ns
+    with open(progress, "ab") as fh:
+        fh.write(b'{"case": "synth_0001", "lesi\xff')  # a killed run's last line, cut short mid-character
+    assert run_cli("synthetic", "--dest", str(root), "--cases", "3", *TINY).returncode == 0
+    assert list_cases(root) == ["synth_0000", "synth_0001", "synth_0002"]
+    assert (root / "labelsTr" / "synth_0000.nii.gz").stat().st_mtime_ns == kept  # the finished case kept

@@ -188,7 +188,7 @@ def write_summary(path: Path, results: list[Result], parameters: dict) -> None:
         fh.write("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs", help="folder for executed notebooks")
     parser.add_argument("--quick", action="store_true", help="CI sizes: every notebook in a minute or two on a CPU")
@@ -210,16 +210,48 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let 04 resume the runs already in OUT/runs (default: 04 starts them afresh)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    out_dir = args.out.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def notebook_parameters(args: argparse.Namespace, out_dir: Path) -> dict:
+    """The papermill parameters of the command line: the runs folder under ``out_dir``,
+    ``quick``, ``data_dir``, then each ``-p NAME VALUE``."""
     parameters: dict = {"runs_dir": str(out_dir / "runs")}
     if args.quick:
         parameters["quick"] = True
     if args.data_dir:
         parameters["data_dir"] = str(args.data_dir.resolve())
     parameters.update({name: parse_value(value) for name, value in args.parameter})
+    return parameters
+
+
+def run_in_order(
+    notebooks: list[Path], out_dir: Path, parameters: dict, *, timeout: float, keep_going: bool
+) -> list[Result]:
+    """Execute the notebooks one after another, printing each one's status; after a failure
+    the rest are skipped unless ``keep_going``."""
+    results = [Result(nb.stem) for nb in notebooks]
+    failed = False
+    for i, nb in enumerate(notebooks):
+        if failed and not keep_going:
+            results[i].status = "skipped"
+            continue
+        print(f"[{i + 1}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
+        results[i] = run_one(nb, out_dir, parameters, timeout=timeout)
+        peak = "" if results[i].peak_mib is None else f", peak memory {results[i].peak_mib:.0f} MiB"
+        print(f"{results[i].status} in {results[i].seconds:.1f} s{peak}", flush=True)
+        if results[i].status != "ok":
+            failed = True
+            print(f"    {nb.name}: {results[i].detail}", file=sys.stderr, flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out_dir = args.out.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parameters = notebook_parameters(args, out_dir)
 
     notebooks = tutorial_notebooks()
     if args.only:
@@ -236,26 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         # Runs of earlier settings (other sizes, --quick) cannot be resumed with these.
         shutil.rmtree(runs)
 
-    results = [Result(nb.stem) for nb in notebooks]
-    failed = False
-    for i, nb in enumerate(notebooks):
-        if failed and not args.keep_going:
-            results[i].status = "skipped"
-            continue
-        print(f"[{i + 1}/{len(notebooks)}] {nb.name} ...", end=" ", flush=True)
-        results[i] = run_one(nb, out_dir, parameters, timeout=args.timeout)
-        peak = "" if results[i].peak_mib is None else f", peak memory {results[i].peak_mib:.0f} MiB"
-        print(f"{results[i].status} in {results[i].seconds:.1f} s{peak}", flush=True)
-        if results[i].status != "ok":
-            failed = True
-            print(f"    {nb.name}: {results[i].detail}", file=sys.stderr, flush=True)
+    results = run_in_order(notebooks, out_dir, parameters, timeout=args.timeout, keep_going=args.keep_going)
     write_summary(out_dir / "summary.md", results, parameters)
     total = sum(r.seconds for r in results)
     print(
         f"{sum(r.status == 'ok' for r in results)}/{len(results)} notebooks ok in {total:.0f} s; "
         f"executed copies and summary.md in {out_dir}"
     )
-    return 1 if failed else 0
+    return 0 if all(r.status == "ok" for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 
 from afl_core.data.layout import (
-    _READ_ERRORS,  # noqa: F401  (data_download's converters reuse the read-error tuple)
+    READ_ERRORS,  # noqa: F401  (data_download's converters reuse the read-error tuple)
     DATASET_JSON,
     FILE_ENDING,
     IMAGES_DIR,
@@ -28,6 +28,7 @@ from afl_core.data.layout import (
     CaseGeometry,
     case_has_lesion,
     channel_path,
+    check_geometry,
     label_path,
     list_cases,
     load_case,
@@ -66,6 +67,7 @@ __all__ = [
     "load_case",
     "load_geometry",
     "case_has_lesion",
+    "check_geometry",
     "split_cases",
     "kfold_cases",
     "patient_grouping",

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from afl_core._io import check_memory
-from afl_core.data.layout import LABELS_DIR, _channel_names, list_cases, load_case, load_geometry
+from afl_core.data.layout import LABELS_DIR, channel_names, list_cases, load_case, load_geometry
 from afl_core.data.transforms import (
     Augmentation,
     VolumeAugmentation,
@@ -54,7 +54,7 @@ class _CaseDataset(Dataset):
     def __init__(self, root, cases, *, augment, oversample_lesions: float, seed: int, percentiles) -> None:
         self.root = Path(root)
         available = list_cases(self.root)
-        self.channel_names = _channel_names(self.root)
+        self.channel_names = channel_names(self.root)
         if cases is None:
             cases = available
         else:

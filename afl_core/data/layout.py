@@ -48,6 +48,7 @@ __all__ = [
     "load_case",
     "load_geometry",
     "case_has_lesion",
+    "check_geometry",
 ]
 
 FILE_ENDING = ".nii.gz"
@@ -60,7 +61,7 @@ BINARY_LABELS = {"background": 0, "lesion": 1}
 # of the size at 3-4 times the time.
 _GZIP_LEVEL = 1
 # How far the affines of one case's files may differ (mm) and still be "the same grid".
-_AFFINE_ATOL = 1e-3
+AFFINE_ATOL = 1e-3
 _CONVERT_HINT = (
     "convert the dataset with `python -m data_download` (it maps labels to 0/1) "
     "or binarise the label yourself (e.g. label > 0) before writing it"
@@ -83,7 +84,7 @@ def label_path(root: str | os.PathLike, case_id: str) -> Path:
 # --------------------------------------------------------------------------- writing
 
 
-def _check_case_id(case_id: str) -> None:
+def check_case_id(case_id: str) -> None:
     if not isinstance(case_id, str) or not case_id or case_id.startswith("."):
         raise ValueError(f"case_id must be a non-empty string not starting with '.', got {case_id!r}")
     if any(c in case_id for c in "/\\") or case_id.endswith(FILE_ENDING):
@@ -144,7 +145,7 @@ def write_case(
     Integer channels keep their type when it has at most 16 bits, floats are stored as
     float32.
     """
-    _check_case_id(case_id)
+    check_case_id(case_id)
     if isinstance(channels, np.ndarray) and channels.ndim == 3:
         raise TypeError("channels must be a sequence of 3D arrays (one per channel); wrap a single volume in a list")
     channels = [np.asarray(c) for c in channels]
@@ -289,8 +290,9 @@ class Case:
     affine: np.ndarray
     spacing: tuple[float, float, float]
 
+
 # Errors that nibabel, gzip and zlib raise on truncated or corrupt files.
-_READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
+READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
 
 
 def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
@@ -298,7 +300,7 @@ def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
         raise FileNotFoundError(f"{what}: expected file {path} is missing")
     try:
         return nib.load(path)
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise ValueError(
             f"cannot read {path} ({type(err).__name__}: {err}); the file is corrupt: write or download it again"
         ) from err
@@ -315,18 +317,20 @@ def _check_claimed_size(path: Path, image: nib.Nifti1Image) -> None:
     available = path.stat().st_size
     limit = available * _MAX_GZIP_RATIO if path.name.endswith(".gz") else available
     if claimed > limit:
-        raise ValueError(f"{path}: its header claims {image.shape} voxels ({claimed / 2**30:.3g} GiB), more than "
-                         f"a {available / 2**20:.3g} MiB file can hold; the file is truncated or forged: write or "
-                         "download it again")
+        raise ValueError(
+            f"{path}: its header claims {image.shape} voxels ({claimed / 2**30:.3g} GiB), more than "
+            f"a {available / 2**20:.3g} MiB file can hold; the file is truncated or forged: write or "
+            "download it again"
+        )
 
 
-def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Array (3D), affine and spacing of one NIfTI file, with errors that name the file."""
     image = _open_nifti(path, what)
     _check_claimed_size(path, image)
     try:
         data = np.asanyarray(image.dataobj)
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise ValueError(
             f"cannot read the voxels of {path} ({type(err).__name__}: {err}); the file is truncated "
             "or corrupt: write or download it again"
@@ -340,18 +344,39 @@ def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray, tuple[fl
     return data, image.affine, spacing
 
 
-def _checked_spacing(path: Path, image: nib.Nifti1Image) -> tuple[float, float, float]:
-    """The voxel size (mm) in ``image``'s header, refused unless it and the voxel-to-world
-    matrix are finite and the voxel size positive (a damaged header would otherwise pass
-    for another grid, or NaN distances)."""
-    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-    if not all(np.isfinite(spacing)) or min(spacing) <= 0 or not np.all(np.isfinite(image.affine)):
+def check_geometry(
+    path: str | os.PathLike, spacing: Sequence[float], affine: np.ndarray, *, header: str = "pixdim, qform/sform"
+) -> tuple[float, ...]:
+    """A file's voxel size (mm), refused unless it and the voxel-to-world matrix ``affine``
+    are finite and the voxel size positive: a damaged header would otherwise pass for
+    another grid, or give NaN distances.
+
+    Args:
+        path: the file, named in the message.
+        spacing: the voxel size its header gives, one value per spatial axis.
+        affine: its 4x4 voxel-to-world matrix.
+        header: the header fields to repair, named in the message (NIfTI's by default).
+
+    Returns:
+        ``spacing`` as a tuple of floats.
+
+    Raises:
+        ValueError: a voxel size not positive or not finite, or an affine not finite.
+    """
+    spacing = tuple(float(z) for z in spacing)
+    finite_affine = bool(np.all(np.isfinite(affine)))
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0 or not finite_affine:
         raise ValueError(
             f"{path}: its header gives the voxel size {spacing} mm and a voxel-to-world matrix that is "
-            f"{'finite' if np.all(np.isfinite(image.affine)) else 'not finite'}; a voxel size must be positive "
-            "and finite: repair the header (pixdim, qform/sform) or re-convert the case"
+            f"{'finite' if finite_affine else 'not finite'}; a voxel size must be positive "
+            f"and finite: repair the header ({header}) or re-convert the case"
         )
     return spacing
+
+
+def _checked_spacing(path: Path, image: nib.Nifti1Image) -> tuple[float, float, float]:
+    """The voxel size (mm) in a NIfTI ``image``'s header, checked by :func:`check_geometry`."""
+    return check_geometry(path, image.header.get_zooms()[:3], image.affine)
 
 
 def _check_same_grid(path: Path, shape, affine, ref_path: Path, ref_shape, ref_affine) -> None:
@@ -360,14 +385,14 @@ def _check_same_grid(path: Path, shape, affine, ref_path: Path, ref_shape, ref_a
             f"{path} has shape {tuple(shape)} but {ref_path} has {tuple(ref_shape)}: image and label "
             "must share one grid; resample the image onto the label's grid (or re-convert the case)"
         )
-    if not np.allclose(affine, ref_affine, atol=_AFFINE_ATOL):
+    if not np.allclose(affine, ref_affine, atol=AFFINE_ATOL):
         raise ValueError(
             f"{path} and {ref_path} have different affines (voxel-to-world matrices):\n{affine}\nvs\n{ref_affine}\n"
             "image and label must share one grid; resample one onto the other (or re-convert the case)"
         )
 
 
-def _channel_names(root: Path) -> list[str]:
+def channel_names(root: Path) -> list[str]:
     names = read_dataset_json(root)["channel_names"]
     return [names[str(i)] for i in range(len(names))]
 
@@ -384,7 +409,7 @@ def load_geometry(root: str | os.PathLike, case_id: str) -> CaseGeometry:
 
 def _read_label(root: Path, case_id: str):
     path = label_path(root, case_id)
-    data, affine, spacing = _read_nifti(path, f"label of case {case_id!r}")
+    data, affine, spacing = read_nifti(path, f"label of case {case_id!r}")
     _check_binary(np.unique(data), f"label {path}")
     return path, data.astype(np.uint8), affine, spacing
 
@@ -398,12 +423,12 @@ def load_case(root: str | os.PathLike, case_id: str) -> Case:
     """Read one case, checking it: every channel present and readable, image and label on
     one grid (shape and affine), a binary label, finite intensities."""
     root = Path(root)
-    names = _channel_names(root)
+    names = channel_names(root)
     lpath, label, affine, spacing = _read_label(root, case_id)
     channels = []
     for index, name in enumerate(names):
         path = channel_path(root, case_id, index)
-        data, channel_affine, _ = _read_nifti(path, f"channel {index} ({name!r}) of case {case_id!r}")
+        data, channel_affine, _ = read_nifti(path, f"channel {index} ({name!r}) of case {case_id!r}")
         _check_same_grid(path, data.shape, channel_affine, lpath, label.shape, affine)
         data = data.astype(np.float32)
         if not np.all(np.isfinite(data)):

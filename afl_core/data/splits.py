@@ -61,7 +61,8 @@ def split_cases(
                 "other patients"
             )
         train_groups, val_groups = split_cases(
-            {group: any(has_lesion[c] for c in members) for group, members in groups.items()}, val_fraction, seed)
+            {group: any(has_lesion[c] for c in members) for group, members in groups.items()}, val_fraction, seed
+        )
         return (sorted(c for g in train_groups for c in groups[g]), sorted(c for g in val_groups for c in groups[g]))
     rng = np.random.default_rng(seed)
     n_val_total = round(val_fraction * len(has_lesion))
@@ -114,7 +115,9 @@ def kfold_cases(
     rng = np.random.default_rng(seed)
     positives = sorted(g for g, members in groups.items() if any(has_lesion[c] for c in members))
     negatives = sorted(g for g in groups if g not in set(positives))
-    dealt = [*rng.permutation(positives).tolist(), *rng.permutation(negatives).tolist()] if positives else \
-        rng.permutation(negatives).tolist()
+    dealt = (
+        [*rng.permutation(positives).tolist(), *rng.permutation(negatives).tolist()]
+        if positives
+        else rng.permutation(negatives).tolist()
+    )
     return [sorted(c for g in dealt[fold::folds] for c in groups[g]) for fold in range(folds)]
-

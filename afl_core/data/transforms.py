@@ -60,9 +60,7 @@ def _centre_window(length: int, target: int) -> tuple[slice, slice]:
     return slice(0, length), slice(start, start + length)
 
 
-def centre_crop_or_pad(
-    array: np.ndarray, size: Sequence[int], fill: float | Sequence[float] = 0.0
-) -> np.ndarray:
+def centre_crop_or_pad(array: np.ndarray, size: Sequence[int], fill: float | Sequence[float] = 0.0) -> np.ndarray:
     """Centre-crop or pad the first ``len(size)`` spatial axes of ``array`` ``(C, *S, ...)``
     to ``size`` (``(H, W)`` crops the first two, ``(D, H, W)`` three); padding takes
     ``fill`` (a scalar or one value per channel). The same call with the original size
@@ -70,7 +68,7 @@ def centre_crop_or_pad(
     array = np.asarray(array)
     size = tuple(int(n) for n in size)
     windows = [_centre_window(array.shape[1 + axis], n) for axis, n in enumerate(size)]
-    out = np.empty((array.shape[0], *size, *array.shape[1 + len(size):]), dtype=array.dtype)
+    out = np.empty((array.shape[0], *size, *array.shape[1 + len(size) :]), dtype=array.dtype)
     out[...] = np.reshape(np.asarray(fill, dtype=array.dtype), (-1,) + (1,) * (array.ndim - 1))
     out[(slice(None), *(dst for _, dst in windows))] = array[(slice(None), *(src for src, _ in windows))]
     return out
