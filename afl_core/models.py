@@ -272,7 +272,7 @@ def resolve_device(name: str = "auto", *, option: str = "--device") -> torch.dev
         raise ValueError(f"{option} must be {DEVICES}, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
-            f"{option} {name!r} asks for a CUDA GPU, but PyTorch sees none; "
+            f"{option} {name!r} was requested but PyTorch sees no CUDA GPU; "
             f"use {option} cpu (or auto), or install a CUDA build of PyTorch"
         )
     return device
