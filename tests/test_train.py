@@ -330,7 +330,7 @@ def test_loss_options_reach_the_loss_and_are_checked(dataset, tmp_path, monkeypa
         tiny(dataset, tmp_path / "bad", loss_options={"gamma_term": ["volume"]})
     with pytest.raises(ValueError, match="gamma must be >= 0"):
         tiny(dataset, tmp_path / "bad", loss_options={"gamma": -1.0})
-    with pytest.raises(ValueError, match="apply to loss 'afl' only"):
+    with pytest.raises(ValueError, match="--loss-options apply to --loss afl only"):
         tiny(dataset, tmp_path / "bad", loss="dice", loss_options={"gamma": 1.0})
 
 
