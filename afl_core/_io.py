@@ -187,8 +187,10 @@ def folder_lock(
     """Hold an exclusive lock on ``folder/run.lock`` for the block, so that one process
     at a time writes ``folder`` (created if missing). The file names the holder (process id,
     host, start time, command). ``flock`` locks die with their process, however it ends, so
-    no lock outlives its holder. Re-entrant within one process. Where ``flock`` is missing
-    (Windows) nothing is locked: run one process per folder there.
+    no lock outlives its holder. Re-entrant within one process. The folders it created are
+    removed again when the block leaves nothing in them but the lock (a command refused
+    before it wrote anything leaves no folder behind). Where ``flock`` is missing (Windows)
+    nothing is locked: run one process per folder there.
 
     Args:
         folder: the folder to hold.
@@ -206,6 +208,7 @@ def folder_lock(
         finally:
             _held_locks[path] -= 1
         return
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
         if fcntl is not None:
@@ -229,30 +232,78 @@ def folder_lock(
             yield
         finally:
             del _held_locks[path]  # closing the file releases the lock
+            if created:  # still held: no other process writes the folder meanwhile
+                _remove_if_only_lock(path, created)
 
 
-def _busy_message(path: Path, recorded: str, option: str, then: str) -> str:
-    """Who holds the lock on ``path``, from what the holder wrote into it, and what to do."""
+def _remove_if_only_lock(path: Path, created: list[Path]) -> None:
+    """Remove the folders :func:`folder_lock` created (deepest first) when the work left
+    nothing in them but the lock file ``path``: a command refused before it wrote anything
+    leaves nothing behind."""
+    try:
+        if [entry.name for entry in path.parent.iterdir()] != [LOCK_NAME]:
+            return
+        path.unlink()
+        for folder in created:
+            folder.rmdir()  # an OSError: another process put something there; it stays
+    except OSError:
+        pass
+
+
+def check_not_held(
+    folder: str | os.PathLike,
+    *,
+    why: str,
+    then: str,
+) -> None:
+    """Refuse to read ``folder`` while another process holds its lock (:func:`folder_lock`):
+    a training run still writing its checkpoints. The lock is tried and let go at once
+    (a shared lock, which the writer's exclusive one excludes); a lock this process holds
+    does not count.
+
+    Args:
+        folder: the folder to read (a run).
+        why: what reading it now would do wrong, for the message.
+        then: what to do once the holder has ended, for the message.
+
+    Raises:
+        FolderBusy: another process holds the lock; the message names it (process id, host,
+            start time, command), ``why`` and ``then``.
+    """
+    path = Path(folder).absolute() / LOCK_NAME
+    if fcntl is None or path in _held_locks or not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusy(_busy_message(path, handle.read(), None, then, why)) from None
+
+
+def _busy_message(
+    path: Path,
+    recorded: str,
+    option: str | None,
+    then: str,
+    why: str = "a second process would mix their files in one folder",
+) -> str:
+    """Who holds the lock on ``path``, from what the holder wrote into it, and what to do
+    (``option``: the option that chose the folder, to choose another; ``None``: none to offer)."""
+    other = f", or choose another {option}" if option else ""
     try:
         holder = json.loads(recorded)
         pid, host, started, command = (holder[k] for k in ("pid", "host", "started", "command"))
     except (ValueError, TypeError, KeyError):  # written by an older version, or not yet written
-        return (
-            f"{path.parent} is being written by another process (it holds {path}): wait for it to end, "
-            f"or choose another {option}"
-        )
+        return f"{path.parent} is being written by another process (it holds {path}): wait for it to end{other}"
     who = f"process {pid} on {host}, started {started} ({command})"
     if host == socket.gethostname() and not _alive(pid):
         return (
             f"{path.parent} is locked by {path}, which names {who}; that process has ended, but one it "
             f"started (a DataLoader worker, a torchrun rank) still holds the lock. The lock goes when that "
             f"process ends: find it with `fuser -v {path}` and end it, then run the command again "
-            f"(the folder is left as its last complete write), or choose another {option}"
+            f"(the folder is left as its last complete write){other}"
         )
-    return (
-        f"{path.parent} is being written by {who}: a second process would mix their files in one folder. "
-        f"Wait for it to end (then {then}), or choose another {option}"
-    )
+    return f"{path.parent} is being written by {who}: {why}. Wait for it to end (then {then}){other}"
 
 
 def _alive(pid: int) -> bool:

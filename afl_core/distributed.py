@@ -56,6 +56,7 @@ __all__ = [
     "World",
     "launched",
     "is_main_process",
+    "check_launch",
     "init",
     "cleanup",
     "wrap",
@@ -138,6 +139,18 @@ def _refuse_stray_variables() -> None:
         f"(unset {' '.join(_TORCHRUN_VARIABLES)}) to train in one process; to train on several, start the "
         "run with torchrun --nproc_per_node N -m afl_core.train ..."
     )
+
+
+def check_launch() -> None:
+    """Refuse, before any work, torchrun's variables left in the environment of a process that
+    torchrun did not start when they ask for several processes (:func:`init` would wait for
+    them forever): a command checks this before it makes a folder.
+
+    Raises:
+        ValueError: the variables, named, and how to remove them.
+    """
+    if not launched():
+        _refuse_stray_variables()
 
 
 def init(device: torch.device) -> World:

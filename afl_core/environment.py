@@ -167,6 +167,9 @@ def check_parameters(
         between: name -> ``(low, high)``: numbers strictly between them.
         choices: name -> the accepted values; for a list, the values its items may take.
 
+    A parameter named ``device`` (every notebook that trains has one) must also name a device
+    (:func:`afl_core.models.resolve_device`), whether or not ``kinds`` lists it.
+
     Raises:
         ValueError: one line per wrong parameter: its name, the value given, what it
             accepts, and how to set it.
@@ -194,6 +197,11 @@ def check_parameters(
                 f"parameter {name} = {value!r}: it accepts {_describe(kinds_of, low, interval, allowed)}; "
                 f"set it in the parameters cell or with papermill's -p {name} VALUE"
             )
+    if isinstance(values.get("device"), str):
+        try:
+            resolve_device(values["device"], option="parameter device")
+        except ValueError as error:
+            problems.append(f"{error}; set it in the parameters cell or with papermill's -p device VALUE")
     if problems:
         raise ValueError("\n".join(problems))
 

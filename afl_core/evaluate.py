@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import numbers
 import os
 import re
 import sys
@@ -43,7 +44,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from afl_core._io import NotEnoughMemory, export_csv, folder_lock, gib, read_json, write_json
+from afl_core._io import (
+    NotEnoughMemory,
+    check_not_held,
+    export_csv,
+    folder_lock,
+    gib,
+    read_json,
+    write_json,
+)
 from afl_core.data import DATASET_JSON, SliceDataset, VolumeDataset, list_cases
 from afl_core.metrics import evaluate_cases
 from afl_core.models import autocast_dtype, build_model, load_checkpoint, resolve_device
@@ -316,18 +325,42 @@ def _default_out_dir(run_dir: Path, root: Path, own_validation: bool, cases: Seq
     return out_dir
 
 
-def _check_outside_datasets(out_dir: Path) -> None:
-    """Refuse tables written into a dataset: its ``lesions.csv`` (the ground truth of
-    synthetic data) would be replaced and its folders mixed with the run's scores."""
-    resolved = out_dir.resolve()
+def _check_out_dir(out_dir: Path, run_dir: Path) -> None:
+    """Refuse an ``--out`` that is a file, or whose tables would replace or mix with the files
+    of a dataset (its ``lesions.csv``, the ground truth of synthetic data), of another run
+    (its ``eval/`` would score it with this run's scores, and a sweep would collect them) or
+    of a sweep (its ``per_case.csv``)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder: choose a folder for the tables")
+    resolved, own = out_dir.resolve(), run_dir.resolve()
+    leave_out = "or leave --out out to write them into the run folder"
     for folder in (resolved, *resolved.parents):
+        where = "is" if folder == resolved else "is inside"
         if (folder / DATASET_JSON).is_file():
-            where = "is a dataset" if folder == resolved else f"is inside the dataset {folder}"
             raise ValueError(
-                f"--out {out_dir} {where} (it holds {DATASET_JSON}): the tables (per_case.csv, lesions.csv, "
-                "summary.json) would replace or mix with its files. Choose a folder outside any dataset, "
-                "or leave --out out to write them into the run folder"
+                f"--out {out_dir} {where} {'a dataset' if folder == resolved else f'the dataset {folder}'} "
+                f"(it holds {DATASET_JSON}): the tables (per_case.csv, lesions.csv, summary.json) would replace or "
+                f"mix with its files. Choose a folder outside any dataset, {leave_out}"
             )
+        if folder == own:  # the run's own folder: its tables
+            return
+        if _is_run_folder(folder):
+            raise ValueError(
+                f"--out {out_dir} {where} the run {folder}, not the run evaluated ({run_dir}): its tables would "
+                f"pass for that run's scores (a sweep collects RUN/eval). Choose a folder outside other runs, "
+                f"{leave_out}"
+            )
+    if (resolved / "sweep.json").is_file():
+        raise ValueError(
+            f"--out {out_dir} is a sweep folder (it holds sweep.json): the tables would replace its per_case.csv. "
+            f"Choose a folder outside the sweep's own files, {leave_out}"
+        )
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """A training run's folder: its ``config.json`` beside a checkpoint, its history or its lock."""
+    marks = ("checkpoint_last.pt", "checkpoint_best.pt", "history.csv", "run.lock")
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in marks)
 
 
 def _note_what_is_scored(config: dict, root: Path, data, cases: Sequence[str] | None) -> None:
@@ -355,9 +388,11 @@ def _summary(
     """What ``summary.json`` records: the run, the checkpoint scored and the mean scores."""
     means = results_table({"run": per_case}).iloc[0]  # the run's one row
     return {
-        "run": str(run_dir),
+        "run": str(run_dir.absolute()),
         "loss": config["loss"],
         "variant": config.get("variant"),
+        "loss_options": config.get("loss_options", {}),
+        "seed": config.get("seed"),
         "encoder": config["encoder"],
         "checkpoint": checkpoint,
         "epoch": epoch,
@@ -397,14 +432,15 @@ def evaluate_run(
     Checkpoint: ``"best"`` or ``"last"``. By default ``"last"`` on the run's own
     validation cases, since the best epoch was picked on them and would score them
     optimistically, and ``"best"`` on any other cases.
+
+    Raises:
+        ValueError: a bad option (named); ``out_dir`` inside a dataset, another run or a
+            sweep's own files; the run's files do not fit together.
+        afl_core._io.FolderBusy: the run is still being trained (the message names the
+            process), or another process writes ``out_dir``.
     """
     run_dir = Path(run_dir)
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise ValueError(f"--out {out_dir} is a file, not a folder: choose a folder for the tables")
-    if out_dir is not None:
-        _check_outside_datasets(Path(out_dir))
+    _check_request(run_dir, threshold, batch_size, out_dir)
     torch_device = resolve_device(device)
     training_data = _training_data(run_dir, data)
     if data is not None and training_data is not None and _same_data(data, training_data):
@@ -420,6 +456,45 @@ def evaluate_run(
     config = saved["config"]
     root = Path(data) if data is not None else training_data
     chosen = cases
+    cases = _cases_to_score(config, root, data, cases)
+    own_validation = data is None and list(cases) == list(config["val_cases"])
+    if out_dir is None:
+        out_dir = _default_out_dir(run_dir, root, own_validation, None if own_validation else chosen)
+    out_dir = Path(out_dir)
+    # one process writes a tables folder: two would mix (or silently replace) their tables
+    with folder_lock(out_dir, then="run the evaluation again"):
+        dataset = _checked_dataset(run_dir, checkpoint, config, root, cases)
+        amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
+        per_case, per_lesion = evaluate_cases(
+            _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
+        )
+        summary = _summary(run_dir, config, checkpoint, saved["epoch"], root, dataset.cases, threshold, per_case)
+        export_csv(per_case, out_dir / "per_case.csv")
+        export_csv(per_lesion, out_dir / "lesions.csv")
+        write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables
+        return EvaluationResult(per_case, per_lesion, summary, out_dir)
+
+
+def _check_request(run_dir: Path, threshold: float, batch_size: int, out_dir: str | Path | None) -> None:
+    """The options, and the run: refused while a process still trains it (its checkpoints
+    change every epoch, so the scores would belong to no epoch the finished run keeps)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"--batch-size must be a whole number of 1 or more (slices per batch), got {batch_size!r}")
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), run_dir)
+    check_not_held(
+        run_dir,
+        why="the run is still training, and its checkpoints change every epoch: the scores would be of an "
+        "unfinished model",
+        then=f"evaluate it: python -m afl_core.evaluate --run {run_dir}",
+    )
+
+
+def _cases_to_score(config: dict, root: Path, data, cases: Sequence[str] | None) -> list[str]:
+    """``cases`` (each checked to be in ``root``); else every case of another dataset ``data``;
+    else the run's validation cases. A note says what is scored."""
     if cases is not None:
         unknown = sorted(set(cases) - set(list_cases(root)))
         if unknown:
@@ -430,37 +505,28 @@ def evaluate_run(
     _note_what_is_scored(config, root, data, cases)
     if cases is None:
         cases = list_cases(root) if data is not None else config["val_cases"]
-    own_validation = data is None and list(cases) == list(config["val_cases"])
-    if out_dir is None:
-        out_dir = _default_out_dir(run_dir, root, own_validation, None if own_validation else chosen)
-    out_dir = Path(out_dir)
-    # one process writes a tables folder: two would mix (or silently replace) their tables
-    with folder_lock(out_dir, then="run the evaluation again"):
-        grid_key = "slice_size" if config.get("dims", 2) == 2 else "volume_size"
-        try:
-            dataset = _dataset(config, root, cases)
-        except NotEnoughMemory as error:
-            raise ValueError(
-                f"{run_dir / f'checkpoint_{checkpoint}.pt'} records a {grid_key.replace('_', ' ')} of "
-                f"{' x '.join(map(str, config[grid_key]))}: one case on that grid needs about {gib(error.needed)} of "
-                f"memory, {gib(error.available)} are available. The file was altered or comes from another program, "
-                "or the run needs a machine with more memory"
-            ) from None
-        if dataset.in_channels != config["in_channels"]:
-            raise ValueError(
-                f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
-                f"{config['in_channels']}: evaluate it on data with the same channels (modalities)"
-            )
-        amp_dtype = autocast_dtype(torch_device, config.get("amp", True))
+    return list(cases)
 
-        per_case, per_lesion = evaluate_cases(
-            _scored_cases(model, dataset, dataset.cases, threshold, batch_size, amp_dtype), progress=progress
+
+def _checked_dataset(run_dir: Path, checkpoint: str, config: dict, root: Path, cases: Sequence[str]):
+    """The items to predict (:func:`_dataset`), refused when one case on the run's grid would not
+    fit in memory or when the data's channels are not the run's."""
+    grid_key = "slice_size" if config.get("dims", 2) == 2 else "volume_size"
+    try:
+        dataset = _dataset(config, root, cases)
+    except NotEnoughMemory as error:
+        raise ValueError(
+            f"{run_dir / f'checkpoint_{checkpoint}.pt'} records a {grid_key.replace('_', ' ')} of "
+            f"{' x '.join(map(str, config[grid_key]))}: one case on that grid needs about {gib(error.needed)} of "
+            f"memory, {gib(error.available)} are available. The file was altered or comes from another program, "
+            "or the run needs a machine with more memory"
+        ) from None
+    if dataset.in_channels != config["in_channels"]:
+        raise ValueError(
+            f"{root} has {dataset.in_channels} image channel(s) per case, the run was trained on "
+            f"{config['in_channels']}: evaluate it on data with the same channels (modalities)"
         )
-        summary = _summary(run_dir, config, checkpoint, saved["epoch"], root, dataset.cases, threshold, per_case)
-        export_csv(per_case, out_dir / "per_case.csv")
-        export_csv(per_lesion, out_dir / "lesions.csv")
-        write_json(out_dir / "summary.json", summary, default=float)  # last: a complete summary marks complete tables
-        return EvaluationResult(per_case, per_lesion, summary, out_dir)
+    return dataset
 
 
 def main(argv: Sequence[str] | None = None) -> int:

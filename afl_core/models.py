@@ -41,6 +41,7 @@ __all__ = [
     "pretrained_weights",
     "load_checkpoint",
     "build_model",
+    "DEVICES",
     "resolve_device",
     "autocast_dtype",
 ]
@@ -255,19 +256,24 @@ def build_model(
         return unet(None)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+#: the devices a ``device`` setting accepts, as messages name them
+DEVICES = "auto, cpu, cuda or cuda:N (N the GPU's number, e.g. cuda:0)"
+
+
+def resolve_device(name: str = "auto", *, option: str = "--device") -> torch.device:
     """``"auto"``: CUDA when available, else the CPU. Asking for CUDA without one, or for a
-    device PyTorch does not know, is a ``ValueError`` (a setting to change, not a crash)."""
+    device PyTorch does not know, is a ``ValueError`` (a setting to change, not a crash)
+    naming ``option``, the setting that chose the device (a notebook's ``parameter device``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N (N the GPU's number), got {name!r}") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{option} must be {DEVICES}, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
-            "device 'cuda' was requested but PyTorch sees no CUDA GPU; "
-            "use --device cpu (or auto), or install a CUDA build of PyTorch"
+            f"{option} {name!r} was requested but PyTorch sees no CUDA GPU; "
+            f"use {option} cpu (or auto), or install a CUDA build of PyTorch"
         )
     return device
 

@@ -112,19 +112,25 @@ def run_folders(root: str | os.PathLike) -> dict[RunKey, Path]:
     return found
 
 
+def _run_config(run_dir: Path) -> dict | None:
+    """The run's ``config.json`` (``None`` without one), with its planned ``epochs`` checked."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    config = read_json(path, hint=f"restore it from a copy, or train the run again (--overwrite --out {run_dir})")
+    if not isinstance(config.get("epochs"), int):
+        raise ValueError(
+            f"{path} records no epochs (a whole number): train the run again (--overwrite --out {run_dir})"
+        )
+    return config
+
+
 def _planned_epochs(run_dir: Path, epochs: int | None) -> int | None:
     """``epochs``, else the epochs the run's ``config.json`` plans (``None`` without one)."""
     if epochs is not None:
         return epochs
-    config = run_dir / "config.json"
-    if not config.is_file():
-        return None
-    planned = read_json(config, hint=f"restore it from a copy, or train the run again (--overwrite --out {run_dir})")
-    if not isinstance(planned.get("epochs"), int):
-        raise ValueError(
-            f"{config} records no epochs (a whole number): train the run again (--overwrite --out {run_dir})"
-        )
-    return planned["epochs"]
+    config = _run_config(run_dir)
+    return None if config is None else config["epochs"]
 
 
 def is_trained(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
@@ -139,11 +145,17 @@ def is_finished(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
     """The run is trained (:func:`is_trained`) and scored: ``eval/summary.json`` (written
     last, atomically, by :func:`afl_core.evaluate.evaluate_run`) scores the last checkpoint
     at ``epochs`` epochs or more (default: the epochs its ``config.json`` plans). Resuming a
-    run for more epochs, or starting it again, makes it unfinished."""
+    run for more epochs, or starting it again, makes it unfinished.
+
+    Raises:
+        ValueError: ``summary.json`` is damaged, does not say which checkpoint it scores,
+            or scores another run (:func:`_check_scores_this_run`); the message names it.
+    """
     run_dir = Path(run_dir)
-    planned = _planned_epochs(run_dir, epochs)
+    config = _run_config(run_dir)
+    planned = epochs if epochs is not None else (None if config is None else config["epochs"])
     summary = run_dir / "eval" / "summary.json"
-    if planned is None or not summary.is_file():
+    if planned is None or config is None or not summary.is_file():
         return False
     again = f"score the run again: python -m afl_core.evaluate --run {run_dir}"
     scored = read_json(summary, hint=again)
@@ -152,7 +164,41 @@ def is_finished(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
             f"{summary} does not say which checkpoint it scores ('checkpoint': best or last, 'epoch': a whole "
             f"number): it was altered or written by another program; {again}"
         )
+    _check_scores_this_run(run_dir, config, summary, scored, again)
     return scored["checkpoint"] == "last" and scored["epoch"] >= planned
+
+
+# What summary.json records of the run it scores -> the same in the run's config.json.
+_RUN_IDENTITY = {
+    "loss": "loss",
+    "variant": "variant",
+    "loss_options": "loss_options",
+    "encoder": "encoder",
+    "seed": "seed",
+    "cases": "val_cases",
+}
+
+
+def _check_scores_this_run(run_dir: Path, config: dict, summary: Path, scored: dict, again: str) -> None:
+    """Refuse a ``summary.json`` that scores another run than ``run_dir``: written there by an
+    evaluation of another run (``--out``) or copied from one. It must name a run folder of
+    this one's name, and what it records of the run (loss, variant, encoder, seed, the
+    validation cases) must be what the run's ``config.json`` says (keys an older summary
+    lacks are not compared)."""
+    recorded = scored.get("run")
+    differences = []
+    if not isinstance(recorded, str) or Path(recorded).name != run_dir.absolute().name:
+        differences.append(f"run {recorded!r}")
+    differences += [
+        f"{key} {scored[key]!r} (the run's: {config[setting]!r})"
+        for key, setting in _RUN_IDENTITY.items()
+        if key in scored and setting in config and scored[key] != config[setting]
+    ]
+    if differences:
+        raise ValueError(
+            f"{summary} scores another run than {run_dir}: it records {', '.join(differences)}. It was written "
+            f"there by an evaluation of another run (--out) or copied; {again}"
+        )
 
 
 def finish(config: TrainConfig) -> bool:
@@ -176,7 +222,9 @@ def collect(run_dirs: Iterable[str | os.PathLike]) -> RunTables:
 
     Raises:
         ValueError: no run given, a folder not named by a :class:`RunKey`, an unfinished run,
-            or folds mixed with runs that have none.
+            folds mixed with runs that have none, a run whose ``eval/summary.json`` scores
+            another run, or whose ``eval/per_case.csv`` (``history.csv``) is missing, damaged
+            or lacks rows of the cases it scored (the epochs it trained): named, never dropped.
     """
     runs = [Path(d) for d in run_dirs]
     if not runs:
@@ -193,14 +241,59 @@ def collect(run_dirs: Iterable[str | os.PathLike]) -> RunTables:
             f"{unfinished} are not finished (trained for their epochs and scored): "
             "finish them first (afl_core.runs.finish, or the command that made them)"
         )
-    per_case = [pd.read_csv(run / "eval" / "per_case.csv").assign(**key.labels) for run, key in zip(runs, keys)]
-    history = [pd.read_csv(run / "history.csv").assign(**key.labels) for run, key in zip(runs, keys)]
+    per_case = [_per_case_table(run).assign(**key.labels) for run, key in zip(runs, keys)]
+    history = [_history_table(run).assign(**key.labels) for run, key in zip(runs, keys)]
     per_case = pd.concat(per_case, ignore_index=True).rename(columns=DISTANCE_COLUMNS)
     key_columns = list(keys[0].labels)
     return RunTables(
         _leading(per_case, key_columns + list(PER_CASE_COLUMNS)),
         _leading(pd.concat(history, ignore_index=True), key_columns + list(HISTORY_COLUMNS)),
     )
+
+
+def _read_run_table(path: Path, column: str, again: str) -> tuple[pd.DataFrame, list[str]]:
+    """The table ``path`` and its ``column`` read as text; a missing or damaged file is named."""
+    try:
+        return pd.read_csv(path), pd.read_csv(path, usecols=[column], dtype=str)[column].tolist()
+    except FileNotFoundError:
+        problem = "is missing"
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        problem = f"is damaged ({str(error).splitlines()[0][:120]})"
+    raise ValueError(f"{path} {problem}: its rows cannot be collected; {again}")
+
+
+def _per_case_table(run_dir: Path) -> pd.DataFrame:
+    """The run's ``eval/per_case.csv``, which must hold one row for each case its ``summary.json``
+    scores: a table cut short would leave the run's cases out of a study without a word."""
+    path = run_dir / "eval" / "per_case.csv"
+    again = f"score the run again: python -m afl_core.evaluate --run {run_dir}"
+    table, cases = _read_run_table(path, "case", again)
+    scored = read_json(run_dir / "eval" / "summary.json", hint=again).get("cases")
+    if cases != scored:
+        listed = (
+            ", ".join(map(str, scored[:5])) + (", ..." if len(scored) > 5 else "") if isinstance(scored, list) else ""
+        )
+        raise ValueError(
+            f"{path} holds {len(cases)} row(s), but {run_dir / 'eval' / 'summary.json'} scores "
+            f"{len(scored) if isinstance(scored, list) else 'other'} case(s) ({listed}): the table was cut short "
+            f"or altered; {again}"
+        )
+    return table
+
+
+def _history_table(run_dir: Path) -> pd.DataFrame:
+    """The run's ``history.csv``, which must hold one row for each epoch its last checkpoint
+    trained (``eval/summary.json`` scored that epoch)."""
+    path = run_dir / "history.csv"
+    again = f"rewrite it from the run's checkpoint: python -m afl_core.train --out {run_dir} --resume"
+    table, epochs = _read_run_table(path, "epoch", again)
+    trained = read_json(run_dir / "eval" / "summary.json")["epoch"]
+    if epochs != [str(epoch) for epoch in range(1, trained + 1)]:
+        raise ValueError(
+            f"{path} holds {len(epochs)} epoch row(s), but the run's last checkpoint trained {trained}: "
+            f"the table was cut short or altered; {again}"
+        )
+    return table
 
 
 def _leading(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:

@@ -55,7 +55,7 @@ from typing import Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from afl_core import runs
+from afl_core import distributed, runs
 from afl_core._io import FolderBusy, export_csv, folder_lock, read_json, write_json
 from afl_core.data import kfold_cases, list_cases, patient_grouping
 from afl_core.experiments import ARMS, STUDIES, arm_config
@@ -169,6 +169,7 @@ def run_sweep(
     the sweep goes on.
     """
     out = Path(out)
+    distributed.check_launch()  # each run would wait for processes that never come
     if (out / "config.json").is_file():  # its history.csv would be replaced by the sweep's table
         raise ValueError(
             f"--out {out} is a training run (it holds config.json): the sweep's tables (history.csv, "
@@ -186,9 +187,22 @@ def run_sweep(
         key: _run_config(key, fold_cases, data, out, settings)
         for key in shard_runs(make_grid(losses, seeds, fold_ids), index, count)
     }
-    _record_settings(out, data, folds, settings)
+    created = not out.exists()
+    recorded = _record_settings(out, data, folds, settings)
+    try:
+        result = _run_shard(configs, f"{index}/{count}", progress)
+    except BaseException:
+        if created:  # a run refused before it wrote anything: nothing of this call is left behind
+            _remove_if_only(out, recorded)
+        raise
+    result.per_case, result.history = collect(out, require=False)
+    return result
+
+
+def _run_shard(configs: dict[RunKey, TrainConfig], shard: str, progress: bool) -> SweepResult:
+    """Bring each run of ``configs`` to finished (:func:`_run_one`), saying how each went."""
     result = SweepResult()
-    bar = tqdm(configs.items(), desc=f"sweep shard {index}/{count}", unit="run", disable=not progress)
+    bar = tqdm(configs.items(), desc=f"sweep shard {shard}", unit="run", disable=not progress)
     for key, config in bar:
         bar.set_postfix_str(key.name)
         status = _run_one(config)
@@ -197,8 +211,19 @@ def run_sweep(
         else:
             result.failed[key.name] = status
         tqdm.write(f"{key.name}: {status}")
-    result.per_case, result.history = collect(out, require=False)
     return result
+
+
+def _remove_if_only(out: Path, recorded: dict) -> None:
+    """Remove the sweep folder ``out`` when it holds nothing but the ``sweep.json`` this call
+    wrote (``recorded``): a sweep whose first run was refused leaves nothing behind."""
+    settings = out / _SETTINGS_FILE
+    try:
+        if [entry.name for entry in out.iterdir()] == [_SETTINGS_FILE] and json.loads(settings.read_text()) == recorded:
+            settings.unlink()
+            out.rmdir()
+    except (OSError, ValueError):  # changed meanwhile by another process: it stays
+        pass
 
 
 def _check_folds(data: str | os.PathLike, folds: int, only_folds: Sequence[int] | None) -> list[int]:
@@ -229,8 +254,8 @@ def _run_config(key: RunKey, folds: list[list[str]], data, out: Path, settings: 
     )
 
 
-def _record_settings(out: Path, data, folds: int, settings: dict) -> None:
-    """Write ``sweep.json``, or check that a later call uses its settings."""
+def _record_settings(out: Path, data, folds: int, settings: dict) -> dict:
+    """Write ``sweep.json``, or check that a later call uses its settings; returns what it wrote."""
     template = TrainConfig(data=str(Path(data).resolve()), out=str(out), **settings).to_dict()
     shared = json.loads(json.dumps({k: v for k, v in template.items() if k not in _PER_RUN}))
     recorded = {"folds": folds, **shared}
@@ -248,6 +273,7 @@ def _record_settings(out: Path, data, folds: int, settings: dict) -> None:
                 f"{', '.join(RESUMABLE_CHANGES)} may change. Use its settings or another --out folder."
             )
     write_json(path, recorded)
+    return recorded
 
 
 def _run_one(config: TrainConfig) -> str:

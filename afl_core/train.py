@@ -103,6 +103,7 @@ from afl_core.evaluate import loss_with_spacing, predict_cases, run_data
 from afl_core.losses import LOSS_NAMES, VARIANTS, AdaptiveFocalLoss, get_loss
 from afl_core.metrics import overlap_scores
 from afl_core.models import (
+    DEVICES,
     ENCODERS_3D,
     autocast_dtype,
     build_model,
@@ -253,17 +254,47 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # the dataset as an absolute path: the run is read back (resumed, evaluated) from anywhere
         self.data, self.out = os.path.abspath(self.data), str(self.out)
+        self._check_folders()
         self.encoder_weights = pretrained_weights(self.encoder_weights)
         self._fill_unset()
         self._check_shape_settings()
+        self._check_loss_settings()
+        self._check_numbers()
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"unknown select_metric {self.select_metric!r}; choose from {tuple(SELECT_METRICS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ValueError(f"--device must be {DEVICES}, got {self.device!r}")
+
+    def _check_folders(self) -> None:
+        """The run folder and the dataset apart: neither inside the other."""
+        data, out = Path(self.data).resolve(), Path(self.out).resolve()
+        if out == data or data in out.parents:
+            raise ValueError(
+                f"--out {self.out} is inside the dataset --data {self.data}: the run's files (config.json, "
+                "history.csv, checkpoints) would mix with the dataset's. Choose a run folder outside the dataset"
+            )
+        if out in data.parents:
+            raise ValueError(
+                f"the dataset --data {self.data} is inside the run folder --out {self.out}: the run's files "
+                "(config.json, history.csv, checkpoints, eval/) would lie among the dataset's. Keep the dataset "
+                "outside the run folder"
+            )
+
+    def _check_loss_settings(self) -> None:
+        """The loss, its A-FL variant and options, as the command line names them."""
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {LOSS_NAMES}")
         if self.variant is not None and self.loss != "afl":
             raise ValueError(
-                f"variant applies to loss 'afl' only, got loss {self.loss!r} with variant {self.variant!r}"
+                f"{option_flag('variant')} applies to --loss afl only, got --loss {self.loss} with "
+                f"{option_flag('variant')} {self.variant}"
             )
         if self.loss_options and self.loss != "afl":
-            raise ValueError(f"loss_options apply to loss 'afl' only, got loss {self.loss!r}")
+            raise ValueError(f"{option_flag('loss_options')} apply to --loss afl only, got --loss {self.loss}")
         if self.loss == "afl":
             self.variant = self.variant or "paper"
             if not isinstance(self.loss_options, dict):
@@ -284,30 +315,35 @@ class TrainConfig:
                     "alpha (0 to 1), gamma (a number >= 0), gamma_terms (a list of 'volume', 'smoothness') "
                     "and check_values (true or false)"
                 ) from None
-        if self.select_metric not in SELECT_METRICS:
-            raise ValueError(f"unknown select_metric {self.select_metric!r}; choose from {tuple(SELECT_METRICS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
-        if self.lr is None:
+
+    def _check_numbers(self) -> None:
+        """Each number in its range, named by its command-line option (a bad one is refused
+        before any folder is made)."""
+        if self.lr is None and self.optimizer in DEFAULT_LR:
             self.lr = DEFAULT_LR[self.optimizer]
-        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < math.inf:
-            raise ValueError(
-                f"epochs, batch_size and lr must be positive (lr finite), got {self.epochs}, {self.batch_size}, "
-                f"{self.lr}"
-            )
-        if not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"weight_decay must be 0 or a positive number, got {self.weight_decay}")
-        for name in ("seed", "split_seed"):
-            if not 0 <= getattr(self, name) < 2**32:
-                raise ValueError(f"{name} must be an integer from 0 to 2**32 - 1, got {getattr(self, name)}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ValueError(f"num_workers must be 0 or more (or None: chosen for the device), got {self.num_workers}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
-            raise ValueError(
-                f"--device must be auto, cpu, cuda or cuda:N (N the GPU's number, e.g. cuda:0), got {self.device!r}"
-            )
+        wrong = {
+            "epochs": (self.epochs < 1, "a whole number of 1 or more"),
+            "batch_size": (self.batch_size < 1, "a whole number of 1 or more"),
+            "lr": (self.lr is not None and not 0 < self.lr < math.inf, "a positive finite number"),
+            "weight_decay": (not 0 <= self.weight_decay < math.inf, "0 or a positive finite number"),
+            "seed": (not 0 <= self.seed < 2**32, "an integer from 0 to 2**32 - 1"),
+            "split_seed": (not 0 <= self.split_seed < 2**32, "an integer from 0 to 2**32 - 1"),
+            "num_workers": (
+                self.num_workers is not None and self.num_workers < 0,
+                "0 or more (unset: chosen for the device)",
+            ),
+            "val_fraction": (
+                self.validation_cases is None and not 0 < self.val_fraction < 1,
+                "a share strictly between 0 and 1 (of the cases, to validate)",
+            ),
+            "oversample_lesions": (
+                not 0 <= self.oversample_lesions < 1,
+                "a share from 0 up to, not including, 1 (of the slices drawn, to hold a lesion)",
+            ),
+        }
+        for name, (bad, accepted) in wrong.items():
+            if bad:
+                raise ValueError(f"{option_flag(name)} must be {accepted}, got {getattr(self, name)}")
 
     def _fill_unset(self) -> None:
         """Unset settings: the recipe's value first (where its requirement holds), then the default."""
@@ -341,11 +377,11 @@ class TrainConfig:
             size = (self.size,) * self.dims if isinstance(self.size, int) else tuple(int(s) for s in self.size)
             if self.dims == 2 and (len(size) != 2 or min(size) < 1 or any(s % _SIZE_MULTIPLE for s in size)):
                 raise ValueError(
-                    f"size must be (H, W) with multiples of {_SIZE_MULTIPLE} (the U-Net "
+                    f"--size must be H W, multiples of {_SIZE_MULTIPLE} (the U-Net "
                     f"downsamples 5 times), got {self.size}"
                 )
             if self.dims == 3 and (len(size) != 3 or min(size) < 1):
-                raise ValueError(f"size must be three positive numbers (D, H, W) with dims 3, got {self.size}")
+                raise ValueError(f"--size must be three positive numbers D H W with --dims 3, got {self.size}")
             self.size = size
         if self.resize and (self.dims != 3 or self.size is None):
             raise ValueError("resize needs dims 3 and a size (D, H, W) to resize to (--dims 3 --size D H W)")
@@ -371,6 +407,15 @@ class TrainConfig:
             raise TypeError(f"settings must be a JSON object of names and values, got {type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def option_flag(name: str) -> str:
+    """The command-line option of the :class:`TrainConfig` setting ``name`` (``"--oversample"``
+    for ``oversample_lesions``), as :func:`add_setting_options` declares it."""
+    return _SETTING_FIELDS[name].metadata["flag"] or "--" + name.replace("_", "-")
+
+
+_SETTING_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 @dataclass
@@ -744,11 +789,11 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
             f"cannot resume {saved_path.parent} with --epochs {merged.epochs}: {done} epochs are done "
             f"already; give --epochs {done} or more"
         )
-    if merged.epochs != saved.epochs:
+    if merged.epochs != saved.epochs and distributed.is_main_process():  # once, not once per torchrun rank
         print(
             f"note: the run was planned for {saved.epochs} epochs and now runs {merged.epochs}: the learning-rate "
-            f"schedule of the remaining epochs is stretched to the new length (epochs 1-{done} were trained "
-            f"with the old one)",
+            f"schedule of the remaining epochs is {'stretched' if merged.epochs > saved.epochs else 'shortened'} "
+            f"to the new length (epochs 1-{done} were trained with the old one)",
             file=sys.stderr,
         )
     return merged
@@ -956,26 +1001,7 @@ def _build_run(cfg: TrainConfig) -> _Run:
     # (fewer items than a batch, drawn anew each epoch).
     drop_last = len(train_set) > cfg.batch_size
     steps_per_epoch = len(train_set) // cfg.batch_size if drop_last else 1
-
-    seed_everything(cfg.seed)
-    model = build_model(
-        cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes, dims=cfg.dims
-    )
-    model.to(device)
-    loss_fn = make_loss(cfg.loss, cfg.variant, **cfg.loss_options)
-    if isinstance(loss_fn, AdaptiveFocalLoss) and loss_fn.spec.per_sample:
-        train_set.item_fields = ItemParameters(loss_fn)
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
-    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
-    step = TrainStep(
-        model,
-        loss_fn,
-        optimizer,
-        scheduler,
-        device=device,
-        amp_dtype=amp_dtype,
-        channels_last=cfg.channels_last and cfg.dims == 2,
-    )
+    model, loss_fn, step = _build_training(cfg, train_set, device, amp_dtype, steps_per_epoch)
     # After TrainStep set the memory format: DDP's gradient buckets take the parameters' layout.
     step.model = distributed.wrap(model, world)
     resolved = cfg.to_dict() | {
@@ -999,14 +1025,42 @@ def _build_run(cfg: TrainConfig) -> _Run:
         size,
         model,
         loss_fn,
-        optimizer,
-        scheduler,
+        step.optimizer,
+        step.scheduler,
         step,
         drop_last,
         resolved,
         world,
         best={"epoch": 0, cfg.select_metric: -math.inf if SELECT_METRICS[cfg.select_metric] == "max" else math.inf},
     )
+
+
+def _build_training(
+    cfg: TrainConfig, train_set, device: torch.device, amp_dtype: torch.dtype | None, steps_per_epoch: int
+) -> tuple[nn.Module, nn.Module, TrainStep]:
+    """The network seeded from ``cfg.seed`` on ``device``, the loss (A-FL's per-sample parameters
+    computed where ``train_set`` makes its items) and the training step with its optimiser and
+    schedule over ``cfg.epochs * steps_per_epoch`` steps."""
+    seed_everything(cfg.seed)
+    model = build_model(
+        cfg.encoder, cfg.encoder_weights, in_channels=train_set.in_channels, classes=cfg.classes, dims=cfg.dims
+    )
+    model.to(device)
+    loss_fn = make_loss(cfg.loss, cfg.variant, **cfg.loss_options)
+    if isinstance(loss_fn, AdaptiveFocalLoss) and loss_fn.spec.per_sample:
+        train_set.item_fields = ItemParameters(loss_fn)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
+    step = TrainStep(
+        model,
+        loss_fn,
+        optimizer,
+        scheduler,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=cfg.channels_last and cfg.dims == 2,
+    )
+    return model, loss_fn, step
 
 
 def _restore(run: _Run) -> None:
@@ -1172,12 +1226,11 @@ def add_setting_options(
     that :class:`TrainConfig` alone resolves the defaults, unless ``defaults`` gives it one
     (a study's own, as in ``benchmarks/compare_losses.py``): its help then names that default
     in place of :class:`TrainConfig`'s."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     hints = typing.get_type_hints(TrainConfig)
     defaults = defaults or {}
     for name in names:
-        meta = fields[name].metadata
-        flag = meta["flag"] or "--" + name.replace("_", "-")
+        meta = _SETTING_FIELDS[name].metadata
+        flag = option_flag(name)
         kind = next(t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None))
         kind = typing.get_origin(kind) or kind
         options = {"dest": name, "default": defaults.get(name), "help": meta["help"]}

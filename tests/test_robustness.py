@@ -197,7 +197,13 @@ def test_torchrun_variables_left_in_the_shell_fail_at_once_instead_of_waiting(da
     message = words(result.stderr)
     for said in ("WORLD_SIZE=2", "MASTER_PORT", "not started by torchrun", "unset RANK WORLD_SIZE", "torchrun --nproc"):
         assert said in message, message
-    assert not (tmp_path / "run" / "history.csv").exists()
+    assert not (tmp_path / "run").exists()  # no folder left holding only run.lock
+
+    sweep = [sys.executable, "-m", "afl_core.sweep", "--data", str(dataset), "--out", str(tmp_path / "sw")]
+    sweep += ["--losses", "ce", "--folds", "2", *train_command(dataset, tmp_path / "run")[7:]]
+    result = subprocess.run(sweep, env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    failed_cleanly(result, "WORLD_SIZE=2", "not started by torchrun")
+    assert not (tmp_path / "sw").exists()  # refused before sweep.json and the runs' folders
 
 
 def test_a_stray_rank_neither_keeps_old_tables_nor_hides_the_last_line(dataset, tmp_path):
@@ -314,6 +320,7 @@ def test_a_dataset_that_cannot_be_split_says_why(tmp_path, make, says):
     message = words(result.stderr)
     assert str(root) in message and all(said in message for said in says), message
     assert "use at least 2 cases" not in message and "split_cases" not in message
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_slice_size_too_large_for_memory_is_refused_before_anything_is_allocated(dataset, tmp_path):
@@ -327,6 +334,15 @@ def test_a_slice_size_too_large_for_memory_is_refused_before_anything_is_allocat
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "GiB of memory" in result.stderr and "--size" in result.stderr
+    assert not (tmp_path / "run").exists()  # the folder the command made is gone with its lock
+
+    # a sweep whose first run is refused so leaves no sweep folder (a sweep.json would bind the next call)
+    command = [sys.executable, "-m", "afl_core.sweep", "--data", str(dataset), "--out", str(tmp_path / "sw")]
+    command += ["--losses", "ce", "--folds", "2", "--only-folds", "0", "--size", "100000", "100000"]
+    command += train_command(dataset, tmp_path / "run")[7:]
+    result = subprocess.run(command, env=without_torchrun(), capture_output=True, text=True, cwd=REPO, timeout=300)
+    failed_cleanly(result, "GiB of memory", "--size")
+    assert not (tmp_path / "sw").exists()
 
 
 # ----------------------------------------------------------------------------- JSON files the project wrote
@@ -424,3 +440,19 @@ def test_a_damaged_last_line_of_the_synthetic_progress_file_is_skipped(tmp_path)
     assert run_cli("synthetic", "--dest", str(root), "--cases", "3", *TINY).returncode == 0
     assert list_cases(root) == ["synth_0000", "synth_0001", "synth_0002"]
     assert (root / "labelsTr" / "synth_0000.nii.gz").stat().st_mtime_ns == kept  # the finished case kept
+
+
+# ----------------------------------------------------------------------------- notebooks: parameters by their names
+
+
+@pytest.mark.parametrize("notebook", ["04_training", "07_your_data"])
+def test_a_bad_device_parameter_is_named_as_the_notebooks_parameter(notebook, tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    from .test_notebooks import _run_to_parameter_check
+
+    with pytest.raises(PapermillExecutionError) as raised:
+        _run_to_parameter_check(notebook, {"device": "foo"}, tmp_path)
+    message = words(raised.value.evalue)
+    assert "parameter device must be auto, cpu, cuda or cuda:N" in message and "'foo'" in message, message
+    assert "-p device VALUE" in message and "--device" not in message

@@ -44,6 +44,17 @@ def trained(dataset, tmp_path_factory) -> Path:
     return run_dir
 
 
+def lock_holder(folder: Path) -> subprocess.Popen:
+    """A process that holds ``folder``'s lock (as a training or an evaluation writing it does)
+    until a line reaches its stdin; it prints ``held`` once it holds it."""
+    hold = (
+        f"from afl_core._io import folder_lock\nwith folder_lock({str(folder)!r}):\n print('held', flush=True); input()"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+
+
 def copy_run(run_dir: Path, to: Path) -> Path:
     shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("eval*", "run.lock"))
     return to
@@ -177,15 +188,43 @@ def test_each_selection_of_cases_keeps_its_own_tables(trained, tmp_path):
         (["--loss-options", '{"reduction": "none"}'], ["--loss-options reduction 'none' cannot train"]),
         (["--loss-options", '{"gamma": "big"}'], ["--loss-options", "'big'", "gamma (a number >= 0)"]),
         (["--device", "cuda:abc"], ["--device must be auto, cpu, cuda or cuda:N", "'cuda:abc'"]),
+        (["--oversample", "2"], ["--oversample must be a share from 0 up to, not including, 1", "got 2"]),
+        (["--epochs", "0"], ["--epochs must be a whole number of 1 or more, got 0"]),
+        (["--val-fraction", "1.5"], ["--val-fraction must be a share strictly between 0 and 1", "got 1.5"]),
+        (["--weight-decay", "inf"], ["--weight-decay must be 0 or a positive finite number, got inf"]),
     ],
 )
 def test_bad_training_options_are_named(dataset, tmp_path, options, says):
-    failed_cleanly(run(train_command(dataset, tmp_path / "run", *options)), *says)
+    message = failed_cleanly(run(train_command(dataset, tmp_path / "run", *options)), *says)
     assert not (tmp_path / "run").exists()
+    # the option typed, never the setting's field name (nor three names for one bad value)
+    for field in ("oversample_lesions", "val_fraction", "weight_decay", "batch_size", "lr"):
+        assert f" {field} " not in f" {message} ", message
 
 
 def test_an_unknown_evaluation_device_is_named(trained):
     failed_cleanly(run(evaluate_command(trained, "--device", "foo")), "--device must be", "'foo'")
+
+
+def test_a_zero_evaluation_batch_size_is_named_before_the_model_loads(trained):
+    message = failed_cleanly(run(evaluate_command(trained, "--batch-size", "0")), "--batch-size must be", "got 0")
+    assert "batch_size should be" not in message  # not PyTorch's DataLoader's words
+
+
+@pytest.mark.parametrize("inside", ["the run inside the dataset", "the dataset inside the run"])
+def test_a_run_and_its_dataset_never_share_a_folder(dataset, tmp_path, inside):
+    if inside == "the run inside the dataset":
+        data = tmp_path / "data"
+        shutil.copytree(dataset, data)
+        out, says = data / "labelsTr", f"--out {data / 'labelsTr'} is inside the dataset --data {data}"
+    else:
+        out = tmp_path / "run"
+        data = out / "data"
+        shutil.copytree(dataset, data)
+        says = f"the dataset --data {data} is inside the run folder --out {out}"
+    before = snapshot(tmp_path)
+    failed_cleanly(run(train_command(data, out)), says)
+    assert snapshot(tmp_path) == before  # nothing written into either
 
 
 def test_a_checkpoint_recording_a_huge_slice_size_is_named(trained, tmp_path):
@@ -212,10 +251,7 @@ def test_evaluation_tables_are_never_written_into_a_dataset(trained, dataset):
 
 def test_a_second_evaluation_into_the_same_out_is_refused_naming_the_first(trained, tmp_path):
     out = tmp_path / "tables"
-    hold = f"from afl_core._io import folder_lock\nwith folder_lock({str(out)!r}):\n print('held', flush=True); input()"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
+    holder = lock_holder(out)
     try:
         assert holder.stdout.readline() == "held\n"  # stands for an evaluation still writing its tables
         result = run(evaluate_command(trained, "--out", str(out)))
@@ -233,6 +269,81 @@ def test_a_sweep_never_writes_into_a_training_run(trained, dataset, tmp_path):
     says = f"--out {run_dir} is a training run (it holds config.json)"
     failed_cleanly(run([*command, "--losses", "ce", "--epochs", "1"]), says, "Choose a new folder for the sweep")
     assert snapshot(run_dir) == before
+
+
+def test_evaluation_never_writes_into_another_run(trained, tmp_path):
+    scored, other = copy_run(trained, tmp_path / "afl-seed0"), copy_run(trained, tmp_path / "ce-seed0")
+    before = snapshot(other)
+    for out, where in ((other / "eval", f"is inside the run {other}"), (other, f"is the run {other}")):
+        result = run(evaluate_command(scored, "--out", str(out)))
+        failed_cleanly(result, f"--out {out} {where}", f"not the run evaluated ({scored})", "Choose a folder outside")
+    assert snapshot(other) == before
+
+
+def test_an_evaluation_of_a_run_still_training_is_refused_naming_the_training(trained, tmp_path):
+    run_dir = copy_run(trained, tmp_path / "run")
+    holder = lock_holder(run_dir)
+    try:
+        assert holder.stdout.readline() == "held\n"  # stands for afl-train writing the run's checkpoints
+        result = run(evaluate_command(run_dir))
+        failed_cleanly(result, f"{run_dir} is being written by process {holder.pid}", "folder_lock", "still training")
+        assert not (run_dir / "eval").exists()
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert run(evaluate_command(run_dir)).returncode == 0  # once the training ended
+
+
+@pytest.fixture(scope="module")
+def scored_sweep(trained, tmp_path_factory) -> Path:
+    """A sweep folder of one finished run (the trained run as fold 0 of afl, scored)."""
+    sweep = tmp_path_factory.mktemp("sweep") / "sw"
+    run_dir = copy_run(trained, sweep / "runs" / "afl-seed0-fold0")
+    (sweep / "sweep.json").write_text(json.dumps({"folds": 2, "epochs": 1}))
+    result = run(evaluate_command(run_dir))
+    assert result.returncode == 0, result.stderr
+    return sweep
+
+
+def collect_command(sweep: Path) -> list[str]:
+    return [sys.executable, "-m", "afl_core.sweep", "--out", str(sweep), "--collect"]
+
+
+def test_a_sweep_refuses_scores_that_belong_to_another_run(scored_sweep, tmp_path):
+    sweep = tmp_path / "sw"
+    shutil.copytree(scored_sweep, sweep)
+    assert run(collect_command(sweep)).returncode == 0
+    other = sweep / "runs" / "ce-seed0-fold0"  # its eval/ written by an evaluation of afl-seed0-fold0, or copied
+    shutil.copytree(sweep / "runs" / "afl-seed0-fold0", other)
+    failed_cleanly(
+        run(collect_command(sweep)),
+        f"{other / 'eval' / 'summary.json'} scores another run than {other}",
+        "afl-seed0-fold0",
+        f"python -m afl_core.evaluate --run {other}",
+    )
+
+
+@pytest.mark.parametrize(
+    "table, damage, says",
+    [
+        ("eval/per_case.csv", "header", "holds 0 row(s), but"),
+        ("eval/per_case.csv", "missing", "is missing"),
+        ("eval/per_case.csv", "binary", "is damaged"),
+        ("history.csv", "header", "holds 0 epoch row(s), but the run's last checkpoint trained 1"),
+    ],
+)
+def test_a_finished_run_with_a_damaged_table_is_named_never_dropped(scored_sweep, tmp_path, table, damage, says):
+    sweep = tmp_path / "sw"
+    shutil.copytree(scored_sweep, sweep)
+    path = sweep / "runs" / "afl-seed0-fold0" / table
+    if damage == "header":
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    elif damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"\xff\xfe\x00garbage")
+    again = "--resume" if table == "history.csv" else "python -m afl_core.evaluate --run"
+    failed_cleanly(run(collect_command(sweep)), str(path), says, again)
+    assert not (sweep / "per_case.csv").exists()
 
 
 def sweep_with_one_scored_run(root: Path, summary: str) -> Path:
@@ -305,6 +416,9 @@ def test_a_rank_killed_mid_run_leaves_one_paragraph_and_the_run_resumes(dataset,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert list(pd.read_csv(run_dir / "history.csv")["epoch"]) == list(range(1, done + 2))
+    note = f"note: the run was planned for 500 epochs and now runs {done + 1}"
+    assert words(resumed.stderr).count(note) == 1, resumed.stderr  # rank 0's note only
+    assert f"{note}: the learning-rate schedule of the remaining epochs is shortened" in words(resumed.stderr)
 
 
 def children(pid: int) -> list[int]:

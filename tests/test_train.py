@@ -282,16 +282,16 @@ def test_paper_optimiser_and_schedules():
 @pytest.mark.parametrize(
     "bad, match",
     [
-        (dict(loss="focal", variant="paper"), "variant applies to loss 'afl' only"),
+        (dict(loss="focal", variant="paper"), "--variant applies to --loss afl only"),
         (dict(loss="hinge"), "unknown loss"),
         (dict(size=(48, 48)), "multiples of 32"),
         (dict(optimizer="rmsprop"), "unknown optimizer"),
-        (dict(lr=math.inf), "lr finite"),
-        (dict(lr=math.nan), "must be positive"),
-        (dict(weight_decay=-1.0), "weight_decay must be 0 or a positive number"),
-        (dict(split_seed=-1), "split_seed must be an integer from 0"),
-        (dict(seed=2**70), "seed must be an integer from 0"),
-        (dict(num_workers=-1), "num_workers must be 0 or more"),
+        (dict(lr=math.inf), "--lr must be a positive finite number"),
+        (dict(lr=math.nan), "--lr must be a positive finite number"),
+        (dict(weight_decay=-1.0), "--weight-decay must be 0 or a positive"),
+        (dict(split_seed=-1), "--split-seed must be an integer from 0"),
+        (dict(seed=2**70), "--seed must be an integer from 0"),
+        (dict(num_workers=-1), "--num-workers must be 0 or more"),
         (dict(encoder="resnet18", encoder_weights="imagnet"), "has no 'imagnet' weights; choose from imagenet, ssl"),
         (dict(encoder="tu-resnet10t", encoder_weights="ssl"), "has no 'ssl' weights; choose from imagenet or none"),
     ],
@@ -330,7 +330,7 @@ def test_loss_options_reach_the_loss_and_are_checked(dataset, tmp_path, monkeypa
         tiny(dataset, tmp_path / "bad", loss_options={"gamma_term": ["volume"]})
     with pytest.raises(ValueError, match="gamma must be >= 0"):
         tiny(dataset, tmp_path / "bad", loss_options={"gamma": -1.0})
-    with pytest.raises(ValueError, match="apply to loss 'afl' only"):
+    with pytest.raises(ValueError, match="--loss-options apply to --loss afl only"):
         tiny(dataset, tmp_path / "bad", loss="dice", loss_options={"gamma": 1.0})
 
 
