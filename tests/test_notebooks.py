@@ -373,14 +373,6 @@ def test_all_notebooks_run_in_order_with_quick_settings(tmp_path):
 
 
 @SKIP_RUN
-def test_your_data_names_a_template_given_without_its_folder(tmp_path):
-    """07's parameters describe a folder: templates without `source` stop before any work, saying so."""
-    result = runner.run_one(NOTEBOOKS / "07_your_data.ipynb", tmp_path, {"images": ["{case}_t2.nii.gz"]}, timeout=120)
-    assert result.status == "FAILED"
-    assert "ValueError" in result.detail and "set source too" in result.detail
-
-
-@SKIP_RUN
 def test_committed_outputs_still_match_nbval():
     """nbval --nbval-lax on the committed notebooks: cells tagged nbval-check-output must
     print what is stored (after sanitising), and no cell may fail (solutions assert)."""
@@ -409,8 +401,10 @@ def test_committed_outputs_still_match_nbval():
     assert re.search(r"\d+ passed", result.stdout)
 
 
-# --------------------------------------------------------------------------- parameters through papermill
+# --------------------------------------------------------------------------- parameters, as papermill injects them
 
+# (notebook, parameters, what the error must say); each notebook's cases share one kernel.
+BAD_DEVICE = "parameter device must be auto, cpu, cuda or cuda:N (N the GPU's number, e.g. cuda:0), got 'foo'"
 BAD_PARAMETERS = [
     ("00_setup", {"image_size": "abc"}, "parameter image_size = 'abc': it accepts an integer >= 32 or None"),
     ("01_data", {"n_cases": "abc"}, "parameter n_cases = 'abc': it accepts an integer >= 1 or None"),
@@ -423,18 +417,24 @@ BAD_PARAMETERS = [
     ("03_adaptive_focusing", {"image_size": 16}, "parameter image_size = 16: it accepts an integer >= 64"),
     ("04_training", {"epochs": "abc"}, "parameter epochs = 'abc': it accepts an integer >= 1 or None"),
     ("04_training", {"n_seeds": 0}, "parameter n_seeds = 0: it accepts an integer >= 1 or None"),
+    ("04_training", {"device": "foo"}, BAD_DEVICE),
     ("05_evaluation", {"n_boot": "abc"}, "parameter n_boot = 'abc': it accepts an integer >= 100 or None"),
     ("05_evaluation", {"reference": "bogus"}, "parameter reference = 'bogus': it accepts one of 'ce', "),
     ("05_evaluation", {"paper_dataset": "XYZ"}, "parameter paper_dataset = 'XYZ': it accepts one of 'PICAI', 'BraTS'"),
     ("06_ablation", {"p_t": 1.5}, "parameter p_t = 1.5: it accepts a number strictly between 0 and 1"),
     ("06_ablation", {"reference": "focal"}, "parameter reference = 'focal': it accepts one of 'ce', 'afl', "),
+    ("07_your_data", {"device": "foo"}, BAD_DEVICE),
+    ("07_your_data", {"images": ["{case}_t2.nii.gz"]}, "describe your folder: set source too"),
 ]
 
 
-def _run_to_parameter_check(name: str, parameters: dict, tmp_path: Path) -> None:
-    """Execute a notebook through papermill up to its parameter check, the first code cell
-    after the parameters cell (the rest would train or read data)."""
-    import papermill
+def check_parameters_in_kernel(name: str, parameter_sets: list[dict]) -> list[tuple[str, str] | None]:
+    """Run a notebook's cells up to its parameter check (the first code cell after the
+    parameters cell; the rest would train or read data) once in a kernel, then, for each set
+    of parameters, the parameters cell, the cell papermill would inject and the check again.
+    Returns per set ``(exception name, message)``, or None where the check passed."""
+    from nbclient import NotebookClient
+    from papermill.translators import translate_parameters
 
     nb = _read(NOTEBOOKS / f"{name}.ipynb")
     tagged = next(i for i, c in enumerate(nb.cells) if _tagged(c, "parameters"))
@@ -442,34 +442,41 @@ def _run_to_parameter_check(name: str, parameters: dict, tmp_path: Path) -> None
     assert "check_parameters(globals()" in nb.cells[check].source.replace("\n", "").replace(" ", ""), (
         f"{name}: the first code cell after the parameters checks them"
     )
-    nb.cells = nb.cells[: check + 1]
-    nbformat.write(nb, tmp_path / "head.ipynb")
-    papermill.execute_notebook(
-        str(tmp_path / "head.ipynb"),
-        str(tmp_path / "out.ipynb"),
-        parameters=parameters,
-        kernel_name="python3",
-        cwd=str(NOTEBOOKS),
-        progress_bar=False,
-    )
+
+    def error_of(index, cell):
+        client.execute_cell(cell, index)  # errors are outputs: a raised one would abort the kernel's next requests
+        return next(((o.ename, o.evalue) for o in cell.outputs if o.output_type == "error"), None)
+
+    # allow_errors: a failed check must not make the kernel drop the next cases' cells
+    client = NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=True)
+    client.resources = {"metadata": {"path": str(NOTEBOOKS)}}
+    head, parameters_cell, check_cell = nb.cells[:tagged], nb.cells[tagged], nb.cells[check]
+    results = []
+    with client.setup_kernel():  # (execute_cell puts the cell it runs at its index in nb.cells)
+        for index, cell in enumerate(head):
+            if cell.cell_type == "code":
+                assert error_of(index, cell) is None, f"{name}: cell {index} fails"
+        for parameters in parameter_sets:
+            injected = nbformat.v4.new_code_cell(translate_parameters("python3", "python", parameters, "Injected"))
+            assert error_of(tagged, parameters_cell) is None and error_of(tagged, injected) is None
+            results.append(error_of(check, check_cell))
+    return results
 
 
-@pytest.mark.parametrize("name, parameters, message", BAD_PARAMETERS, ids=lambda v: str(v)[:30])
-def test_a_bad_notebook_parameter_is_named_before_any_work(name, parameters, message, tmp_path):
-    from papermill.exceptions import PapermillExecutionError
-
-    with pytest.raises(PapermillExecutionError) as raised:
-        _run_to_parameter_check(name, parameters, tmp_path)
-    assert raised.value.ename == "ValueError"
-    assert message in raised.value.evalue
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["00_setup", "01_data", "02_focal_loss", "03_adaptive_focusing", "04_training", "05_evaluation", "06_ablation"],
-)
-def test_the_default_and_quick_parameters_pass_the_check(name, tmp_path):
-    _run_to_parameter_check(name, {"quick": True}, tmp_path)
+@SKIP_RUN
+@pytest.mark.parametrize("name", [p.stem for p in NOTEBOOK_PATHS])
+def test_a_bad_notebook_parameter_is_named_before_any_work(name):
+    """Each notebook's first cell after its parameters names a bad one and what it accepts
+    (a ValueError, not a traceback from deep inside), and passes the quick settings."""
+    cases = [(parameters, message) for notebook, parameters, message in BAD_PARAMETERS if notebook == name]
+    results = check_parameters_in_kernel(name, [{"quick": True}] + [parameters for parameters, _ in cases])
+    assert results[0] is None, f"{name}: quick=True fails the check: {results[0]}"
+    for (parameters, message), result in zip(cases, results[1:]):
+        assert result is not None, f"{name}: {parameters} passed the check"
+        ename, evalue = result
+        assert ename == "ValueError" and message in " ".join(evalue.split()), (parameters, result)
+        for key in parameters:  # the notebook's parameter, not a command-line option of that name
+            assert f"--{key.replace('_', '-')}" not in evalue, (parameters, evalue)
 
 
 def test_readme_badges_follow_the_links_setting():

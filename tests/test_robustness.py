@@ -440,19 +440,3 @@ def test_a_damaged_last_line_of_the_synthetic_progress_file_is_skipped(tmp_path)
     assert run_cli("synthetic", "--dest", str(root), "--cases", "3", *TINY).returncode == 0
     assert list_cases(root) == ["synth_0000", "synth_0001", "synth_0002"]
     assert (root / "labelsTr" / "synth_0000.nii.gz").stat().st_mtime_ns == kept  # the finished case kept
-
-
-# ----------------------------------------------------------------------------- notebooks: parameters by their names
-
-
-@pytest.mark.parametrize("notebook", ["04_training", "07_your_data"])
-def test_a_bad_device_parameter_is_named_as_the_notebooks_parameter(notebook, tmp_path):
-    from papermill.exceptions import PapermillExecutionError
-
-    from .test_notebooks import _run_to_parameter_check
-
-    with pytest.raises(PapermillExecutionError) as raised:
-        _run_to_parameter_check(notebook, {"device": "foo"}, tmp_path)
-    message = words(raised.value.evalue)
-    assert "parameter device must be auto, cpu, cuda or cuda:N" in message and "'foo'" in message, message
-    assert "-p device VALUE" in message and "--device" not in message
