@@ -299,7 +299,7 @@ def test_authors_recipe_tiny_run_scores_on_the_resized_grid_with_the_networks_ba
 @pytest.mark.parametrize(
     "bad, match",
     [
-        (dict(dims=3, size=(16, 64)), r"three positive numbers \(D, H, W\)"),
+        (dict(dims=3, size=(16, 64)), "--size must be three positive numbers D H W with --dims 3"),
         (dict(dims=3, encoder="tu-mobilenetv3_small_050"), "3D encoder"),
         (dict(dims=3, encoder_weights="imagenet"), "random weights"),
         (dict(resize=True), "resize needs dims 3 and a size"),
