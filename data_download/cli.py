@@ -81,14 +81,16 @@ def _picai_checksums(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _sub_command(sources: argparse._SubParsersAction, name: str, module, summary: str) -> argparse.ArgumentParser:
+    """A sub-command whose description is its module's docstring."""
+    return sources.add_parser(
+        name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def _add_picai(sources: argparse._SubParsersAction) -> None:
     """The ``picai`` sub-command: PI-CAI 2022 from Zenodo, its checks, labels and resampling."""
-    p = sources.add_parser(
-        "picai",
-        help="PI-CAI 2022 prostate bpMRI (Zenodo + picai_labels; CC BY-NC 4.0)",
-        description=picai.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _sub_command(sources, "picai", picai, "PI-CAI 2022 prostate bpMRI (Zenodo + picai_labels; CC BY-NC 4.0)")
     _common(p)
     _network(p, picai.ZENODO_RECORD_URL)
     _picai_checksums(p)
@@ -128,12 +130,7 @@ def _add_picai(sources: argparse._SubParsersAction) -> None:
 
 def _add_brats2018(sources: argparse._SubParsersAction) -> None:
     """The ``brats2018`` sub-command: BraTS 2018 from the user's own copy."""
-    p = sources.add_parser(
-        "brats2018",
-        help="BraTS 2018 training data from your own (registered) copy",
-        description=brats.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _sub_command(sources, "brats2018", brats, "BraTS 2018 training data from your own (registered) copy")
     _common(p)
     _local(p)
     p.add_argument("--source", type=Path, required=True, help=f"your {brats.TRAINING_FOLDER} folder (or its parent)")
@@ -142,12 +139,7 @@ def _add_brats2018(sources: argparse._SubParsersAction) -> None:
 
 def _add_msd_brain(sources: argparse._SubParsersAction) -> None:
     """The ``msd-brain`` sub-command: MSD Task01_BrainTumour."""
-    p = sources.add_parser(
-        "msd-brain",
-        help="Medical Segmentation Decathlon Task01_BrainTumour (CC-BY-SA 4.0)",
-        description=msd.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _sub_command(sources, "msd-brain", msd, "Medical Segmentation Decathlon Task01_BrainTumour (CC-BY-SA 4.0)")
     _common(p)
     _network(p, msd.BASE_URL)
     _max_cases(p)
@@ -189,12 +181,7 @@ def _add_synthetic(sources: argparse._SubParsersAction) -> None:
 
 def _add_folder(sources: argparse._SubParsersAction) -> None:
     """The ``folder`` sub-command: the user's own folder and its file name templates."""
-    p = sources.add_parser(
-        "folder",
-        help="your own folder of NIfTI (or MHA / NRRD) scans and lesion masks",
-        description=folder.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _sub_command(sources, "folder", folder, "your own folder of NIfTI (or MHA / NRRD) scans and lesion masks")
     p.add_argument("source", type=Path, metavar="SRC", help="the folder holding your scans and labels")
     _common(p)
     p.add_argument(
