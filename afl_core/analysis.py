@@ -240,6 +240,7 @@ def network_loss_shares(
     slices: str = "training",
     epochs: Sequence[int] = (1,),
     checkpoint: str = "last",
+    p_t: float | tuple[float, float] | None = None,
     data: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
@@ -264,6 +265,9 @@ def network_loss_shares(
         slices: ``"training"`` or ``"validation"``.
         epochs: the training epochs whose batches are measured (``slices="training"``).
         checkpoint: ``"last"`` or ``"best"``.
+        p_t: ``None``: the network's logits; a probability (or ``(p_background, p_lesion)``):
+            the logits of :func:`confident_logits` instead, on the same slices, to set the
+            network's shares beside the imposed ones (equal to :func:`loss_shares`).
         data: the run's dataset when it moved (:func:`afl_core.evaluate.run_data`).
         device: where the network predicts.
 
@@ -301,8 +305,8 @@ def network_loss_shares(
         batches = _batches(val_set, [range(len(val_set))], config["batch_size"], fields)
     p_t_sums, voxel_counts = dict.fromkeys(SHARE_PARTS, 0.0), dict.fromkeys(SHARE_PARTS, 0.0)
     for batch in batches:
-        logits = model(batch["image"].to(device)).float().cpu()
         label, spacing = batch["label"], batch["spacing"]
+        logits = model(batch["image"].to(device)).float().cpu() if p_t is None else confident_logits(label, p_t)
         for measure in measures:
             measure.add(logits, label, spacing)
         p_lesion = torch.sigmoid(logits[:, -1:])
@@ -312,7 +316,7 @@ def network_loss_shares(
         ):
             for part, value in _part_sums(values, label)[0].items():
                 totals[part] += value
-    p_t = {
+    mean_p_t = {
         f"p_t: {part}": p_t_sums[part] / voxel_counts[part] if voxel_counts[part] else math.nan for part in SHARE_PARTS
     }
-    return pd.DataFrame({measure.arm: measure.result() | p_t for measure in measures}).T.rename_axis("arm")
+    return pd.DataFrame({measure.arm: measure.result() | mean_p_t for measure in measures}).T.rename_axis("arm")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from afl_core.analysis import SHARE_PARTS, network_loss_shares
+from afl_core.analysis import SHARE_PARTS, loss_shares, network_loss_shares, training_batches
 from afl_core.evaluate import load_model
 from afl_core.experiments import arm_config, training_set, tutorial_settings
 from afl_core.losses import adaptive_parameters
@@ -103,6 +103,17 @@ def test_shares_on_the_validation_slices_equal_numpy(run):
     validation = build_datasets(run)[1]
     batches = list(DataLoader(validation, batch_size=run.batch_size, shuffle=False, drop_last=True))
     _check(measured, {"afl": _expected(run, batches)["afl"]})
+
+
+def test_an_imposed_p_t_on_the_same_batches_is_loss_shares(run):
+    plain = training_set(run, augment=False)
+    for p_t in (0.9, (0.99, 0.6)):
+        imposed = network_loss_shares(run.out, ["afl", "afl_reference"], epochs=(1, 2), p_t=p_t)
+        for arm in ("afl", "afl_reference"):
+            expected = loss_shares(arm, training_batches(plain, (1, 2), run.batch_size), p_t)
+            for column, value in expected.items():
+                assert imposed.loc[arm, column] == pytest.approx(value, rel=1e-9), (arm, column)
+        assert imposed.loc["afl", "p_t: lesion voxels"] == pytest.approx(p_t if np.isscalar(p_t) else p_t[1])
 
 
 def test_bad_requests_are_named(run, tmp_path):
