@@ -35,6 +35,7 @@ __all__ = [
     "voxel_losses",
     "training_batches",
     "loss_shares",
+    "has_voxel_loss",
     "network_loss_shares",
 ]
 
@@ -91,19 +92,28 @@ def confident_logits(target: torch.Tensor, p_t: float | tuple[float, float], cha
     return fg if channels == 1 else torch.cat([-fg, fg], dim=1)
 
 
+# Per-voxel forms of the two baselines, up to a constant factor that no share sees:
+# ce = 2 x (alpha 0.5, gamma 0) and focal = 2 x (alpha 0.5, gamma 2).
+_BASELINE_GAMMA = {"ce": 0.0, "focal": 2.0}
+
+
+def has_voxel_loss(arm: str) -> bool:
+    """Whether ``arm``'s loss is a sum over voxels (A-FL, ``ce``, ``focal``), which
+    :func:`loss_shares` can split; overlap losses (Dice, IoU, ...) are defined per batch."""
+    check_arm(arm)
+    return ARMS[arm][0] == "afl" or ARMS[arm][0] in _BASELINE_GAMMA
+
+
 def _per_voxel_loss(arm: str) -> AdaptiveFocalLoss:
+    if not has_voxel_loss(arm):
+        raise ValueError(
+            f"arm {arm!r}: {ARMS[arm][0]!r} has no per-voxel loss (overlap losses are defined per batch); "
+            f"use an A-FL arm, 'ce' or 'focal'"
+        )
     loss, variant, options = ARMS[arm]
     if loss == "afl":
         return AdaptiveFocalLoss(variant, reduction="none", check_values=False, **options)
-    # Per-voxel forms of the two baselines, up to a constant factor that no share sees:
-    # ce = 2 x (alpha 0.5, gamma 0) and focal = 2 x (alpha 0.5, gamma 2).
-    fixed = {"ce": 0.0, "focal": 2.0}
-    if loss not in fixed:
-        raise ValueError(
-            f"arm {arm!r}: {loss!r} has no per-voxel loss (overlap losses are defined per batch); "
-            f"use an A-FL arm, 'ce' or 'focal'"
-        )
-    return AdaptiveFocalLoss("paper", alpha=0.5, gamma=fixed[loss], reduction="none", check_values=False)
+    return AdaptiveFocalLoss("paper", alpha=0.5, gamma=_BASELINE_GAMMA[loss], reduction="none", check_values=False)
 
 
 def _arm_voxel_losses(

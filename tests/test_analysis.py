@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from afl_core.analysis import SHARE_PARTS, loss_shares, network_loss_shares, training_batches
+from afl_core.analysis import SHARE_PARTS, has_voxel_loss, loss_shares, network_loss_shares, training_batches
 from afl_core.evaluate import load_model
 from afl_core.experiments import arm_config, training_set, tutorial_settings
 from afl_core.losses import adaptive_parameters
@@ -129,3 +129,10 @@ def test_bad_requests_are_named(run, tmp_path):
         (renamed / name).write_bytes((Path(run.out) / name).read_bytes())
     with pytest.raises(ValueError, match="named after arm 'ce'"):
         network_loss_shares(renamed)
+
+
+def test_which_arms_have_a_voxel_loss():
+    assert all(has_voxel_loss(arm) for arm in ("ce", "focal", "afl", "afl_reference", "afl_scale_aware"))
+    assert not any(has_voxel_loss(arm) for arm in ("dice", "iou", "tversky", "dice_ce", "dice_focal"))
+    with pytest.raises(ValueError, match="unknown arm"):
+        has_voxel_loss("nosuch")
