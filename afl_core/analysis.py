@@ -25,6 +25,7 @@ from afl_core.data import SliceDataset
 from afl_core.evaluate import load_model, run_data
 from afl_core.experiments import ARMS, check_arm
 from afl_core.losses import AdaptiveFocalLoss
+from afl_core.models import load_checkpoint
 from afl_core.runs import RunKey
 from afl_core.train import TrainConfig, build_datasets
 
@@ -298,8 +299,12 @@ def network_loss_shares(
     if checkpoint not in ("last", "best"):
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     run_dir = Path(run_dir)
-    model, saved = load_model(run_dir, checkpoint, device)
-    config = saved["config"]
+    path = run_dir / f"checkpoint_{checkpoint}.pt"
+    if p_t is None or not path.is_file():  # load_model names a missing checkpoint and what to do
+        model, saved = load_model(run_dir, checkpoint, device)
+        config = saved["config"]
+    else:  # the network is not asked: its recorded settings alone, the tensors mapped, not read
+        config = load_checkpoint(path, ("config",), mmap=True)["config"]
     arms = list(arms) if arms is not None else [_run_arm(run_dir, config)]
     measures = [_Shares(arm) for arm in arms]
     root = run_data(run_dir, config, data, command="afl-evaluate")
