@@ -42,6 +42,7 @@ __all__ = [
     "plot_runs",
     "plot_seed_spread",
     "plot_comparisons",
+    "plot_loss_shares",
     "plot_study_summary",
 ]
 
@@ -536,6 +537,32 @@ def plot_comparisons(table: pd.DataFrame, *, ax: Axes | None = None, xlabel: str
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7)
+    return ax
+
+
+def plot_loss_shares(
+    table: pd.DataFrame, parts: Sequence[str], *, ax: Axes | None = None, xlabel: str = "share of the loss"
+) -> Axes:
+    """One stacked horizontal bar per row of ``table``: the shares of ``parts`` (columns
+    summing to 1 per row, e.g. :data:`afl_core.analysis.SHARE_PARTS`) from left to right,
+    labelled by the row's index (the levels of a MultiIndex joined by ", "), first row on top."""
+    missing = [part for part in parts if part not in table]
+    if missing:
+        raise KeyError(f"the table lacks the columns {missing} (columns: {list(table.columns)})")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 0.8 + 0.28 * len(table)), layout="constrained")
+    y = np.arange(len(table))[::-1]
+    left = np.zeros(len(table))
+    for part in parts:
+        widths = table[part].to_numpy(dtype=float)
+        ax.barh(y, widths, left=left, height=0.7, label=part)
+        left += widths
+    labels = [", ".join(map(str, key)) if isinstance(key, tuple) else str(key) for key in table.index]
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, ncols=len(parts), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return ax
 
 

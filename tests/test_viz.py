@@ -255,3 +255,22 @@ def test_lesion_window_frames_the_lesion_with_a_margin():
     assert viz.lesion_window(np.zeros((5, 7))) == ((-0.5, 4.5), (-0.5, 6.5))
     with pytest.raises(ValueError, match="2D"):
         viz.lesion_window(np.zeros((2, 3, 4)))
+
+
+def test_plot_loss_shares_stacks_each_row_left_to_right():
+    parts = ["empty", "background", "lesion"]
+    index = pd.MultiIndex.from_tuples([("afl", 0, "network"), ("afl", 0, "p_t 0.9"), ("ce", 1, "network")])
+    table = pd.DataFrame([[0.6, 0.3, 0.1], [0.9, 0.05, 0.05], [0.5, 0.5, 0.0]], index=index, columns=parts)
+    ax = viz.plot_loss_shares(table.assign(other=7.0), parts)
+    bars = ax.patches
+    assert len(bars) == 3 * len(parts)
+    for k, part in enumerate(parts):  # one container per part, rows from the top
+        row_bars = sorted(bars[3 * k : 3 * k + 3], key=lambda b: -b.get_y())
+        np.testing.assert_allclose([b.get_width() for b in row_bars], table[part])
+        np.testing.assert_allclose([b.get_x() for b in row_bars], table[parts[:k]].sum(axis=1))
+    top_down = [label.get_text() for _, label in sorted(zip(ax.get_yticks(), ax.get_yticklabels()), reverse=True)]
+    assert top_down == ["afl, 0, network", "afl, 0, p_t 0.9", "ce, 1, network"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == parts
+    _renders(ax.figure)
+    with pytest.raises(KeyError, match="lesion"):
+        viz.plot_loss_shares(table.drop(columns="lesion"), parts)
