@@ -440,3 +440,36 @@ def test_a_damaged_last_line_of_the_synthetic_progress_file_is_skipped(tmp_path)
     assert run_cli("synthetic", "--dest", str(root), "--cases", "3", *TINY).returncode == 0
     assert list_cases(root) == ["synth_0000", "synth_0001", "synth_0002"]
     assert (root / "labelsTr" / "synth_0000.nii.gz").stat().st_mtime_ns == kept  # the finished case kept
+
+
+# ----------------------------------------------------------------------------- the tutorial runner's runs folder
+
+
+def run_tutorial_04(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``run_tutorial.py --only 04`` with a 1 s cell limit: the notebook fails at once; what
+    the runner did to the runs folder before it is what is tested."""
+    command = [sys.executable, str(REPO / "tools" / "run_tutorial.py"), "--out", str(out), "--only", "04"]
+    return subprocess.run(
+        [*command, "--timeout", "1", *extra], env=without_torchrun(), capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_tutorial_runner_never_deletes_a_runs_folder_it_did_not_make(tmp_path):
+    """S1: `-p runs_dir` naming the user's folder (or an `--out` whose runs/ was there) is kept
+    whole; in a runs folder the runner made, only the training runs it left are removed."""
+    victim = tmp_path / "victim"
+    (victim / "synthetic" / "afl-seed0").mkdir(parents=True)
+    (victim / "thesis.txt").write_text("precious")
+    (victim / "synthetic" / "afl-seed0" / "config.json").write_text("{}")
+    before = snapshot(victim)
+    result = run_tutorial_04(tmp_path / "nb", "-p", "runs_dir", str(victim))
+    assert result.returncode == 1  # the notebook fails on its 1 s limit
+    assert "nothing in it is deleted" in words(result.stderr) and snapshot(victim) == before
+    own = tmp_path / "own"
+    run_tutorial_04(own)  # makes own/runs, marked as the runner's
+    (own / "runs" / "synthetic" / "afl-seed0").mkdir(parents=True)
+    (own / "runs" / "synthetic" / "afl-seed0" / "config.json").write_text("{}")
+    (own / "runs" / "synthetic" / "notes.txt").write_text("mine")
+    run_tutorial_04(own)
+    assert not (own / "runs" / "synthetic" / "afl-seed0").exists()
+    assert (own / "runs" / "synthetic" / "notes.txt").read_text() == "mine"

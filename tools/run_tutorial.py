@@ -7,7 +7,8 @@
 
 Each ``notebooks/NN_*.ipynb`` is executed into ``OUT/NN_*.ipynb`` with the kernel
 working in ``notebooks/`` (so notebooks' relative paths mean the same as in Jupyter).
-Training runs go to ``OUT/runs`` (04 writes them afresh unless ``--keep-runs``, 05 and
+Training runs go to ``OUT/runs`` (04 writes them afresh unless ``--keep-runs``, in a runs
+folder this runner made; it never deletes one it did not make, see :func:`prepare_runs_dir`; 05 and
 06 read them), which is why the notebooks run in order and the run stops at the first failure unless
 ``--keep-going``. Widgets are drawn as static figures (``AFL_STATIC_WIDGETS=1``, see
 :mod:`afl_core.viz`). A parameter is passed only to notebooks whose ``parameters`` cell
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import os
 import shutil
 import sys
@@ -225,6 +227,38 @@ def notebook_parameters(args: argparse.Namespace, out_dir: Path) -> dict:
     return parameters
 
 
+#: the file that marks a runs folder as made by this runner: only such a folder's runs are ever removed
+OWN_RUNS_MARK = ".made-by-run_tutorial"
+
+
+def prepare_runs_dir(runs: Path, *, fresh: bool) -> None:
+    """Make the runs folder ``runs`` if missing, marked as this runner's. With ``fresh`` (04
+    selected, no ``--keep-runs``), remove the training runs an earlier tutorial run left in
+    it, since runs of other settings (other sizes, ``--quick``) cannot be resumed with these:
+    only the run folders (``runs/<dataset>/<name>`` holding ``config.json``) of a folder
+    this runner made. A folder it did not make is never cleared (it may be the user's):
+    04 resumes the runs there, and refuses, naming it, one made with other settings."""
+    if not runs.exists():
+        runs.mkdir(parents=True)
+        (runs / OWN_RUNS_MARK).write_text("runs of tools/run_tutorial.py: a fresh tutorial run removes them\n")
+        return
+    if not fresh:
+        return
+    if not (runs / OWN_RUNS_MARK).is_file():
+        print(
+            f"note: {runs} was not made by this runner, so nothing in it is deleted: 04 resumes the runs "
+            f"there (use another --out or -p runs_dir to train afresh)",
+            file=sys.stderr,
+        )
+        return
+    for dataset in (d for d in runs.iterdir() if d.is_dir() and not d.is_symlink()):
+        for run in (r for r in dataset.iterdir() if r.is_dir() and not r.is_symlink()):
+            if (run / "config.json").is_file():
+                shutil.rmtree(run)
+        with contextlib.suppress(OSError):  # kept when it holds anything else
+            dataset.rmdir()
+
+
 def run_in_order(
     notebooks: list[Path], out_dir: Path, parameters: dict, *, timeout: float, keep_going: bool
 ) -> list[Result]:
@@ -263,10 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     # messages (jupyter/nbclient#312), and a figure reads better in the executed copy.
     os.environ.setdefault(STATIC_WIDGETS_ENV, "1")
 
-    runs = Path(parameters["runs_dir"])
-    if any(nb.name.startswith("04_") for nb in notebooks) and not args.keep_runs and runs.is_dir():
-        # Runs of earlier settings (other sizes, --quick) cannot be resumed with these.
-        shutil.rmtree(runs)
+    runs = NOTEBOOKS / Path(parameters["runs_dir"]).expanduser()  # as the kernels, working in notebooks/, see it
+    prepare_runs_dir(runs, fresh=any(nb.name.startswith("04_") for nb in notebooks) and not args.keep_runs)
 
     results = run_in_order(notebooks, out_dir, parameters, timeout=args.timeout, keep_going=args.keep_going)
     write_summary(out_dir / "summary.md", results, parameters)
