@@ -355,6 +355,38 @@ def _check_out_dir(out_dir: Path, run_dir: Path) -> None:
             f"--out {out_dir} is a sweep folder (it holds sweep.json): the tables would replace its per_case.csv. "
             f"Choose a folder outside the sweep's own files, {leave_out}"
         )
+    _check_tables_are_this_runs(out_dir, run_dir, leave_out)
+
+
+#: the files an evaluation writes into its folder
+TABLES = ("per_case.csv", "lesions.csv", "summary.json")
+
+
+def _check_tables_are_this_runs(out_dir: Path, run_dir: Path, leave_out: str) -> None:
+    """Refuse an ``--out`` outside the run whose table files an evaluation would replace but
+    which are not this run's scores: the user's own files, or another run's evaluation. Its
+    own earlier evaluation there (``summary.json`` naming this run) is scored again."""
+    found = [name for name in TABLES if (out_dir / name).exists()]
+    if not found:
+        return
+    try:
+        recorded = read_json(out_dir / "summary.json")
+        scored = Path(recorded["run"]) if "means" in recorded else None
+    except (OSError, ValueError, KeyError, TypeError):
+        scored = None
+    if scored is None:
+        raise ValueError(
+            f"--out {out_dir} holds {', '.join(found)}, which python -m afl_core.evaluate did not write (no "
+            f"evaluation summary.json): the tables would replace them, so nothing is written. Choose a new or empty "
+            f"folder, {leave_out}"
+        )
+    moved = scored.name == run_dir.resolve().name and not scored.exists()
+    if scored.resolve() != run_dir.resolve() and not moved:
+        raise ValueError(
+            f"--out {out_dir} holds the evaluation of another run ({scored}, as its summary.json records), not "
+            f"of {run_dir}: the tables would replace its scores, so nothing is written. Choose a new or empty "
+            f"folder, {leave_out}"
+        )
 
 
 def _is_run_folder(folder: Path) -> bool:
@@ -479,7 +511,7 @@ def _check_request(run_dir: Path, threshold: float, batch_size: int, out_dir: st
     """The options, and the run: refused while a process still trains it (its checkpoints
     change every epoch, so the scores would belong to no epoch the finished run keeps)."""
     if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+        raise ValueError(f"--threshold must lie strictly between 0 and 1 (a probability), got {threshold}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"--batch-size must be a whole number of 1 or more (slices per batch), got {batch_size!r}")
     if out_dir is not None:
@@ -495,8 +527,10 @@ def _check_request(run_dir: Path, threshold: float, batch_size: int, out_dir: st
 def _cases_to_score(config: dict, root: Path, data, cases: Sequence[str] | None) -> list[str]:
     """``cases`` (each checked to be in ``root``); else every case of another dataset ``data``;
     else the run's validation cases. A note says what is scored."""
+    # read first: a --data that is no dataset is refused before any note about scoring it
+    listed = list_cases(root) if cases is not None or data is not None else None
     if cases is not None:
-        unknown = sorted(set(cases) - set(list_cases(root)))
+        unknown = sorted(set(cases) - set(listed))
         if unknown:
             raise ValueError(
                 f"--cases names {len(unknown)} case(s) that {root} does not hold ({', '.join(unknown[:5])}"
@@ -504,7 +538,7 @@ def _cases_to_score(config: dict, root: Path, data, cases: Sequence[str] | None)
             )
     _note_what_is_scored(config, root, data, cases)
     if cases is None:
-        cases = list_cases(root) if data is not None else config["val_cases"]
+        cases = listed if data is not None else config["val_cases"]
     return list(cases)
 
 

@@ -280,6 +280,26 @@ def test_evaluation_never_writes_into_another_run(trained, tmp_path):
     assert snapshot(other) == before
 
 
+def test_evaluation_never_replaces_tables_it_did_not_write(trained, tmp_path):
+    """S2: an --out holding the user's own per_case.csv / summary.json, or another run's
+    evaluation, is refused and kept; the run's own evaluation there is scored again."""
+    user = tmp_path / "userout"
+    user.mkdir()
+    (user / "per_case.csv").write_text("my own table\n")
+    (user / "summary.json").write_text("notes\n")
+    before = snapshot(user)
+    says = f"--out {user} holds per_case.csv, summary.json, which python -m afl_core.evaluate did not write"
+    failed_cleanly(run(evaluate_command(trained, "--out", str(user))), says, "nothing is written")
+    assert snapshot(user) == before
+    out = tmp_path / "tables"
+    assert run(evaluate_command(trained, "--out", str(out))).returncode == 0
+    assert run(evaluate_command(trained, "--out", str(out))).returncode == 0  # its own tables, scored again
+    other, before = copy_run(trained, tmp_path / "other"), snapshot(out)
+    says = f"--out {out} holds the evaluation of another run ({trained}"
+    failed_cleanly(run(evaluate_command(other, "--out", str(out))), says, f"not of {other}")
+    assert snapshot(out) == before
+
+
 def test_an_evaluation_of_a_run_still_training_is_refused_naming_the_training(trained, tmp_path):
     run_dir = copy_run(trained, tmp_path / "run")
     holder = lock_holder(run_dir)
@@ -461,3 +481,15 @@ def test_volumes_too_small_for_the_3d_network_name_size_and_dims(dataset, tmp_pa
     command = train_command(dataset, tmp_path / "run", "--dims", "3", "--batch-size", "1")
     command[command.index("tu-mobilenetv3_small_050")] = "resnet10"
     failed_cleanly(run(command), "volumes of 4 x 32 x 32", "1 x 1 x 1", "--size", "--batch-size 2", "--dims 2")
+
+
+@pytest.mark.parametrize("threshold", ["nan", "1.5"])
+def test_a_bad_threshold_is_named_as_the_option(trained, threshold):
+    failed_cleanly(run(evaluate_command(trained, "--threshold", threshold)), "--threshold must lie", f"got {threshold}")
+
+
+def test_a_data_folder_that_is_no_dataset_is_refused_before_any_note(trained):
+    """S10: --data naming a run folder: the refusal alone, no note about scoring it."""
+    result = run(evaluate_command(trained, "--data", str(trained)))
+    assert result.returncode == 1 and "note:" not in result.stderr, result.stderr
+    assert f"{trained} is not a dataset of the nnU-Net raw layout" in words(result.stderr)
