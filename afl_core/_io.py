@@ -199,6 +199,8 @@ def folder_lock(
 
     Raises:
         FolderBusy: another process holds the lock; the message names it and what to do.
+        ValueError: ``folder/run.lock`` is a symbolic link (never followed: writing the holder's
+            record would overwrite its target).
     """
     path = Path(folder).absolute() / LOCK_NAME
     if path in _held_locks:
@@ -210,7 +212,7 @@ def folder_lock(
         return
     created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
+    with open(_open_lock_file(path), "r+", encoding="utf-8") as handle:
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -234,6 +236,21 @@ def folder_lock(
             del _held_locks[path]  # closing the file releases the lock
             if created:  # still held: no other process writes the folder meanwhile
                 _remove_if_only_lock(path, created)
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file ``path`` (created if missing), never through a symbolic
+    link: the holder's record is written into it, which would overwrite the link's target."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as error:
+        if not path.is_symlink():
+            raise
+        raise ValueError(
+            f"{path} is a symbolic link (to {os.readlink(path)}), not the lock file this project writes: the "
+            f"holder's record would overwrite its target, so nothing is written. Remove the link "
+            f"(rm {path}), then run the command again"
+        ) from error
 
 
 def _remove_if_only_lock(path: Path, created: list[Path]) -> None:

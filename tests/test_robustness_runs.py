@@ -300,6 +300,17 @@ def test_evaluation_never_replaces_tables_it_did_not_write(trained, tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_lock_file_planted_as_a_symlink_is_never_written_through(trained, tmp_path):
+    """S3: run.lock a link to another file: refused naming the link; the target is kept."""
+    victim, out = tmp_path / "victim.txt", tmp_path / "tables"
+    victim.write_text("precious")
+    out.mkdir()
+    (out / "run.lock").symlink_to(victim)
+    says = f"{out / 'run.lock'} is a symbolic link (to {victim})"
+    failed_cleanly(run(evaluate_command(trained, "--out", str(out))), says, "nothing is written", "Remove the link")
+    assert victim.read_text() == "precious" and sorted(p.name for p in out.iterdir()) == ["run.lock"]
+
+
 def test_an_evaluation_of_a_run_still_training_is_refused_naming_the_training(trained, tmp_path):
     run_dir = copy_run(trained, tmp_path / "run")
     holder = lock_holder(run_dir)
