@@ -149,7 +149,9 @@ def is_finished(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
 
     Raises:
         ValueError: ``summary.json`` is damaged, does not say which checkpoint it scores,
-            or scores another run (:func:`_check_scores_this_run`); the message names it.
+            or scores another run (:func:`_check_scores_this_run`); the folder's name says
+            another arm or seed than its ``config.json`` (:func:`_check_name_fits_config`);
+            the message names it.
     """
     run_dir = Path(run_dir)
     config = _run_config(run_dir)
@@ -165,7 +167,43 @@ def is_finished(run_dir: str | os.PathLike, epochs: int | None = None) -> bool:
             f"number): it was altered or written by another program; {again}"
         )
     _check_scores_this_run(run_dir, config, summary, scored, again)
+    _check_name_fits_config(run_dir, config)
     return scored["checkpoint"] == "last" and scored["epoch"] >= planned
+
+
+def _check_name_fits_config(run_dir: Path, config: dict) -> None:
+    """Refuse a run folder whose name (:class:`RunKey`: arm, seed) says another run than its
+    ``config.json``: a renamed folder, or two runs' folders swapped. Its rows would be
+    labelled by the name, so one arm's scores would pass for another's (or one seed's for
+    another's). An arm not in :data:`afl_core.experiments.ARMS` is not compared."""
+    from afl_core.experiments import ARMS  # here: experiments imports this module
+
+    key = RunKey.from_name(run_dir.absolute().name)
+    if key is None:
+        return
+    differences = []
+    if key.arm in ARMS:
+        loss, variant, options = ARMS[key.arm]
+        recorded_options = config.get("loss_options") or {}
+        if (
+            config.get("loss") != loss
+            or (variant is not None and (config.get("variant") or "paper") != variant)
+            or any(recorded_options.get(name) != value for name, value in options.items())
+        ):
+            differences.append(
+                f"arm {key.arm!r} (loss {loss!r}{f', variant {variant!r}' if variant else ''}"
+                f"{f', options {options}' if options else ''}), but its config.json records loss "
+                f"{config.get('loss')!r}, variant {config.get('variant')!r}, options {recorded_options}"
+            )
+    if config.get("seed") != key.seed:
+        differences.append(f"seed {key.seed}, but its config.json records seed {config.get('seed')!r}")
+    if differences:
+        raise ValueError(
+            f"the name of the run folder {run_dir} says {'; and '.join(differences)}: the folder was renamed, or "
+            f"runs' folders swapped, and its rows would be labelled as another run's. Give the folder the name of "
+            f"the run it holds, or train the run of its name again (python -m afl_core.train --overwrite --out "
+            f"{run_dir} ...)"
+        )
 
 
 # What summary.json records of the run it scores -> the same in the run's config.json.

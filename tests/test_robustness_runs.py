@@ -353,6 +353,20 @@ def test_a_sweep_refuses_scores_that_belong_to_another_run(scored_sweep, tmp_pat
     )
 
 
+@pytest.mark.parametrize("renamed", ["ce-seed0-fold0", "afl-seed1-fold0"])
+def test_a_run_folder_whose_name_contradicts_its_config_is_refused(scored_sweep, tmp_path, renamed):
+    """S4: a run folder renamed (or two swapped), then scored again as the summary check
+    advises: collect refuses, naming the folder and what its config.json records."""
+    sweep = tmp_path / "sw"
+    shutil.copytree(scored_sweep, sweep)
+    moved = sweep / "runs" / renamed
+    (sweep / "runs" / "afl-seed0-fold0").rename(moved)
+    summary = json.loads((moved / "eval" / "summary.json").read_text())
+    (moved / "eval" / "summary.json").write_text(json.dumps(summary | {"run": str(moved)}))  # as a new evaluation
+    says = "records loss 'afl'" if renamed.startswith("ce") else "seed 1, but its config.json records seed 0"
+    failed_cleanly(run(collect_command(sweep)), f"the name of the run folder {moved} says", says, "renamed")
+
+
 @pytest.mark.parametrize(
     "table, damage, says",
     [
