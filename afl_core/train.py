@@ -155,6 +155,18 @@ _GPU_SYNC_EVERY = 25
 #: a training loss this many times its first value (or NaN/Inf) stops the run as diverged
 DIVERGENCE_FACTOR = 1e3
 #: Settings that may change when a run is resumed (or a sweep called again); any other change is refused.
+#: the most DataLoader workers per CPU core ``--num-workers`` accepts (more only queue for the cores)
+MAX_WORKERS_PER_CORE = 4
+
+
+def _cores() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
 #: The validation columns that may pick the best checkpoint (``select_metric``), and which way is better.
 SELECT_METRICS = {"val_dice": "max", "val_iou": "max", "val_sensitivity": "max", "val_loss": "min"}
@@ -329,8 +341,10 @@ class TrainConfig:
             "seed": (not 0 <= self.seed < 2**32, "an integer from 0 to 2**32 - 1"),
             "split_seed": (not 0 <= self.split_seed < 2**32, "an integer from 0 to 2**32 - 1"),
             "num_workers": (
-                self.num_workers is not None and self.num_workers < 0,
-                "0 or more (unset: chosen for the device)",
+                self.num_workers is not None and not 0 <= self.num_workers <= MAX_WORKERS_PER_CORE * _cores(),
+                f"0 or more (unset: chosen for the device) and at most {MAX_WORKERS_PER_CORE} per CPU core: at most "
+                f"{MAX_WORKERS_PER_CORE * _cores()} on this machine of {_cores()} core(s) (each worker is a process "
+                "holding its own copy of the data)",
             ),
             "val_fraction": (
                 self.validation_cases is None and not 0 < self.val_fraction < 1,

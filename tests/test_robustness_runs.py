@@ -192,6 +192,7 @@ def test_each_selection_of_cases_keeps_its_own_tables(trained, tmp_path):
         (["--epochs", "0"], ["--epochs must be a whole number of 1 or more, got 0"]),
         (["--val-fraction", "1.5"], ["--val-fraction must be a share strictly between 0 and 1", "got 1.5"]),
         (["--weight-decay", "inf"], ["--weight-decay must be 0 or a positive finite number, got inf"]),
+        (["--num-workers", "999999"], ["--num-workers must be", "at most 4 per CPU core", "core(s)", "got 999999"]),
     ],
 )
 def test_bad_training_options_are_named(dataset, tmp_path, options, says):
