@@ -37,12 +37,15 @@ import json
 import math
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
+from nibabel.filebasedimages import ImageFileError
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -78,6 +81,7 @@ _PROGRESS = ".synthetic-progress.jsonl"
 _IMAGE_NAME = re.compile(r"synth_\d{4,}_\d{4}\.nii\.gz")
 _LABEL_NAME = re.compile(r"synth_\d{4,}\.nii\.gz")
 _NIFTI_MAX_AXIS = 32767  # NIfTI-1 stores each dimension as an int16
+_NIFTI_HEADER_BYTES = 352  # a NIfTI-1 file's header and extension flag, before the voxels
 # Peak memory of make_case, measured with tracemalloc at 16x128x128 to 32x256x256 (1-5 channels):
 # 41-50 bytes per voxel plus 8 per voxel and channel.
 _BYTES_PER_VOXEL, _BYTES_PER_VOXEL_AND_CHANNEL = 50, 8
@@ -583,8 +587,9 @@ def make_dataset(
         max_lesions: at most this many lesions per case (mostly one).
         spacing: voxel size in mm, ``(D, H, W)`` like ``shape``: slice thickness first.
         overwrite: replace a dataset this function wrote in ``root`` with other
-            arguments. When ``root`` already holds exactly this dataset it is kept and
-            nothing is written; a generation with these arguments that was interrupted
+            arguments, or one whose case files are cut short or unreadable. When
+            ``root`` already holds exactly this dataset, intact, it is kept and nothing is
+            written; a generation with these arguments that was interrupted
             goes on where it stopped. Files it did not write are never replaced.
         progress: show a progress bar.
 
@@ -595,8 +600,9 @@ def make_dataset(
         ValueError: an argument out of range.
         NotEnoughMemory: one case of ``shape`` would not fit in the available memory
             (a ``ValueError`` and ``MemoryError``).
-        FileExistsError: ``root`` holds a dataset this function made with other arguments
-            and ``overwrite`` is false.
+        FileExistsError: ``root`` holds a dataset this function made with other arguments,
+            or this one with case files cut short or unreadable (named), and ``overwrite``
+            is false.
         ForeignFilesError: ``root`` holds a dataset or layout files another source wrote
             (a ``FileExistsError``; ``overwrite`` does not replace them).
         afl_core._io.FolderBusy: another process is writing ``root`` (the message names it).
@@ -633,7 +639,15 @@ def make_dataset(
     # one process writes a dataset: two would mix their cases
     with folder_lock(root, option="--dest", then="the same command continues it, or --force replaces it"):
         if _already_written(root, arguments, case_ids):
-            return root
+            damaged = _damaged_case_files(root, case_ids, n_channels)
+            if not damaged:
+                return root
+            if not overwrite:
+                shown = ", ".join(str(path.relative_to(root)) for path in damaged[:3])
+                raise FileExistsError(
+                    f"{root} holds this dataset, but {len(damaged)} of its case files are cut short or unreadable "
+                    f"({shown}{', ...' if len(damaged) > 3 else ''}): pass overwrite=True to make it again"
+                )
         _check_only_generated(root)
         finished = _resumed_cases(root, arguments, n_channels, overwrite)
         _start_progress(root, arguments, finished)
@@ -854,6 +868,27 @@ def _finished_cases(root: Path, entries: list[str], n_channels: int) -> dict[str
         return all(path.is_file() for path in paths)
 
     return {case: lesions for case, lesions in finished.items() if complete(case)}
+
+
+def _damaged_case_files(root: Path, case_ids: list[str], n_channels: int) -> list[Path]:
+    """The case files of a complete dataset that are cut short or unreadable, found without
+    reading the voxels: each file's header must read, and the length gzip records in its last
+    four bytes (modulo 2**32) must be the header's (352 bytes) plus the voxels' bytes."""
+    damaged = []
+    for case in case_ids:
+        for path in (label_path(root, case), *(channel_path(root, case, k) for k in range(n_channels))):
+            try:
+                header = nib.load(path).header
+                voxels = math.prod(header.get_data_shape()) * header.get_data_dtype().itemsize
+                with open(path, "rb") as fh:
+                    fh.seek(-4, os.SEEK_END)
+                    recorded = int.from_bytes(fh.read(4), "little")
+                intact = recorded == (max(int(header["vox_offset"]), _NIFTI_HEADER_BYTES) + voxels) % 2**32
+            except (OSError, EOFError, ValueError, zlib.error, ImageFileError):  # a damaged file's, whichever
+                intact = False
+            if not intact:
+                damaged.append(path)
+    return damaged
 
 
 def _already_written(root: Path, arguments: dict, case_ids: list[str]) -> bool:

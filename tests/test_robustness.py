@@ -87,6 +87,21 @@ def test_synthetic_force_replaces_only_its_own_files(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == sorted(written)  # no progress file left
 
 
+def test_a_cut_case_file_of_a_complete_synthetic_dataset_is_named_and_force_makes_it_again(tmp_path):
+    """S6: a complete dataset with one case file cut to 100 bytes is not "complete": named
+    without --force, written again (the same bytes as before) with it."""
+    root = tmp_path / "data"
+    assert run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY).returncode == 0
+    before = snapshot(root)
+    cut = root / "imagesTr" / "synth_0000_0000.nii.gz"
+    cut.write_bytes(cut.read_bytes()[:100])
+    refused = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY)
+    failed_cleanly(refused, "1 of its case files are cut short or unreadable", "synth_0000_0000.nii.gz", "--force")
+    result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--force")
+    assert result.returncode == 0 and "nothing to do" not in result.stdout, result.stdout + result.stderr
+    assert snapshot(root) == before
+
+
 def test_synthetic_leaves_a_case_file_added_to_its_dataset(tmp_path):
     root = make_dataset(tmp_path / "data", 2, seed=0, shape=(4, 16, 16), progress=False)
     (root / "labelsTr" / "mine.nii.gz").write_bytes(b"not ours")
