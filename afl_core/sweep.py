@@ -67,6 +67,7 @@ from afl_core.train import (
     TrainConfig,
     TrainingDiverged,
     add_setting_options,
+    check_out_folder,
 )
 
 __all__ = [
@@ -175,6 +176,7 @@ def run_sweep(
             f"--out {out} is a training run (it holds config.json): the sweep's tables (history.csv, "
             "per_case.csv) and runs/ would replace or mix with the run's files. Choose a new folder for the sweep"
         )
+    check_out_folder(out, data, files="the sweep's files (sweep.json, runs/, per_case.csv, history.csv)")
     index, count = parse_shard(shard) if isinstance(shard, str) else shard
     fold_ids = _check_folds(data, folds, only_folds)
     fold_cases = kfold_cases(data, folds, seed=0, group_of=patient_grouping(data))

@@ -91,6 +91,7 @@ from tqdm.auto import tqdm
 from afl_core import distributed, recipes
 from afl_core._io import atomic_target, export_csv, folder_lock, read_json, write_json
 from afl_core.data import (
+    DATASET_JSON,
     SliceDataset,
     VolumeDataset,
     case_has_lesion,
@@ -154,7 +155,36 @@ _SIZE_MULTIPLE = 32
 _GPU_SYNC_EVERY = 25
 #: a training loss this many times its first value (or NaN/Inf) stops the run as diverged
 DIVERGENCE_FACTOR = 1e3
-#: Settings that may change when a run is resumed (or a sweep called again); any other change is refused.
+
+
+def check_out_folder(
+    out: str | os.PathLike,
+    data: str | os.PathLike,
+    files: str = "the run's files (config.json, history.csv, checkpoints)",
+) -> None:
+    """Refuse a run (or sweep) folder ``out`` inside the dataset ``data`` or any other
+    dataset (a folder holding ``dataset.json``, itself or above it), or one that holds
+    ``data``: ``files`` would mix with the dataset's. The messages name ``out`` and ``data``
+    as given (``--out``, ``--data``)."""
+    data_path, out_path = Path(data).resolve(), Path(out).resolve()
+    if out_path == data_path or data_path in out_path.parents:
+        raise ValueError(
+            f"--out {out} is inside the dataset --data {data}: {files} would mix with the dataset's. Choose a "
+            "folder outside the dataset"
+        )
+    if out_path in data_path.parents:
+        raise ValueError(
+            f"the dataset --data {data} is inside the folder --out {out}: {files} would lie among the dataset's. "
+            "Keep the dataset outside the --out folder"
+        )
+    for folder in (out_path, *out_path.parents):
+        if (folder / DATASET_JSON).is_file():
+            raise ValueError(
+                f"--out {out} is {'a dataset' if folder == out_path else f'inside the dataset {folder}'} (it holds "
+                f"{DATASET_JSON}): {files} would mix with the dataset's. Choose a folder outside any dataset"
+            )
+
+
 #: the most DataLoader workers per CPU core ``--num-workers`` accepts (more only queue for the cores)
 MAX_WORKERS_PER_CORE = 4
 
@@ -167,6 +197,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+#: Settings that may change when a run is resumed (or a sweep called again); any other change is refused.
 RESUMABLE_CHANGES = ("epochs", "device", "num_workers", "progress")
 #: The validation columns that may pick the best checkpoint (``select_metric``), and which way is better.
 SELECT_METRICS = {"val_dice": "max", "val_iou": "max", "val_sensitivity": "max", "val_loss": "min"}
@@ -282,19 +313,8 @@ class TrainConfig:
             raise ValueError(f"--device must be {DEVICES}, got {self.device!r}")
 
     def _check_folders(self) -> None:
-        """The run folder and the dataset apart: neither inside the other."""
-        data, out = Path(self.data).resolve(), Path(self.out).resolve()
-        if out == data or data in out.parents:
-            raise ValueError(
-                f"--out {self.out} is inside the dataset --data {self.data}: the run's files (config.json, "
-                "history.csv, checkpoints) would mix with the dataset's. Choose a run folder outside the dataset"
-            )
-        if out in data.parents:
-            raise ValueError(
-                f"the dataset --data {self.data} is inside the run folder --out {self.out}: the run's files "
-                "(config.json, history.csv, checkpoints, eval/) would lie among the dataset's. Keep the dataset "
-                "outside the run folder"
-            )
+        """The run folder and the dataset apart (:func:`check_out_folder`)."""
+        check_out_folder(self.out, self.data)
 
     def _check_loss_settings(self) -> None:
         """The loss, its A-FL variant and options, as the command line names them."""

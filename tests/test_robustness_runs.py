@@ -222,10 +222,25 @@ def test_a_run_and_its_dataset_never_share_a_folder(dataset, tmp_path, inside):
         out = tmp_path / "run"
         data = out / "data"
         shutil.copytree(dataset, data)
-        says = f"the dataset --data {data} is inside the run folder --out {out}"
+        says = f"the dataset --data {data} is inside the folder --out {out}"
     before = snapshot(tmp_path)
     failed_cleanly(run(train_command(data, out)), says)
     assert snapshot(tmp_path) == before  # nothing written into either
+
+
+def test_a_run_or_sweep_is_never_written_into_another_dataset(dataset, tmp_path):
+    """S7, S8: --out inside a dataset that is not --data is refused as evaluate refuses it; a
+    sweep's message names the --out typed, not one of its run folders."""
+    other = tmp_path / "dc2"
+    other.mkdir()
+    (other / "dataset.json").write_text("{}")
+    sweep = [sys.executable, "-m", "afl_core.sweep", "--data", str(dataset), "--losses", "ce", "--folds", "2"]
+    says = f"is inside the dataset {other} (it holds dataset.json)"
+    failed_cleanly(run(train_command(dataset, other / "myrun")), f"--out {other / 'myrun'} {says}")
+    failed_cleanly(run([*sweep, "--out", str(other / "mysweep"), "--epochs", "1"]), f"--out {other / 'mysweep'} {says}")
+    message = failed_cleanly(run([*sweep, "--out", str(dataset)]), f"--out {dataset} is inside the dataset --data")
+    assert "runs" not in message.split("--data")[0]  # the folder typed, not the sweep's run folder
+    assert sorted(p.name for p in other.iterdir()) == ["dataset.json"]
 
 
 def test_a_checkpoint_recording_a_huge_slice_size_is_named(trained, tmp_path):
