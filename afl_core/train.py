@@ -1306,6 +1306,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_command(out: str) -> str:
+    """The command that continues the run in ``out`` as this one was started: under torchrun,
+    torchrun with its processes per node (its other options, if any, as before)."""
+    if distributed.launched():
+        per_node = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
+        return f"torchrun --nproc_per_node {per_node} -m afl_core.train --out {out} --resume"
+    return f"python -m afl_core.train --out {out} --resume"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
@@ -1328,9 +1337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; continue with: python -m afl_core.train --out {overrides['out']} --resume", file=sys.stderr
-        )
+        if distributed.is_main_process():  # once, not once per torchrun rank
+            print(f"\ninterrupted; continue with: {_resume_command(overrides['out'])}", file=sys.stderr)
         return 130
     if distributed.is_main_process():  # under torchrun: rank 0 validated
         metric = result.config["select_metric"]

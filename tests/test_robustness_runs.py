@@ -482,6 +482,35 @@ def test_a_rank_killed_mid_run_leaves_one_paragraph_and_the_run_resumes(dataset,
     assert f"{note}: the learning-rate schedule of the remaining epochs is shortened" in words(resumed.stderr)
 
 
+def test_ctrl_c_on_a_torchrun_run_says_once_how_to_resume_it_with_torchrun(dataset, tmp_path):
+    """S11: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) on 2 ranks:
+    one resume note, rank 0's, naming torchrun, not python -m."""
+    run_dir = tmp_path / "run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [*torchrun, *train_command(dataset, run_dir, "--epochs", "500")[1:]]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 180
+        lock = run_dir / "run.lock"  # rank 0 takes it once both ranks have joined the process group
+        while not (lock.is_file() and lock.read_text()) and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        assert launcher.poll() is None, launcher.communicate()
+        os.killpg(launcher.pid, signal.SIGINT)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    message = words(stderr)
+    assert message.count("interrupted; continue with:") == 1, stderr
+    assert f"interrupted; continue with: torchrun --nproc_per_node 2 -m afl_core.train --out {run_dir} --resume" in (
+        message
+    )
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux: from /proc)."""
     found = []
