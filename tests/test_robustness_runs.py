@@ -25,6 +25,8 @@ from .test_download import words
 from .test_download_faults import failed_cleanly
 from .test_robustness import REPO, snapshot, train_command, without_torchrun
 
+TOO_MANY_WORKERS = 4 * len(os.sched_getaffinity(0)) + 1
+
 
 def run(command: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=without_torchrun(), capture_output=True, text=True, cwd=cwd, timeout=timeout)
@@ -192,7 +194,10 @@ def test_each_selection_of_cases_keeps_its_own_tables(trained, tmp_path):
         (["--epochs", "0"], ["--epochs must be a whole number of 1 or more, got 0"]),
         (["--val-fraction", "1.5"], ["--val-fraction must be a share strictly between 0 and 1", "got 1.5"]),
         (["--weight-decay", "inf"], ["--weight-decay must be 0 or a positive finite number, got inf"]),
-        (["--num-workers", "999999"], ["--num-workers must be", "at most 4 per CPU core", "core(s)", "got 999999"]),
+        (  # one above the bound, not 999999: a regression would fork that many workers, not exhaust the machine
+            ["--num-workers", str(TOO_MANY_WORKERS)],
+            ["--num-workers must be", "at most 4 per CPU core", "core(s)", f"got {TOO_MANY_WORKERS}"],
+        ),
     ],
 )
 def test_bad_training_options_are_named(dataset, tmp_path, options, says):
