@@ -344,6 +344,12 @@ def _run_synthetic(args) -> int:
     except ValueError as exc:  # NotEnoughMemory too: the size asked for cannot be made here
         raise DownloadError(f"Invalid generator options: {_as_options(str(exc))}.") from None
     if before is not None and marker.stat().st_mtime_ns == before:
+        if args.force:  # --force replaces a dataset of other options; these make the same files again
+            print(
+                f"The synthetic dataset in {args.dest} is already complete and was made with these options, "
+                "which make the same files again; nothing to do (delete the folder to generate it anew)."
+            )
+            return 0
         return _finished(None, args.dest, "synthetic")
     print(f"synthetic: {args.cases} cases in {args.dest}.")
     return 0
