@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from afl_core.synthetic import make_dataset
+
+# Tests stop commands with SIGINT, as Ctrl-C does. A shell that starts the tests in the background
+# leaves SIGINT ignored, and every child inherits that: restore Python's handler, so children start
+# with the default (exec resets a handled signal, not an ignored one).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
