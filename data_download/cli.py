@@ -19,14 +19,13 @@ from ._layout import check_max_cases
 from .remote import DownloadError, OptionError, RemoteFile, check_transfer_options, describe, remote_size
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(
+    parser: argparse.ArgumentParser,
+    force_help: str = "convert again even if DEST is complete (downloads are still only re-verified)",
+) -> None:
     parser.add_argument("--dest", type=Path, required=True, help="dataset folder to write (the common layout)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be fetched or written, then stop")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="convert again even if DEST is complete (downloads are still only re-verified)",
-    )
+    parser.add_argument("--force", action="store_true", help=force_help)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
@@ -153,7 +152,11 @@ def _add_synthetic(sources: argparse._SubParsersAction) -> None:
         description="Generate synthetic cases with afl_core.synthetic.make_dataset; options "
         "left out take that function's defaults.",
     )
-    _common(p)
+    _common(
+        p,
+        "replace a dataset in DEST made with other options, or one whose case files are cut short "
+        "(the same options make the same files: a complete dataset of these options is kept)",
+    )
     _local(p)
     p.add_argument("--cases", type=int, default=16, help="number of cases (16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -344,13 +347,12 @@ def _run_synthetic(args) -> int:
     except ValueError as exc:  # NotEnoughMemory too: the size asked for cannot be made here
         raise DownloadError(f"Invalid generator options: {_as_options(str(exc))}.") from None
     if before is not None and marker.stat().st_mtime_ns == before:
-        if args.force:  # --force replaces a dataset of other options; these make the same files again
-            print(
-                f"The synthetic dataset in {args.dest} is already complete and was made with these options, "
-                "which make the same files again; nothing to do (delete the folder to generate it anew)."
-            )
-            return 0
-        return _finished(None, args.dest, "synthetic")
+        # Not _finished's advice: --force replaces a dataset of other options, and these make the same files.
+        print(
+            f"The synthetic dataset in {args.dest} is already complete and was made with these options, "
+            "which make the same files again; nothing to do (delete the folder to generate it anew)."
+        )
+        return 0
     print(f"synthetic: {args.cases} cases in {args.dest}.")
     return 0
 

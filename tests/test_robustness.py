@@ -100,10 +100,12 @@ def test_a_cut_case_file_of_a_complete_synthetic_dataset_is_named_and_force_make
     result = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--force")
     assert result.returncode == 0 and "nothing to do" not in result.stdout, result.stdout + result.stderr
     assert snapshot(root) == before
-    # --force on the intact dataset: nothing to replace, said without advising --force.
-    again = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, "--force")
-    assert again.returncode == 0 and "nothing to do" in again.stdout and "use --force" not in again.stdout
+    # The intact dataset, with or without --force: nothing to replace, said without advising --force.
+    for force in ((), ("--force",)):
+        again = run_cli("synthetic", "--dest", str(root), "--cases", "2", *TINY, *force)
+        assert again.returncode == 0 and "nothing to do" in again.stdout and "use --force" not in again.stdout
     assert snapshot(root) == before
+    assert "convert again" not in words(run_cli("synthetic", "--help").stdout)
 
 
 def test_synthetic_leaves_a_case_file_added_to_its_dataset(tmp_path):
