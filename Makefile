@@ -9,8 +9,8 @@ NOTEBOOK_PARAMS ?=
 # Their wheels exist for Python 3.10 and 3.11 (numpy 1.24 has none for 3.12).
 MIN_PYTHON ?= $(PYTHON)
 MIN_VENV   ?= .venv-min
-# `make test-nnunet`: nnU-Net v2 with A-FL end to end on CPU, in its own environment (nnU-Net's
-# dependencies stay out of .venv).
+# `make test-nnunet`: nnU-Net v2 with A-FL end to end on CPU, in its own environment layered on
+# .venv (nnU-Net's dependencies stay out of .venv; PyTorch is not installed twice).
 NNUNET_VENV ?= .venv-nnunet
 # `make test-browser`: Debian's Chromium, driven by Playwright (which never downloads a browser here).
 CHROMIUM ?= /usr/bin/chromium
@@ -63,8 +63,12 @@ $(VENV)/.browser: pyproject.toml
 test-nnunet: $(NNUNET_VENV)/.installed
 	$(NNUNET_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_nnunet.py
 
-$(NNUNET_VENV)/.installed: pyproject.toml
+# Layered on .venv: a .pth file puts .venv's site-packages after its own, so PyTorch (about 6 GB)
+# is installed once; nnU-Net's packages, and the versions it pins, land in $(NNUNET_VENV) only.
+$(NNUNET_VENV)/.installed: pyproject.toml $(STAMP)
 	@test -x $(NNUNET_VENV)/bin/python || $(PYTHON) -m venv $(NNUNET_VENV)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+		"$$($(NNUNET_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/afl-base-venv.pth"
 	$(NNUNET_VENV)/bin/python -m pip install --quiet -e ".[nnunet,test]"
 	@touch $@
 
