@@ -27,7 +27,6 @@ import pickle
 import warnings
 import zipfile
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,7 +64,10 @@ def check_encoder(encoder: str, dims: int = 2) -> None:
                 f"timm has no model {encoder[3:]!r} (from encoder {encoder!r}); list them with "
                 "timm.list_models(), e.g. 'tu-resnet10t'"
             )
-    elif encoder not in smp.encoders.get_encoder_names():
+        return
+    import segmentation_models_pytorch as smp  # 1.5 s with torchvision and timm: only where a 2D model is made
+
+    if encoder not in smp.encoders.get_encoder_names():
         raise ValueError(
             f"unknown encoder {encoder!r}; e.g. 'resnet50' (the paper's), 'resnet18', 'tu-resnet10t'; "
             "all: segmentation_models_pytorch.encoders.get_encoder_names()"
@@ -88,6 +90,8 @@ def check_encoder_weights(encoder: str, weights: str | None) -> None:
     if encoder.startswith("tu-"):
         tags = ("imagenet",)
     else:
+        import segmentation_models_pytorch as smp
+
         tags = tuple(smp.encoders.encoders[encoder]["pretrained_settings"])
     if weights not in tags:
         raise ValueError(f"encoder {encoder!r} has no {weights!r} weights; choose from {', '.join(tags)} or none")
@@ -229,6 +233,8 @@ def build_model(
     weights = encoder_weights
     if encoder.startswith("tu-") and weights is not None:
         weights = True
+
+    import segmentation_models_pytorch as smp
 
     def unet(weights):
         return smp.Unet(

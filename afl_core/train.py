@@ -66,6 +66,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.metadata
 import json
 import math
 import os
@@ -82,7 +83,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -654,7 +654,7 @@ def _versions(dims: int) -> dict[str, str]:
         "python": platform.python_version(),
         "torch": str(torch.__version__),
         "numpy": np.__version__,
-        "segmentation_models_pytorch": smp.__version__,
+        "segmentation_models_pytorch": importlib.metadata.version("segmentation-models-pytorch"),
     }
     if dims == 3:
         import monai

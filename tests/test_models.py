@@ -133,3 +133,21 @@ def test_3d_unet_is_monai_flexible_unet_with_a_resnet_encoder():
         build_model("resnet18", "imagenet", dims=3)
     with pytest.raises(ValueError, match="dims must be 2 or 3"):
         build_model("resnet18", None, dims=4)
+
+
+def test_the_commands_start_without_the_network_libraries():
+    """smp pulls timm, torchvision and torch._dynamo (about 1.5 s per start): the commands import
+    it only where a 2D network is checked or made, so a refusal of bad input comes that much sooner."""
+    import subprocess
+    import sys
+
+    heavy = ("segmentation_models_pytorch", "timm", "torchvision", "monai")
+    code = (
+        "import sys, afl_core.train, afl_core.evaluate, afl_core.sweep, data_download.cli; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    models.check_encoder("resnet18")  # and the check itself still knows smp's encoders
+    with pytest.raises(ValueError, match="unknown encoder 'resnet7'"):
+        models.check_encoder("resnet7")

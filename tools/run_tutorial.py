@@ -14,9 +14,10 @@ folder this runner made; it never deletes one it did not make, see :func:`prepar
 :mod:`afl_core.viz`). A parameter is passed only to notebooks whose ``parameters`` cell
 defines it. The text printed by each notebook's cell tagged ``summary`` is collected
 into ``OUT/summary.md`` with every notebook's status, time and peak memory: the largest
-resident memory (RSS) of the kernel and every process it started, summed (pages that
-processes share count once per process: an upper bound), sampled every 0.1 s with psutil
-(a shorter spike can be missed). Exit status 1 if any notebook failed;
+proportional set size (PSS) of the kernel and every process it started, summed (a page that
+processes share is split between them, so the sum is what they take together, as a container's
+memory limit counts it; RSS where PSS cannot be read, which counts shared pages once per process),
+sampled every 0.1 s with psutil (a shorter spike can be missed). Exit status 1 if any notebook failed;
 the message names the cell.
 """
 
@@ -55,10 +56,10 @@ class Result:
 
 
 class PeakMemory:
-    """The peak, over the time inside ``with``, of the summed resident memory (RSS) of
-    this process's descendants: the kernel papermill starts and whatever it starts in
-    turn (DataLoader workers). Sampled every ``interval`` seconds on a thread; ``peak_mib``
-    stays None where psutil is not installed."""
+    """The peak, over the time inside ``with``, of the summed memory (PSS, else RSS) of this
+    process's descendants: the kernel papermill starts and whatever it starts in turn
+    (DataLoader workers, which share the kernel's pages after fork). Sampled every ``interval``
+    seconds on a thread; ``peak_mib`` stays None where psutil is not installed."""
 
     def __init__(self, interval: float = 0.1):
         self.interval = interval
@@ -72,7 +73,7 @@ class PeakMemory:
             total = 0
             for child in me.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
+                    total += _proportional_memory(child)
                 except psutil.Error:  # exited between the listing and the reading
                     pass
             self.peak_mib = max(self.peak_mib or 0.0, total / 2**20)
@@ -91,6 +92,16 @@ class PeakMemory:
         self._stop.set()
         if hasattr(self, "_thread"):
             self._thread.join()
+
+
+def _proportional_memory(process) -> int:
+    """Bytes of ``process``'s PSS (Linux), else its RSS."""
+    import psutil
+
+    try:
+        return process.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):  # no PSS on this platform, or not readable
+        return process.memory_info().rss
 
 
 def tutorial_notebooks(directory: Path = NOTEBOOKS) -> list[Path]:
@@ -171,7 +182,8 @@ def write_summary(path: Path, results: list[Result], parameters: dict) -> None:
         "",
         f"Parameters: `{parameters}`; total {total:.0f} s.",
         "",
-        "Peak memory: the kernel's resident memory and its child processes', summed, sampled every 0.1 s.",
+        "Peak memory: the kernel's and its child processes' proportional set size (shared pages split "
+        "between them), summed, sampled every 0.1 s.",
         "",
         "| notebook | status | time (s) | peak memory (MiB) |",
         "|---|---|---|---|",
