@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
+# Two test processes, one per core (pytest-xdist; TEST_JOBS=0 runs them in this one); a file's
+# tests stay in one process, so its fixtures are made once.
+TEST_JOBS ?= 2
 test: $(STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from afl_core.synthetic import make_dataset
 # with the default (exec resets a handled signal, not an ignored one).
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# `make test` runs the tests in two processes (pytest-xdist, one per core): one thread in each, and
+# in every command or kernel a test starts (they inherit OMP_NUM_THREADS), since two threads per
+# process on two busy cores run several times slower than one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
