@@ -62,7 +62,7 @@ $(VENV)/.browser: pyproject.toml
 	@touch $@
 
 # A tiny user-style dataset through nnU-Net's planning, preprocessing, a few training iterations of
-# nnUNetTrainerAFL, prediction of held-out cases and scoring (tests/test_nnunet.py; 3-5 min on 2 cores).
+# nnUNetTrainerAFL, prediction of held-out cases and scoring (tests/test_nnunet.py; about 50 s on 2 cores).
 test-nnunet: $(NNUNET_VENV)/.installed
 	$(NNUNET_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_nnunet.py
 

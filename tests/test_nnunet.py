@@ -2,7 +2,7 @@
 preprocessing, a few training iterations, prediction of held-out cases, scores.
 
 Needs the ``nnunet`` extra; ``make test-nnunet`` makes a venv with it and runs this file
-(about 3-5 minutes on two cores). Skipped where nnU-Net is not installed.
+(about 50 s on two cores). Skipped where nnU-Net is not installed.
 """
 
 from __future__ import annotations
