@@ -463,3 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             "disk is not full, then re-run the same command; completed work is kept."
         )
     return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

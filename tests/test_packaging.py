@@ -61,6 +61,14 @@ def test_console_command_runs_from_the_environment(command):
     assert result.stdout.startswith("usage:") and "--help" in result.stdout
 
 
+@pytest.mark.parametrize("module", sorted({target.partition(":")[0] for target in SCRIPTS.values()}))
+def test_each_command_module_runs_with_python_m(module):
+    """``python -m afl_core.train`` (or ``data_download.cli``) runs the command, as the console script does."""
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:") and "--help" in result.stdout
+
+
 def test_every_core_dependency_has_a_floor_and_torch_has_grad_scaler():
     names = [Requirement(r).name for r in PROJECT["project"]["dependencies"]]
     pinned = floors()
