@@ -169,8 +169,8 @@ def check_out_folder(
     data_path, out_path = Path(data).resolve(), Path(out).resolve()
     if out_path == data_path or data_path in out_path.parents:
         raise ValueError(
-            f"--out {out} is inside the dataset --data {data}: {files} would mix with the dataset's. Choose a "
-            "folder outside the dataset"
+            f"--out {out} is {'the dataset' if out_path == data_path else 'inside the dataset'} --data {data}: "
+            f"{files} would mix with the dataset's. Choose a folder outside the dataset"
         )
     if out_path in data_path.parents:
         raise ValueError(

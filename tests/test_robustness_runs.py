@@ -243,7 +243,7 @@ def test_a_run_or_sweep_is_never_written_into_another_dataset(dataset, tmp_path)
     says = f"is inside the dataset {other} (it holds dataset.json)"
     failed_cleanly(run(train_command(dataset, other / "myrun")), f"--out {other / 'myrun'} {says}")
     failed_cleanly(run([*sweep, "--out", str(other / "mysweep"), "--epochs", "1"]), f"--out {other / 'mysweep'} {says}")
-    message = failed_cleanly(run([*sweep, "--out", str(dataset)]), f"--out {dataset} is inside the dataset --data")
+    message = failed_cleanly(run([*sweep, "--out", str(dataset)]), f"--out {dataset} is the dataset --data")
     assert "runs" not in message.split("--data")[0]  # the folder typed, not the sweep's run folder
     assert sorted(p.name for p in other.iterdir()) == ["dataset.json"]
 
