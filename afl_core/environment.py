@@ -23,6 +23,7 @@ __all__ = [
     "choose",
     "data_root",
     "in_colab",
+    "on_binder",
     "check_close",
     "check_parameters",
     "real_examples_dir",
@@ -47,6 +48,12 @@ _PACKAGES = (
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
+
+
+def on_binder() -> bool:
+    """Whether this runs in a Binder session (mybinder.org: CPU only, a 2 GB memory limit);
+    BinderHub starts the server with ``BINDER_REPO_URL`` and ``BINDER_LAUNCH_HOST`` set."""
+    return "BINDER_REPO_URL" in os.environ or "BINDER_LAUNCH_HOST" in os.environ
 
 
 def print_config(device: torch.device | None = None) -> None:

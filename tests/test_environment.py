@@ -115,3 +115,12 @@ def test_the_device_is_described_by_its_name_and_memory(monkeypatch, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "device: cuda:0 (NVIDIA Test GPU, 80.0 GiB)"
     environment.print_config(torch.device("cpu"))
     assert "device: cpu (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variable", ["BINDER_REPO_URL", "BINDER_LAUNCH_HOST"])
+def test_a_binder_session_is_told_by_the_variables_binderhub_sets(monkeypatch, variable):
+    for name in ("BINDER_REPO_URL", "BINDER_LAUNCH_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    assert not environment.on_binder()
+    monkeypatch.setenv(variable, "https://mybinder.org/")
+    assert environment.on_binder()
