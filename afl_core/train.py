@@ -777,7 +777,10 @@ def completed_epochs(run_dir: str | os.PathLike) -> int:
     return int(load_checkpoint(last, ("epoch",), mmap=True)["epoch"]) if last.is_file() else 0
 
 
-def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, overwrite: bool = False) -> TrainConfig:
+def _resolve_config(
+    config: TrainConfig | None, resume: bool, overrides: dict, overwrite: bool = False
+) -> tuple[TrainConfig, list[str]]:
+    """The run's settings, and the notes to print once its folder is held (a refused run prints none)."""
     values = (config.to_dict() if config is not None else {}) | overrides
     if "out" not in values:
         raise TypeError("fit needs out= (the run folder)")
@@ -786,12 +789,11 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
     if not resume:
         if "data" not in values:
             raise TypeError("fit needs a TrainConfig or data= and out=")
-        return TrainConfig(**values)  # the folder is checked once it is held (fit)
+        return TrainConfig(**values), []  # the folder is checked once it is held (fit)
     saved_path = Path(values["out"]) / "config.json"
     if not saved_path.is_file():
         if "data" in values:  # nothing to resume yet: the same command starts the run
-            print(f"no run in {saved_path.parent} yet: starting one", file=sys.stderr)
-            return TrainConfig(**values)
+            return TrainConfig(**values), [f"no run in {saved_path.parent} yet: starting one"]
         raise FileNotFoundError(f"cannot resume: {saved_path} does not exist; give --data to start the run")
     recorded = read_json(saved_path, hint="restore it from a copy, or start the run again with --overwrite")
     given_data = values.get("data")
@@ -823,14 +825,14 @@ def _resolve_config(config: TrainConfig | None, resume: bool, overrides: dict, o
             f"cannot resume {saved_path.parent} with --epochs {merged.epochs}: {done} epochs are done "
             f"already; give --epochs {done} or more"
         )
-    if merged.epochs != saved.epochs and distributed.is_main_process():  # once, not once per torchrun rank
-        print(
+    notes = []
+    if merged.epochs != saved.epochs:
+        notes.append(
             f"note: the run was planned for {saved.epochs} epochs and now runs {merged.epochs}: the learning-rate "
             f"schedule of the remaining epochs is {'stretched' if merged.epochs > saved.epochs else 'shortened'} "
-            f"to the new length (epochs 1-{done} were trained with the old one)",
-            file=sys.stderr,
+            f"to the new length (epochs 1-{done} were trained with the old one)"
         )
-    return merged
+    return merged, notes
 
 
 def _same_setting(name: str, a: Any, b: Any) -> bool:
@@ -887,7 +889,7 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
         afl_core._io.FolderBusy: another process is writing ``out`` (the message names it).
         afl_core.distributed.RankLost: under torchrun, another process of the run stopped.
     """
-    cfg = _resolve_config(config, resume, overrides, overwrite)
+    cfg, notes = _resolve_config(config, resume, overrides, overwrite)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
@@ -896,6 +898,8 @@ def fit(config: TrainConfig | None = None, *, resume: bool = False, overwrite: b
     with folder_lock(out):  # one process writes a run: two would mix their files
         if not resume:
             _check_fresh_run_folder(out, overwrite)
+        for note in notes:  # rank 0 only: once, not once per torchrun rank
+            print(note, file=sys.stderr)
         _remove_stale_temporaries(out)
         return _fit(cfg, resume)
 

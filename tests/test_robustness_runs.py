@@ -332,6 +332,20 @@ def test_a_lock_file_planted_as_a_symlink_is_never_written_through(trained, tmp_
     assert victim.read_text() == "precious" and sorted(p.name for p in out.iterdir()) == ["run.lock"]
 
 
+def test_a_resume_refused_for_a_busy_folder_prints_only_its_refusal(trained, tmp_path):
+    """Third review: the resume note (planned for 1 epoch, now 2: schedule stretched) came
+    before the refusal of a folder another process holds, as if the run had gone on."""
+    run_dir = copy_run(trained, tmp_path / "run")
+    holder = lock_holder(run_dir)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        resume = [sys.executable, "-m", "afl_core.train", "--out", str(run_dir), "--resume", "--epochs", "2"]
+        message = failed_cleanly(run(resume), f"{run_dir} is being written by process {holder.pid}")
+        assert "planned for" not in message
+    finally:
+        holder.communicate("\n", timeout=60)
+
+
 def test_an_evaluation_of_a_run_still_training_is_refused_naming_the_training(trained, tmp_path):
     run_dir = copy_run(trained, tmp_path / "run")
     holder = lock_holder(run_dir)
