@@ -283,6 +283,7 @@ def _run_one(config: TrainConfig) -> str:
     the error that stopped it."""
     run_dir = Path(config.out)
     if is_finished(run_dir, config.epochs):
+        _check_fold(run_dir, config.validation_cases)
         return "skipped"
     try:
         with folder_lock(run_dir):
@@ -292,6 +293,21 @@ def _run_one(config: TrainConfig) -> str:
     except (TrainingDiverged, GPUOutOfMemory) as error:
         return f"failed: {error}"
     return "trained" if done else "skipped"
+
+
+def _check_fold(run_dir: Path, fold_cases: list[str]) -> None:
+    """Refuse a finished run whose folder names a fold whose cases it does not validate on
+    (:func:`afl_core.runs.is_finished` compares the arm and seed of the name; the fold is the
+    sweep's to know): two folds' folders swapped or renamed, whose rows would carry the wrong
+    fold. ``--collect`` alone does not check this (it would read every label to deal the folds)."""
+    recorded = read_json(run_dir / "config.json").get("validation_cases") or []
+    if sorted(recorded) != sorted(fold_cases):
+        raise ValueError(
+            f"the run folder {run_dir} names a fold that validates on {', '.join(sorted(fold_cases))}, but its "
+            f"config.json validates on {', '.join(sorted(recorded)) or 'a val_fraction'}: the folder was renamed, or "
+            "two folds' folders swapped, and its rows would carry another fold. Give the folder the name of the fold "
+            "it validates, or remove it and run the sweep again"
+        )
 
 
 # --------------------------------------------------------------------------- tables

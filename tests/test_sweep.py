@@ -309,3 +309,21 @@ def test_kfold_folds_are_disjoint_stratified_and_keep_patients_together(dataset,
         )
     with pytest.raises(ValueError, match="folds must be at least 2"):
         kfold_cases(dataset, 7)
+
+
+def test_two_folds_folders_swapped_are_refused_naming_the_folder(dataset, tmp_path):
+    """The third review's S4 leftover: fold 0's and fold 1's finished runs swapped (same arm and
+    seed, so the name check passes): the next sweep call refuses instead of labelling each
+    run's rows with the other fold."""
+    out = tmp_path / "sweep"
+    grid = dict(data=dataset, losses=["ce"], seeds=[0], folds=2, out=out)
+    run_sweep(**grid, **TINY)
+    runs = out / "runs"
+    (runs / "ce-seed0-fold0").rename(runs / "swap")
+    (runs / "ce-seed0-fold1").rename(runs / "ce-seed0-fold0")
+    (runs / "swap").rename(runs / "ce-seed0-fold1")
+    for fold in (0, 1):  # each scored again under its new name, as the summary check advises
+        summary = runs / f"ce-seed0-fold{fold}" / "eval" / "summary.json"
+        summary.write_text(json.dumps(json.loads(summary.read_text()) | {"run": str(summary.parent.parent)}))
+    with pytest.raises(ValueError, match=r"the run folder .*ce-seed0-fold0 names a fold that validates on .* swapped"):
+        run_sweep(**grid, **TINY)
