@@ -23,7 +23,7 @@ import torch
 
 from afl_core.data import SliceDataset
 from afl_core.evaluate import load_model, run_data
-from afl_core.experiments import ARMS, check_arm
+from afl_core.experiments import ARMS, check_arm, recorded_arm
 from afl_core.losses import AdaptiveFocalLoss
 from afl_core.models import load_checkpoint
 from afl_core.runs import RunKey
@@ -234,8 +234,8 @@ def _run_arm(run_dir: Path, config: dict) -> str:
             "give the arms to measure with arms="
         )
     loss, variant, options = ARMS[key.arm]
-    recorded = (config.get("loss"), config.get("variant"), config.get("loss_options") or {})
-    if recorded != (loss, variant if loss == "afl" else None, options):
+    recorded = recorded_arm(config)
+    if recorded != ARMS[key.arm]:
         raise ValueError(
             f"{run_dir} is named after arm {key.arm!r} ({loss}, {variant}, {options}) but its config records "
             f"loss {recorded[0]!r}, variant {recorded[1]!r}, options {recorded[2]}: give the arms with arms="

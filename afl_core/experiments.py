@@ -37,6 +37,7 @@ __all__ = [
     "Study",
     "tutorial_settings",
     "arm_config",
+    "recorded_arm",
     "training_set",
     "run_folder",
     "train_arms",
@@ -92,6 +93,15 @@ def check_arm(arm: str) -> None:
     """Raise a ``ValueError`` naming the arms when ``arm`` is not one of :data:`ARMS`."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; choose from {list(ARMS)}")
+
+
+def recorded_arm(config: dict) -> tuple[str | None, str | None, dict]:
+    """``(loss, variant, options)`` as a run's ``config.json`` records them, in the form of
+    :data:`ARMS`' entries: a run of ``arm`` records exactly ``ARMS[arm]``. An A-FL run from
+    before the ``variant`` setting reads as its default, ``"paper"``."""
+    loss = config.get("loss")
+    variant = config.get("variant") or ("paper" if loss == "afl" else None)
+    return loss, variant, config.get("loss_options") or {}
 
 
 # --------------------------------------------------------------------------- training and scoring arms

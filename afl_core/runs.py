@@ -176,25 +176,19 @@ def _check_name_fits_config(run_dir: Path, config: dict) -> None:
     ``config.json``: a renamed folder, or two runs' folders swapped. Its rows would be
     labelled by the name, so one arm's scores would pass for another's (or one seed's for
     another's). An arm not in :data:`afl_core.experiments.ARMS` is not compared."""
-    from afl_core.experiments import ARMS  # here: experiments imports this module
+    from afl_core.experiments import ARMS, recorded_arm  # here: experiments imports this module
 
     key = RunKey.from_name(run_dir.absolute().name)
     if key is None:
         return
     differences = []
-    if key.arm in ARMS:
+    if key.arm in ARMS and recorded_arm(config) != ARMS[key.arm]:
         loss, variant, options = ARMS[key.arm]
-        recorded_options = config.get("loss_options") or {}
-        if (
-            config.get("loss") != loss
-            or (variant is not None and (config.get("variant") or "paper") != variant)
-            or any(recorded_options.get(name) != value for name, value in options.items())
-        ):
-            differences.append(
-                f"arm {key.arm!r} (loss {loss!r}{f', variant {variant!r}' if variant else ''}"
-                f"{f', options {options}' if options else ''}), but its config.json records loss "
-                f"{config.get('loss')!r}, variant {config.get('variant')!r}, options {recorded_options}"
-            )
+        differences.append(
+            f"arm {key.arm!r} (loss {loss!r}{f', variant {variant!r}' if variant else ''}"
+            f"{f', options {options}' if options else ''}), but its config.json records loss "
+            f"{config.get('loss')!r}, variant {config.get('variant')!r}, options {config.get('loss_options') or {}}"
+        )
     if config.get("seed") != key.seed:
         differences.append(f"seed {key.seed}, but its config.json records seed {config.get('seed')!r}")
     if differences:

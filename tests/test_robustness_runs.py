@@ -402,6 +402,18 @@ def test_a_run_folder_whose_name_contradicts_its_config_is_refused(scored_sweep,
     failed_cleanly(run(collect_command(sweep)), f"the name of the run folder {moved} says", says, "renamed")
 
 
+def test_a_run_of_another_ablation_arm_under_an_arms_name_is_refused(scored_sweep, tmp_path):
+    """A folder named for afl holding an afl_alpha_only run (the same loss and variant, an option
+    more): the name check compared only the options of the name's arm, and passed it."""
+    sweep = tmp_path / "sw"
+    shutil.copytree(scored_sweep, sweep)
+    run_dir = sweep / "runs" / "afl-seed0-fold0"
+    for path in (run_dir / "config.json", run_dir / "eval" / "summary.json"):  # as if trained and scored so
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"loss_options": {"gamma": 0.0}}))
+    says = f"the name of the run folder {run_dir} says arm 'afl'"
+    failed_cleanly(run(collect_command(sweep)), says, "{'gamma': 0.0}")
+
+
 @pytest.mark.parametrize(
     "table, damage, says",
     [
