@@ -37,15 +37,12 @@ import json
 import math
 import os
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
-from nibabel.filebasedimages import ImageFileError
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -55,6 +52,7 @@ from afl_core.data import (
     IMAGES_DIR,
     LABELS_DIR,
     channel_path,
+    damaged_files,
     label_path,
     list_cases,
     read_dataset_json,
@@ -81,7 +79,6 @@ _PROGRESS = ".synthetic-progress.jsonl"
 _IMAGE_NAME = re.compile(r"synth_\d{4,}_\d{4}\.nii\.gz")
 _LABEL_NAME = re.compile(r"synth_\d{4,}\.nii\.gz")
 _NIFTI_MAX_AXIS = 32767  # NIfTI-1 stores each dimension as an int16
-_NIFTI_HEADER_BYTES = 352  # a NIfTI-1 file's header and extension flag, before the voxels
 # Peak memory of make_case, measured with tracemalloc at 16x128x128 to 32x256x256 (1-5 channels):
 # 41-50 bytes per voxel plus 8 per voxel and channel.
 _BYTES_PER_VOXEL, _BYTES_PER_VOXEL_AND_CHANNEL = 50, 8
@@ -639,7 +636,7 @@ def make_dataset(
     # one process writes a dataset: two would mix their cases
     with folder_lock(root, option="--dest", then="the same command continues it, or --force replaces it"):
         if _already_written(root, arguments, case_ids):
-            damaged = _damaged_case_files(root, case_ids, n_channels)
+            damaged = damaged_files(path for case in case_ids for path in _case_files(root, case, n_channels))
             if not damaged:
                 return root
             if not overwrite:
@@ -689,8 +686,7 @@ def _remove_unwanted_files(root: Path, case_ids: list[str], n_channels: int) -> 
     """Remove ``dataset.json`` and ``lesions.csv`` (they come back last: they mark a complete
     dataset) and the files of cases or channels these arguments do not make. Only files
     this function writes are removed."""
-    wanted = {channel_path(root, c, k).name for c in case_ids for k in range(n_channels)}
-    wanted |= {label_path(root, c).name for c in case_ids}
+    wanted = {path.name for case in case_ids for path in _case_files(root, case, n_channels)}
     for path in [root / DATASET_JSON, root / LESIONS_CSV, *_generated_files(root)]:
         if path.name not in wanted:
             path.unlink(missing_ok=True)
@@ -863,32 +859,16 @@ def _finished_cases(root: Path, entries: list[str], n_channels: int) -> dict[str
         except (ValueError, KeyError, TypeError):  # the last line of a killed run may be cut short
             continue
 
-    def complete(case: str) -> bool:
-        paths = [label_path(root, case), *(channel_path(root, case, k) for k in range(n_channels))]
-        return all(path.is_file() for path in paths)
+    return {
+        case: lesions
+        for case, lesions in finished.items()
+        if all(path.is_file() for path in _case_files(root, case, n_channels))
+    }
 
-    return {case: lesions for case, lesions in finished.items() if complete(case)}
 
-
-def _damaged_case_files(root: Path, case_ids: list[str], n_channels: int) -> list[Path]:
-    """The case files of a complete dataset that are cut short or unreadable, found without
-    reading the voxels: each file's header must read, and the length gzip records in its last
-    four bytes (modulo 2**32) must be the header's (352 bytes) plus the voxels' bytes."""
-    damaged = []
-    for case in case_ids:
-        for path in (label_path(root, case), *(channel_path(root, case, k) for k in range(n_channels))):
-            try:
-                header = nib.load(path).header
-                voxels = math.prod(header.get_data_shape()) * header.get_data_dtype().itemsize
-                with open(path, "rb") as fh:
-                    fh.seek(-4, os.SEEK_END)
-                    recorded = int.from_bytes(fh.read(4), "little")
-                intact = recorded == (max(int(header["vox_offset"]), _NIFTI_HEADER_BYTES) + voxels) % 2**32
-            except (OSError, EOFError, ValueError, zlib.error, ImageFileError):  # a damaged file's, whichever
-                intact = False
-            if not intact:
-                damaged.append(path)
-    return damaged
+def _case_files(root: Path, case: str, n_channels: int) -> list[Path]:
+    """A case's label file and its channels' image files."""
+    return [label_path(root, case), *(channel_path(root, case, k) for k in range(n_channels))]
 
 
 def _already_written(root: Path, arguments: dict, case_ids: list[str]) -> bool:

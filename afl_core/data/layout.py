@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -49,6 +50,7 @@ __all__ = [
     "load_geometry",
     "case_has_lesion",
     "check_geometry",
+    "damaged_files",
 ]
 
 FILE_ENDING = ".nii.gz"
@@ -120,6 +122,30 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     payload = gzip.compress(image.to_bytes(), compresslevel=_GZIP_LEVEL, mtime=0)
     with atomic_target(path) as tmp:
         tmp.write_bytes(payload)
+
+
+_NIFTI_HEADER_BYTES = 352  # a NIfTI-1 file's header and extension flag, before the voxels
+
+
+def damaged_files(paths: Iterable[Path]) -> list[Path]:
+    """The files among ``paths`` (written by :func:`write_case`) that are cut short or
+    unreadable, found without reading the voxels: each header must read, and as
+    :func:`_save_nifti` writes one gzip stream, the length gzip records in a file's last four
+    bytes (modulo 2**32) must be the header's (352 bytes) plus the voxels' bytes."""
+    damaged = []
+    for path in paths:
+        try:
+            header = nib.load(path).header
+            voxels = math.prod(header.get_data_shape()) * header.get_data_dtype().itemsize
+            with open(path, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                recorded = int.from_bytes(fh.read(4), "little")
+            intact = recorded == (max(int(header["vox_offset"]), _NIFTI_HEADER_BYTES) + voxels) % 2**32
+        except READ_ERRORS:  # a damaged file's, whichever
+            intact = False
+        if not intact:
+            damaged.append(path)
+    return damaged
 
 
 def _check_binary(values: np.ndarray, where: str) -> None:
