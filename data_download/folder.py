@@ -289,7 +289,7 @@ class FolderPlan:
     channel_names: list[str]
 
 
-def channel_names(templates: Sequence[_Template]) -> list[str]:
+def _channel_names(templates: Sequence[_Template]) -> list[str]:
     """``'{case}_t2.nii.gz'`` -> ``t2``; ``'images/{case}.nii.gz'`` -> ``images``."""
     names = []
     for index, template in enumerate(templates):
@@ -517,7 +517,7 @@ def check_folder(
         patients,
         sorted(found_values),
         values if values is not None else [1],
-        channel_names(image_templates),
+        _channel_names(image_templates),
     )
 
 

@@ -98,10 +98,12 @@ def _proportional_memory(process) -> int:
     """Bytes of ``process``'s PSS (Linux), else its RSS."""
     import psutil
 
-    try:
-        return process.memory_full_info().pss
-    except (AttributeError, psutil.AccessDenied):  # no PSS on this platform, or not readable
-        return process.memory_info().rss
+    if psutil.LINUX:  # elsewhere memory_full_info has no PSS (and is slow to compute)
+        try:
+            return process.memory_full_info().pss
+        except psutil.AccessDenied:  # not readable: RSS is
+            pass
+    return process.memory_info().rss
 
 
 def tutorial_notebooks(directory: Path = NOTEBOOKS) -> list[Path]:
